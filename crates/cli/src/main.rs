@@ -1,0 +1,346 @@
+//! The `blackstart` binary: argument parsing, file reading and exit codes.
+//!
+//! It holds no logic a library user would want: reading, checking, planning,
+//! rendering and diffing live in `blackstart-model`. What lives here is what
+//! only a command line has: files, standard streams and exit codes.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use blackstart_model::{Diagnostics, MAX_INPUT_BYTES, Plan, Validated, diff, render};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, as DESIGN.md fixes them.
+mod exit {
+    pub const SUCCESS: u8 = 0;
+    /// The run failed or was rolled back; for `diff --exit-code`, something changed.
+    pub const FAILED: u8 = 1;
+    pub const INVALID: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "blackstart",
+    version,
+    about = "Controlled restarts after a cyber incident: site by site, in dependency order, each step proven healthy.",
+    long_about = "blackstart brings a company's systems back after they were shut down on purpose: \
+                  the stages of a playbook run in order, each system starts only when what it leans on \
+                  is healthy, and a gate decides whether the next wave may begin.",
+    after_help = "Examples:\n  blackstart validate playbooks/global-restart.yaml\n  blackstart plan playbooks/global-restart.yaml --format markdown\n  blackstart diff main.yaml playbooks/global-restart.yaml --exit-code\n\nExit codes: 0 success, 1 run failed or rolled back (diff: changed), 2 invalid input or usage, 3 stale plan, 4 run locked."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and check a playbook; report every problem with file:line:col.
+    #[command(
+        after_help = "Examples:\n  blackstart validate playbooks/global-restart.yaml\n  blackstart validate --format json playbooks/local-lab.yaml\n  cat playbook.yaml | blackstart validate -\n\nExits 2 when the playbook has any error; warnings alone exit 0."
+    )]
+    Validate {
+        /// The playbook file, or `-` for standard input.
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
+        format: DiagFormat,
+    },
+    /// Compile a playbook into its dry-run plan: stages, order, layers, gates,
+    /// rollback order, critical path and estimated duration.
+    #[command(
+        after_help = "Examples:\n  blackstart plan playbooks/global-restart.yaml\n  blackstart plan playbooks/global-restart.yaml -o plan.json\n  blackstart plan playbooks/global-restart.yaml --format markdown > plan.md\n  blackstart plan playbooks/global-restart.yaml --format dot | dot -Tsvg > plan.svg\n\nThe same playbook always gives byte-identical output."
+    )]
+    Plan {
+        /// The playbook file, or `-` for standard input.
+        file: PathBuf,
+        /// Write the plan here instead of standard output.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Output format [default: json when --output ends in .json, else text]
+        #[arg(long, value_enum)]
+        format: Option<PlanFormat>,
+    },
+    /// Show what a change to a playbook does to the restart: systems added,
+    /// removed or moved, dependencies, gates, order and estimated duration.
+    #[command(
+        after_help = "Examples:\n  blackstart diff old.yaml playbooks/global-restart.yaml\n  git show main:playbooks/global-restart.yaml > /tmp/base.yaml\n  blackstart diff /tmp/base.yaml playbooks/global-restart.yaml --format text --exit-code\n\nA BASE that does not exist is read as an empty playbook, so a new file diffs as all added."
+    )]
+    Diff {
+        /// The playbook before the change.
+        base: PathBuf,
+        /// The playbook after the change.
+        new: PathBuf,
+        #[arg(long, value_enum, default_value_t = DiffFormat::Markdown)]
+        format: DiffFormat,
+        /// Exit 1 when the restart changed, 0 when it did not.
+        #[arg(long)]
+        exit_code: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DiagFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DiffFormat {
+    Markdown,
+    Text,
+    Json,
+}
+
+/// What can go wrong in the binary, each with what a person needs to act.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("{path} is {size} bytes; a playbook may be at most {} MiB", MAX_INPUT_BYTES / (1024 * 1024))]
+    TooLarge { path: String, size: u64 },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: io::Error },
+    /// The diagnostics were printed already; this carries the count.
+    #[error("{path}: {diags}")]
+    Invalid { path: String, diags: Diagnostics },
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Write { .. } => exit::FAILED,
+            _ => exit::INVALID,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let CliError::Invalid { path, diags } = &e {
+                eprint!("{}", diags.render(path));
+            }
+            eprintln!("blackstart: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Reads at most one byte past the limit, so a huge file or an endless
+/// stream such as /dev/zero is refused in bounded time and memory.
+fn read_limited(path: &Path) -> Result<Vec<u8>, CliError> {
+    let name = display(path);
+    let read_err = |source| CliError::Read {
+        path: name.clone(),
+        source,
+    };
+    let limit = MAX_INPUT_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+    } else {
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if meta.is_dir() {
+            return Err(read_err(io::Error::other("it is a directory")));
+        }
+        if meta.len() > MAX_INPUT_BYTES as u64 {
+            return Err(CliError::TooLarge {
+                path: name,
+                size: meta.len(),
+            });
+        }
+        file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
+    }
+    if bytes.len() as u64 > MAX_INPUT_BYTES as u64 {
+        return Err(CliError::TooLarge {
+            path: name,
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+fn load(path: &Path) -> Result<Validated, CliError> {
+    let bytes = read_limited(path)?;
+    blackstart_model::load(&bytes).map_err(|diags| CliError::Invalid {
+        path: display(path),
+        diags,
+    })
+}
+
+fn print_warnings(path: &Path, validated: &Validated) {
+    let warnings = validated.warnings();
+    if !warnings.items.is_empty() {
+        eprint!("{}", warnings.render(&display(path)));
+    }
+}
+
+fn write_output(output: Option<&Path>, text: &str) -> Result<(), CliError> {
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|source| CliError::Write {
+            path: path.display().to_string(),
+            source,
+        }),
+        None => {
+            let mut out = io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth reporting.
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Write {
+                    path: "standard output".to_owned(),
+                    source: e,
+                }),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Validate { file, format } => validate(&file, format),
+        Command::Plan {
+            file,
+            output,
+            format,
+        } => {
+            let validated = load(&file)?;
+            print_warnings(&file, &validated);
+            let plan = Plan::build(validated);
+            let format =
+                format.unwrap_or_else(|| match output.as_ref().and_then(|o| o.extension()) {
+                    Some(ext) if ext == "json" => PlanFormat::Json,
+                    _ => PlanFormat::Text,
+                });
+            let text = match format {
+                PlanFormat::Text => render::text(&plan),
+                PlanFormat::Json => render::json(&plan),
+                PlanFormat::Markdown => render::markdown(&plan),
+                PlanFormat::Mermaid => render::mermaid(&plan),
+                PlanFormat::Dot => render::dot(&plan),
+            };
+            write_output(output.as_deref(), &text)?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Diff {
+            base,
+            new,
+            format,
+            exit_code,
+        } => {
+            let new_plan = {
+                let v = load(&new)?;
+                print_warnings(&new, &v);
+                Plan::build(v)
+            };
+            let base_plan = if base.exists() || base == Path::new("-") {
+                Plan::build(load(&base)?)
+            } else {
+                eprintln!(
+                    "blackstart: {} does not exist; comparing with an empty playbook",
+                    base.display()
+                );
+                empty_plan(&new_plan)
+            };
+            let d = diff::diff(&base_plan, &new_plan);
+            let text = match format {
+                DiffFormat::Markdown => d.markdown(),
+                DiffFormat::Text => d.text(),
+                DiffFormat::Json => {
+                    let mut s = serde_json::to_string_pretty(&d).expect("a diff always serializes");
+                    s.push('\n');
+                    s
+                }
+            };
+            write_output(None, &text)?;
+            Ok(if exit_code && !d.is_empty() {
+                exit::FAILED
+            } else {
+                exit::SUCCESS
+            })
+        }
+    }
+}
+
+/// The plan of a playbook that does not exist yet: no stages, no systems.
+fn empty_plan(like: &Plan) -> Plan {
+    Plan {
+        playbook: like.playbook.clone(),
+        playbook_hash: String::new(),
+        estimated_duration: blackstart_model::Duration::ZERO,
+        critical_path: Vec::new(),
+        env: Vec::new(),
+        stages: Vec::new(),
+    }
+}
+
+fn validate(file: &Path, format: DiagFormat) -> Result<u8, CliError> {
+    let name = display(file);
+    let bytes = read_limited(file)?;
+    let result = blackstart_model::load(&bytes);
+    let diags = match &result {
+        Ok(v) => v.warnings().clone(),
+        Err(d) => d.clone(),
+    };
+    match format {
+        DiagFormat::Json => {
+            let report = serde_json::json!({
+                "file": name,
+                "valid": result.is_ok(),
+                "errors": diags.error_count(),
+                "warnings": diags.warning_count(),
+                "diagnostics": diags.items,
+            });
+            let mut s = serde_json::to_string_pretty(&report).expect("a report always serializes");
+            s.push('\n');
+            write_output(None, &s)?;
+        }
+        DiagFormat::Text => {
+            eprint!("{}", diags.render(&name));
+            if let Ok(v) = &result {
+                let spec = &v.playbook().spec;
+                println!(
+                    "{name}: valid: {} systems at {} sites in {} stages{}",
+                    spec.systems.len(),
+                    spec.sites.len(),
+                    spec.stages.len(),
+                    match diags.warning_count() {
+                        0 => String::new(),
+                        n => format!(", {n} warning(s)"),
+                    }
+                );
+            } else {
+                eprintln!("{name}: {diags}");
+            }
+        }
+    }
+    Ok(if result.is_ok() {
+        exit::SUCCESS
+    } else {
+        exit::INVALID
+    })
+}

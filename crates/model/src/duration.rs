@@ -1,0 +1,279 @@
+//! Durations as people write them in playbooks: `500ms`, `30s`, `10m`, `1h30m`.
+//!
+//! Kept to whole milliseconds so that a duration read from YAML, written to
+//! JSON and read back is exactly the same value, and so that `90s` and `1m30s`
+//! hash alike in the playbook's canonical form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration {
+    millis: u64,
+}
+
+impl Duration {
+    pub const ZERO: Duration = Duration { millis: 0 };
+
+    pub const fn from_millis(millis: u64) -> Self {
+        Duration { millis }
+    }
+
+    pub const fn from_secs(secs: u64) -> Self {
+        Duration {
+            millis: secs.saturating_mul(1000),
+        }
+    }
+
+    pub const fn as_millis(&self) -> u64 {
+        self.millis
+    }
+
+    /// Seconds, the unit of every duration in JSON output.
+    pub fn as_secs_f64(&self) -> f64 {
+        self.millis as f64 / 1000.0
+    }
+
+    pub fn saturating_add(self, other: Duration) -> Duration {
+        Duration {
+            millis: self.millis.saturating_add(other.millis),
+        }
+    }
+
+    pub fn to_std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.millis)
+    }
+}
+
+impl std::ops::Add for Duration {
+    type Output = Duration;
+    fn add(self, rhs: Duration) -> Duration {
+        self.saturating_add(rhs)
+    }
+}
+
+impl std::ops::Sub for Duration {
+    type Output = Duration;
+    /// Saturates at zero: a duration is never negative.
+    fn sub(self, rhs: Duration) -> Duration {
+        Duration {
+            millis: self.millis.saturating_sub(rhs.millis),
+        }
+    }
+}
+
+impl std::iter::Sum for Duration {
+    fn sum<I: Iterator<Item = Duration>>(iter: I) -> Duration {
+        iter.fold(Duration::ZERO, Duration::saturating_add)
+    }
+}
+
+/// Why a duration did not parse; the message says what a good one looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad duration {text:?}: {reason}; write it like 500ms, 30s, 10m or 1h30m")]
+pub struct DurationError {
+    pub text: String,
+    pub reason: &'static str,
+}
+
+const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("ms", 1), ("m", 60_000), ("s", 1000)];
+
+impl FromStr for Duration {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| DurationError {
+            text: text.to_owned(),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        let mut rest = text;
+        let mut millis: u64 = 0;
+        // Units must come largest first and at most once: `1h30m`, not `30m1h`.
+        let mut last_rank = usize::MAX;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(fail("expected a number"));
+            }
+            let number: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| fail("the number is too large"))?;
+            rest = &rest[digits..];
+            let Some((rank, unit, scale)) = unit_at(rest) else {
+                return Err(fail(if rest.is_empty() {
+                    "a unit is missing (ms, s, m or h)"
+                } else {
+                    "unknown unit (use ms, s, m or h)"
+                }));
+            };
+            if rank >= last_rank {
+                return Err(fail("units must go from largest to smallest, once each"));
+            }
+            last_rank = rank;
+            rest = &rest[unit.len()..];
+            millis = number
+                .checked_mul(scale)
+                .and_then(|m| millis.checked_add(m))
+                .ok_or_else(|| fail("it is too long"))?;
+        }
+        Ok(Duration { millis })
+    }
+}
+
+/// The unit at the start of `s`, with its rank (h=3 … ms=0) for ordering.
+fn unit_at(s: &str) -> Option<(usize, &'static str, u64)> {
+    // `ms` must be tried before `m`.
+    for (unit, scale) in UNITS {
+        if s.starts_with(unit) {
+            let rank = match unit {
+                "h" => 3,
+                "m" => 2,
+                "s" => 1,
+                _ => 0,
+            };
+            return Some((rank, unit, scale));
+        }
+    }
+    None
+}
+
+impl fmt::Display for Duration {
+    /// The canonical spelling: largest units first, zero parts left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.millis == 0 {
+            return f.write_str("0s");
+        }
+        let mut rest = self.millis;
+        let hours = rest / 3_600_000;
+        rest %= 3_600_000;
+        let minutes = rest / 60_000;
+        rest %= 60_000;
+        let seconds = rest / 1000;
+        let millis = rest % 1000;
+        if hours > 0 {
+            write!(f, "{hours}h")?;
+        }
+        if minutes > 0 {
+            write!(f, "{minutes}m")?;
+        }
+        if seconds > 0 {
+            write!(f, "{seconds}s")?;
+        }
+        if millis > 0 {
+            write!(f, "{millis}ms")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serializes a duration as seconds, the JSON plan's unit.
+pub mod as_secs {
+    use super::Duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        if !(0.0..=1e12).contains(&secs) {
+            return Err(serde::de::Error::custom("duration out of range"));
+        }
+        Ok(Duration::from_millis((secs * 1000.0).round() as u64))
+    }
+
+    /// The same for an optional duration.
+    pub mod option {
+        use super::Duration;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.serialize_some(&d.as_secs_f64()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let secs = Option::<f64>::deserialize(d)?;
+            match secs {
+                None => Ok(None),
+                Some(secs) if (0.0..=1e12).contains(&secs) => {
+                    Ok(Some(Duration::from_millis((secs * 1000.0).round() as u64)))
+                }
+                Some(_) => Err(serde::de::Error::custom("duration out of range")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_forms_in_the_design() {
+        let cases = [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("10m", 600_000),
+            ("1h30m", 5_400_000),
+            ("1h30m15s250ms", 5_415_250),
+            ("0s", 0),
+            ("90s", 90_000),
+        ];
+        for (text, millis) in cases {
+            assert_eq!(
+                text.parse::<Duration>().unwrap().as_millis(),
+                millis,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn displays_canonically() {
+        assert_eq!(Duration::from_millis(90_000).to_string(), "1m30s");
+        assert_eq!(Duration::from_millis(5_400_000).to_string(), "1h30m");
+        assert_eq!(Duration::from_millis(500).to_string(), "500ms");
+        assert_eq!(Duration::ZERO.to_string(), "0s");
+    }
+
+    #[test]
+    fn refuses_bad_durations_with_a_reason() {
+        for bad in [
+            "",
+            "10",
+            "10x",
+            "m",
+            "1.5s",
+            "30m1h",
+            "1m1m",
+            "-5s",
+            " 5s",
+            "99999999999999999999h",
+        ] {
+            let err = bad.parse::<Duration>().unwrap_err();
+            assert!(err.to_string().contains("like 500ms"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! blackstart's model: what a playbook says and what restart it compiles to.
+//!
+//! A playbook is read ([`load`]), checked ([`Validated`]) and compiled into a
+//! [`Plan`], which is rendered for people ([`render`]) and compared with
+//! another plan for pull requests ([`diff`]). The engine consumes a `Plan`
+//! and never looks back at the playbook.
+//!
+//! This crate is pure: no I/O, no async, no clock. Callers hand it text and
+//! get values back, so it runs the same in the CLI, in the operator, in a
+//! benchmark and under a fuzzer.
+
+pub mod diag;
+pub mod diff;
+pub mod duration;
+pub mod placeholder;
+pub mod plan;
+pub mod playbook;
+pub mod render;
+pub mod synth;
+pub mod validate;
+
+mod decode;
+mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
+pub use duration::Duration;
+pub use plan::{Plan, PlannedStage, PlannedSystem, playbook_hash};
+pub use playbook::Playbook;
+pub use validate::Validated;
+pub use yaml::{MAX_DEPTH, MAX_INPUT_BYTES};
+
+/// Reads a playbook from the bytes of a YAML file and checks it, reporting
+/// every problem found, each with its line and column.
+///
+/// Bytes rather than text, so that binary junk is refused here with a
+/// position instead of wherever the caller happened to decode it.
+pub fn load(bytes: &[u8]) -> Result<Validated, Diagnostics> {
+    let playbook = parse(bytes)?;
+    Validated::new(playbook)
+}
+
+/// Reads a playbook without the whole-playbook checks: syntax, types, field
+/// names and values only.
+pub fn parse(bytes: &[u8]) -> Result<Playbook, Diagnostics> {
+    let fail = |d: Diagnostic| Diagnostics { items: vec![d] };
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(fail(Diagnostic::error(
+            Pos::UNKNOWN,
+            format!(
+                "the file is {} bytes; a playbook may be at most {} MiB",
+                bytes.len(),
+                MAX_INPUT_BYTES / (1024 * 1024)
+            ),
+        )));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            return Err(fail(
+                Diagnostic::error(
+                    position_of(good),
+                    format!(
+                        "the file is not UTF-8 text (bad byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                )
+                .with_help("a playbook is a YAML text file"),
+            ));
+        }
+    };
+    if let Some(offset) = text.find('\0') {
+        return Err(fail(Diagnostic::error(
+            position_of(&bytes[..offset]),
+            "the file holds a NUL byte: it looks binary, not like a YAML playbook",
+        )));
+    }
+    let tree = yaml::parse(text).map_err(fail)?;
+    let root = tree
+        .root
+        .as_ref()
+        .expect("parse returns a tree with a root");
+    let mut cx = decode::Cx {
+        diags: Diagnostics::default(),
+        tree: &tree,
+    };
+    let playbook = decode::playbook(root, &mut cx);
+    let mut diags = cx.diags;
+    diags.sort();
+    match playbook {
+        Some(pb) if !diags.has_errors() => Ok(pb),
+        _ => Err(diags),
+    }
+}
+
+/// Line and column just after `prefix`, counting characters like the parser.
+fn position_of(prefix: &[u8]) -> Pos {
+    let text = String::from_utf8_lossy(prefix);
+    let line = text.matches('\n').count() + 1;
+    let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
+}

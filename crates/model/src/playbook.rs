@@ -1,0 +1,498 @@
+//! The playbook: the typed form of the YAML a commander writes.
+//!
+//! These types are the one schema of blackstart. The CLI reads them from
+//! YAML through [`crate::load`], the JSON plan embeds them, and the operator
+//! serves them as the Playbook custom resource, so field names follow the
+//! Kubernetes convention (camelCase) and unknown fields are refused
+//! everywhere: a typo in a restart plan must never be silently ignored.
+//!
+//! Source positions ride along in `src` fields that serde skips: they let
+//! validation point at a line, and they never change the playbook's meaning
+//! or its hash.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Pos;
+use crate::duration::Duration;
+
+pub const API_VERSION: &str = "blackstart.dev/v1alpha1";
+pub const KIND: &str = "Playbook";
+
+/// Labels and other free-form string maps; sorted, so output is deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Playbook {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: PlaybookSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlaybookSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Defaults::is_empty")]
+    pub defaults: Defaults,
+    pub sites: Vec<Site>,
+    pub systems: Vec<System>,
+    pub stages: Vec<Stage>,
+}
+
+/// Settings every system inherits unless it sets its own.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_duration: Option<Duration>,
+    #[serde(default, skip_serializing_if = "ProbeSettings::is_empty")]
+    pub probe: ProbeSettings,
+}
+
+impl Defaults {
+    pub fn is_empty(&self) -> bool {
+        self == &Defaults::default()
+    }
+}
+
+/// Kubernetes probe semantics, each field optional so that a system can
+/// override only what differs from the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbeSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+}
+
+impl ProbeSettings {
+    pub fn is_empty(&self) -> bool {
+        self == &ProbeSettings::default()
+    }
+
+    /// `self` where it is set, else `fallback`.
+    pub fn or(self, fallback: ProbeSettings) -> ProbeSettings {
+        ProbeSettings {
+            initial_delay: self.initial_delay.or(fallback.initial_delay),
+            interval: self.interval.or(fallback.interval),
+            timeout: self.timeout.or(fallback.timeout),
+            success_threshold: self.success_threshold.or(fallback.success_threshold),
+            failure_threshold: self.failure_threshold.or(fallback.failure_threshold),
+        }
+    }
+
+    /// Every field decided: what is unset anywhere takes Kubernetes' defaults
+    /// (no delay, every 10s, 1s timeout, 1 success, 3 failures).
+    pub fn resolve(self) -> ProbePolicy {
+        ProbePolicy {
+            initial_delay: self.initial_delay.unwrap_or(Duration::ZERO),
+            interval: self.interval.unwrap_or(Duration::from_secs(10)),
+            timeout: self.timeout.unwrap_or(Duration::from_secs(1)),
+            success_threshold: self.success_threshold.unwrap_or(1),
+            failure_threshold: self.failure_threshold.unwrap_or(3),
+        }
+    }
+}
+
+/// Probe settings with every value decided, as the engine uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbePolicy {
+    #[serde(with = "crate::duration::as_secs")]
+    pub initial_delay: Duration,
+    #[serde(with = "crate::duration::as_secs")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::as_secs")]
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+/// The start timeout a system gets when neither it nor the defaults set one.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    #[serde(skip)]
+    pub src: SiteSrc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SiteSrc {
+    pub node: Pos,
+    pub id: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct System {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_duration: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "ProbeSettings::is_empty")]
+    pub probe: ProbeSettings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<Check>,
+    pub start: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Action>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<Check>,
+    #[serde(skip)]
+    pub src: SystemSrc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SystemSrc {
+    pub node: Pos,
+    pub id: Pos,
+    pub site: Pos,
+    /// One position per `dependsOn` entry, in the same order.
+    pub depends_on: Vec<Pos>,
+}
+
+impl SystemSrc {
+    pub fn dependency(&self, index: usize) -> Pos {
+        self.depends_on.get(index).copied().unwrap_or(self.node)
+    }
+}
+
+/// Something to do: start a system, stop it, or tell a person to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Action {
+    Exec(Exec),
+    Http(Http),
+    Manual(Manual),
+    Noop(Noop),
+}
+
+impl Action {
+    pub const KINDS: [&'static str; 4] = ["exec", "http", "manual", "noop"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Exec(_) => "exec",
+            Action::Http(_) => "http",
+            Action::Manual(_) => "manual",
+            Action::Noop(_) => "noop",
+        }
+    }
+
+    /// One line for a plan: what will happen, placeholders left unresolved.
+    pub fn summary(&self) -> String {
+        match self {
+            Action::Exec(e) => format!("exec {}", e.command.join(" ")),
+            Action::Http(h) => format!("{} {}", h.method_or(Method::Post), h.url),
+            Action::Manual(m) => format!("manual: {}", m.instruction),
+            Action::Noop(_) => "noop".to_owned(),
+        }
+    }
+}
+
+/// Something to check: health while a system runs, integrity before it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Check {
+    Http(Http),
+    Tcp(Tcp),
+    Exec(Exec),
+}
+
+impl Check {
+    pub const KINDS: [&'static str; 3] = ["http", "tcp", "exec"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Http(_) => "http",
+            Check::Tcp(_) => "tcp",
+            Check::Exec(_) => "exec",
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            Check::Http(h) => {
+                let mut s = format!("{} {}", h.method_or(Method::Get), h.url);
+                if let Some(status) = h.expect_status {
+                    s.push_str(&format!(" → {status}"));
+                }
+                s
+            }
+            Check::Tcp(t) => format!("tcp {}", t.address),
+            Check::Exec(e) => format!("exec {}", e.command.join(" ")),
+        }
+    }
+}
+
+/// Run a program: argv, never a shell, so a value can never be re-parsed
+/// as shell syntax.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Exec {
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: Labels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// An HTTP request: a webhook as an action, a health endpoint as a check.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Http {
+    pub url: String,
+    /// GET for checks and POST for actions when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: Labels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The status that counts as success; any 2xx or 3xx when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_pointer: Option<JsonMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+impl Http {
+    pub fn method_or(&self, default: Method) -> Method {
+        self.method.unwrap_or(default)
+    }
+}
+
+/// The value at a JSON pointer (RFC 6901) in the response body must equal
+/// `equals`; a string compares with a JSON string, anything else with the
+/// value's JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JsonMatch {
+    pub pointer: String,
+    pub equals: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+    const ALL: [Method; 6] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Method::ALL[i])
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        Method::NAMES[Method::ALL.iter().position(|m| m == self).unwrap_or(0)]
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tcp {
+    /// `host:port`; a connection accepted within the timeout is healthy.
+    pub address: String,
+}
+
+/// A step a person does and confirms with `blackstart confirm`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manual {
+    pub instruction: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Noop {}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub select: Selector,
+    /// At most this many systems of the stage starting at once; unbounded
+    /// when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    #[serde(default)]
+    pub gate: Gate,
+    #[serde(skip)]
+    pub src: StageSrc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StageSrc {
+    pub node: Pos,
+    pub name: Pos,
+    pub select: Pos,
+    pub sites: Vec<Pos>,
+    pub tiers: Vec<Pos>,
+    pub systems: Vec<Pos>,
+    pub approvals: Vec<Pos>,
+}
+
+/// Which systems a stage starts; every given criterion must hold (AND), and
+/// within one criterion any listed value matches (OR).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self == &Selector::default()
+    }
+
+    /// Whether the system matches; `sites` holds a system's site labels too,
+    /// so `labels` selects on either.
+    pub fn matches(&self, system: &System, site_labels: Option<&Labels>) -> bool {
+        (self.sites.is_empty() || self.sites.contains(&system.site))
+            && (self.tiers.is_empty()
+                || system.tier.as_ref().is_some_and(|t| self.tiers.contains(t)))
+            && (self.systems.is_empty() || self.systems.contains(&system.id))
+            && self.labels.iter().all(|(k, v)| {
+                system.labels.get(k) == Some(v)
+                    || (!system.labels.contains_key(k)
+                        && site_labels.is_some_and(|l| l.get(k) == Some(v)))
+            })
+    }
+}
+
+/// What must hold before the next stage may begin, and what happens if not.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gate {
+    /// How long every system's health must stay green after the last start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Duration>,
+    /// Roles that must each approve before the next stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<String>,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// What a failed stage does. `pause` is the default: in an incident, nothing
+/// is stopped or abandoned without a person deciding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    /// Stop what the stage started, dependents first; the run ends RolledBack.
+    Rollback,
+    /// Hold the run for the commander to resume or roll back.
+    #[default]
+    Pause,
+    /// End the run Failed, leaving everything as it is.
+    Abort,
+}
+
+impl OnFailure {
+    pub const NAMES: [&'static str; 3] = ["rollback", "pause", "abort"];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OnFailure::Rollback => "rollback",
+            OnFailure::Pause => "pause",
+            OnFailure::Abort => "abort",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<OnFailure> {
+        match name {
+            "rollback" => Some(OnFailure::Rollback),
+            "pause" => Some(OnFailure::Pause),
+            "abort" => Some(OnFailure::Abort),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,391 @@
+//! A plan, shown to people and machines: a terminal view, the JSON contract,
+//! a pull-request comment in Markdown, and the graph as Mermaid or DOT.
+//!
+//! Renderers only format: every number they print was decided by the plan,
+//! so all five views always agree.
+
+use std::fmt::Write as _;
+
+use crate::plan::{Plan, PlannedStage};
+
+/// Above this many dependency edges, a Mermaid graph is not drawn in
+/// Markdown: GitHub refuses to render graphs past about 500 edges, and a
+/// reviewer cannot read one anyway. `plan --format dot` still draws it.
+pub const MERMAID_MAX_EDGES: usize = 500;
+
+/// Past this many systems the Markdown lists the stages but not every system.
+pub const MARKDOWN_MAX_SYSTEM_ROWS: usize = 1000;
+
+pub fn json(plan: &Plan) -> String {
+    let mut out = serde_json::to_string_pretty(plan).expect("a plan always serializes to JSON");
+    out.push('\n');
+    out
+}
+
+fn gate_summary(stage: &PlannedStage) -> String {
+    let mut parts = Vec::new();
+    if let Some(soak) = stage.gate.soak {
+        parts.push(format!("soak {soak}"));
+    }
+    if !stage.gate.approvals.is_empty() {
+        parts.push(format!("approval by {}", stage.gate.approvals.join(", ")));
+    }
+    if parts.is_empty() {
+        parts.push("all healthy".to_owned());
+    }
+    parts.push(format!("on failure {}", stage.gate.on_failure));
+    parts.join(" · ")
+}
+
+fn systems_and_sites(plan: &Plan) -> String {
+    let systems = plan.system_count();
+    let sites = plan.site_count();
+    format!(
+        "{systems} system{} at {sites} site{} in {} stage{}",
+        plural(systems),
+        plural(sites),
+        plan.stages.len(),
+        plural(plan.stages.len())
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn needs_approvals(plan: &Plan) -> bool {
+    plan.stages.iter().any(|s| !s.gate.approvals.is_empty())
+}
+
+/// A readable terminal view: stages in order, each with its layers.
+pub fn text(plan: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Plan for {}  ({})", plan.playbook, plan.playbook_hash);
+    let _ = writeln!(
+        o,
+        "{}, estimated {}{}",
+        systems_and_sites(plan),
+        plan.estimated_duration,
+        if needs_approvals(plan) {
+            " plus approval waits"
+        } else {
+            ""
+        }
+    );
+    if !plan.env.is_empty() {
+        let _ = writeln!(o, "Reads from the environment: {}", plan.env.join(", "));
+    }
+    let total = plan.stages.len();
+    for (k, stage) in plan.stages.iter().enumerate() {
+        let _ = writeln!(o);
+        let _ = write!(
+            o,
+            "Stage {}/{total}  {}  at +{}, takes {}",
+            k + 1,
+            stage.name,
+            stage.estimated_start,
+            stage.estimated_duration
+        );
+        if let Some(m) = stage.max_parallel {
+            let _ = write!(o, ", at most {m} at once");
+        }
+        let _ = writeln!(o);
+        if let Some(d) = &stage.description {
+            let _ = writeln!(o, "  {d}");
+        }
+        let _ = writeln!(o, "  gate: {}", gate_summary(stage));
+        let id_width = stage.systems.iter().map(|s| s.id.len()).max().unwrap_or(0);
+        let site_width = stage
+            .systems
+            .iter()
+            .map(|s| s.site.len())
+            .max()
+            .unwrap_or(0);
+        let mut current_layer = None;
+        for sys in &stage.systems {
+            if current_layer != Some(sys.layer) {
+                current_layer = Some(sys.layer);
+                let _ = writeln!(o, "  layer {}", sys.layer);
+            }
+            let mark = if sys.critical { "*" } else { " " };
+            let _ = write!(
+                o,
+                "   {mark} {:<id_width$}  {:<site_width$}  {:>7}  {}",
+                sys.id,
+                sys.site,
+                sys.expected_duration.to_string(),
+                sys.start.summary()
+            );
+            if !sys.depends_on.is_empty() {
+                let _ = write!(o, "  after {}", sys.depends_on.join(", "));
+            }
+            let _ = writeln!(o);
+        }
+        let _ = writeln!(o, "  rollback: {}", stage.rollback_order.join(", "));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Critical path (*): {}", plan.critical_path.join(" → "));
+    o
+}
+
+/// Escapes text for a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// A pull-request comment: summary, the stages, each stage's systems, and
+/// the graph with the critical path highlighted.
+pub fn markdown(plan: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "## Restart plan: `{}`", plan.playbook);
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{}. Estimated duration **{}**{}.",
+        systems_and_sites(plan),
+        plan.estimated_duration,
+        if needs_approvals(plan) {
+            " plus the time approvals take"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "- Playbook hash: `{}`", plan.playbook_hash);
+    let _ = writeln!(
+        o,
+        "- Critical path: {}",
+        code_list(&plan.critical_path, " → ")
+    );
+    if !plan.env.is_empty() {
+        let _ = writeln!(
+            o,
+            "- Reads from the environment: {}",
+            code_list(&plan.env, ", ")
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "| # | Stage | Systems | Layers | At once | Starts at | Takes | Gate |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    for (k, s) in plan.stages.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {} | {} | {} | +{} | {} | {} |",
+            k + 1,
+            s.name,
+            s.systems.len(),
+            s.layers,
+            s.max_parallel.map_or("all".to_owned(), |m| m.to_string()),
+            s.estimated_start,
+            s.estimated_duration,
+            cell(&gate_summary(s))
+        );
+    }
+    let _ = writeln!(o);
+    if plan.system_count() <= MARKDOWN_MAX_SYSTEM_ROWS {
+        for (k, stage) in plan.stages.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "<details><summary>Stage {}: <code>{}</code> ({} systems)</summary>",
+                k + 1,
+                stage.name,
+                stage.systems.len()
+            );
+            let _ = writeln!(o);
+            if let Some(d) = &stage.description {
+                let _ = writeln!(o, "{}", cell(d));
+                let _ = writeln!(o);
+            }
+            let _ = writeln!(
+                o,
+                "| Layer | System | Site | Expected | Starts at | Start | Depends on |"
+            );
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+            for sys in &stage.systems {
+                let name = if sys.critical {
+                    format!("**`{}`** (critical)", sys.id)
+                } else {
+                    format!("`{}`", sys.id)
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | +{} | {} | {} |",
+                    sys.layer,
+                    name,
+                    cell(&sys.site),
+                    sys.expected_duration,
+                    sys.estimated_start,
+                    cell(&sys.start.summary()),
+                    cell(&sys.depends_on.join(", "))
+                );
+            }
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "Rollback order: {}",
+                code_list(&stage.rollback_order, ", ")
+            );
+            let _ = writeln!(o);
+            let _ = writeln!(o, "</details>");
+            let _ = writeln!(o);
+        }
+    } else {
+        let _ = writeln!(
+            o,
+            "_{} systems: too many to list here; run `blackstart plan --format text` for each one._",
+            plan.system_count()
+        );
+        let _ = writeln!(o);
+    }
+    let edges: usize = plan.systems().map(|(_, s)| s.depends_on.len()).sum();
+    if edges <= MERMAID_MAX_EDGES {
+        let _ = writeln!(o, "```mermaid");
+        o.push_str(&mermaid(plan));
+        let _ = writeln!(o, "```");
+    } else {
+        let _ = writeln!(
+            o,
+            "_The graph has {edges} dependencies, more than a Mermaid diagram can show (at most {MERMAID_MAX_EDGES}); run `blackstart plan --format dot` to draw it._"
+        );
+    }
+    o
+}
+
+fn code_list(items: &[String], sep: &str) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// Plan-wide node names: `s0`, `s1`, … in plan order, so no id can collide
+/// with a Mermaid or DOT keyword.
+fn node_names(plan: &Plan) -> std::collections::HashMap<&str, String> {
+    plan.systems()
+        .enumerate()
+        .map(|(k, (_, s))| (s.id.as_str(), format!("s{k}")))
+        .collect()
+}
+
+/// The dependency graph as a Mermaid flowchart, one subgraph per stage, the
+/// critical path's systems and edges highlighted.
+pub fn mermaid(plan: &Plan) -> String {
+    let names = node_names(plan);
+    let mut o = String::from("flowchart LR\n");
+    for (k, stage) in plan.stages.iter().enumerate() {
+        let _ = writeln!(o, "  subgraph st{k}[\"{}. {}\"]", k + 1, stage.name);
+        for sys in &stage.systems {
+            let _ = writeln!(
+                o,
+                "    {}[\"{}<br/><small>{}</small>\"]",
+                names[sys.id.as_str()],
+                sys.id,
+                sys.site
+            );
+        }
+        let _ = writeln!(o, "  end");
+    }
+    let critical_edges = critical_edges(plan);
+    let mut highlighted = Vec::new();
+    let mut edge = 0usize;
+    for (_, sys) in plan.systems() {
+        for dep in &sys.depends_on {
+            let _ = writeln!(
+                o,
+                "  {} --> {}",
+                names[dep.as_str()],
+                names[sys.id.as_str()]
+            );
+            if critical_edges.contains(&(dep.as_str(), sys.id.as_str())) {
+                highlighted.push(edge.to_string());
+            }
+            edge += 1;
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  classDef critical fill:#fde2e1,stroke:#c0392b,stroke-width:2px"
+    );
+    let critical: Vec<&str> = plan
+        .systems()
+        .filter(|(_, s)| s.critical)
+        .map(|(_, s)| names[s.id.as_str()].as_str())
+        .collect();
+    if !critical.is_empty() {
+        let _ = writeln!(o, "  class {} critical", critical.join(","));
+    }
+    if !highlighted.is_empty() {
+        let _ = writeln!(
+            o,
+            "  linkStyle {} stroke:#c0392b,stroke-width:3px",
+            highlighted.join(",")
+        );
+    }
+    o
+}
+
+fn critical_edges(plan: &Plan) -> std::collections::HashSet<(&str, &str)> {
+    plan.critical_path
+        .windows(2)
+        .map(|w| (w[0].as_str(), w[1].as_str()))
+        .collect()
+}
+
+/// The dependency graph for Graphviz, one cluster per stage.
+pub fn dot(plan: &Plan) -> String {
+    let names = node_names(plan);
+    let mut o = String::new();
+    let _ = writeln!(o, "digraph \"{}\" {{", plan.playbook);
+    let _ = writeln!(o, "  rankdir=LR;");
+    let _ = writeln!(
+        o,
+        "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
+    );
+    for (k, stage) in plan.stages.iter().enumerate() {
+        let _ = writeln!(o, "  subgraph cluster_{k} {{");
+        let _ = writeln!(
+            o,
+            "    label=\"{}. {} ({})\";",
+            k + 1,
+            stage.name,
+            gate_summary(stage)
+        );
+        for sys in &stage.systems {
+            let style = if sys.critical {
+                ", color=\"#c0392b\", penwidth=2"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "    {} [label=\"{}\\n{}\"{style}];",
+                names[sys.id.as_str()],
+                sys.id,
+                sys.site
+            );
+        }
+        let _ = writeln!(o, "  }}");
+    }
+    let critical_edges = critical_edges(plan);
+    for (_, sys) in plan.systems() {
+        for dep in &sys.depends_on {
+            let style = if critical_edges.contains(&(dep.as_str(), sys.id.as_str())) {
+                " [color=\"#c0392b\", penwidth=2]"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "  {} -> {}{style};",
+                names[dep.as_str()],
+                names[sys.id.as_str()]
+            );
+        }
+    }
+    let _ = writeln!(o, "}}");
+    o
+}

@@ -1,0 +1,652 @@
+//! A YAML document as a tree of nodes that remember where they stood.
+//!
+//! serde stops at the first error, but a person fixing a restart plan wants
+//! every problem in one pass, like a compiler. So the file is read in two
+//! steps: this module turns text into a tree whose every node and key knows
+//! its line and column, then [`crate::decode`] walks the tree into the typed
+//! playbook and records every problem it meets.
+//!
+//! The tree is built from the event stream of granit-parser, the YAML parser
+//! underneath serde-saphyr (and re-exported by it). Going through serde with
+//! `serde_saphyr::Spanned` on every node measured 3.8x slower than the events
+//! themselves on a 100,000-system playbook, too slow for the plan budget, so
+//! this builder does the little serde-saphyr did for us here: core-schema
+//! scalar types, anchors and aliases, merge keys, duplicate keys, and budgets
+//! (depth, node count including alias expansion) that keep hostile input
+//! bounded. It is iterative, so no input can overflow the stack.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_saphyr::granit_parser::{self, Event, Marker, ScalarStyle, Span};
+
+use crate::diag::{Diagnostic, Pos};
+
+/// The largest playbook accepted, in bytes. A restart of 100,000 systems is
+/// about 30 MiB of YAML; anything far beyond that is a mistake or an attack.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Deepest nesting accepted. A playbook needs about ten levels; the limit
+/// keeps later recursive walks (decoding, dropping the tree) shallow.
+pub const MAX_DEPTH: usize = 32;
+
+/// Most nodes one document may hold, aliases expanded: about 50 per system
+/// for 200,000 systems. It bounds memory whatever the input (an alias bomb
+/// hits it after expanding a few hundred megabytes, not gigabytes).
+pub const MAX_NODES: usize = 10_000_000;
+
+/// The whole document. Collections keep their children in two arenas, so
+/// building the tree makes no allocation per list or mapping and dropping it
+/// is two frees, whatever its size.
+#[derive(Debug, Default)]
+pub(crate) struct Tree<'a> {
+    pub root: Option<Node<'a>>,
+    items: Vec<Node<'a>>,
+    entries: Vec<(Key<'a>, Node<'a>)>,
+}
+
+/// Where a collection's children stand in their arena.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Span32 {
+    start: u32,
+    len: u32,
+}
+
+impl Span32 {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
+impl<'a> Tree<'a> {
+    /// The items of a list, or `None` if the node is not one.
+    pub fn seq(&self, node: &Node<'a>) -> Option<&[Node<'a>]> {
+        match node.value {
+            Value::Seq(span) => Some(&self.items[span.range()]),
+            _ => None,
+        }
+    }
+
+    /// The entries of a mapping, in file order, or `None` if it is not one.
+    pub fn map(&self, node: &Node<'a>) -> Option<&[(Key<'a>, Node<'a>)]> {
+        match node.value {
+            Value::Map(span) => Some(&self.entries[span.range()]),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node<'a> {
+    pub pos: Pos,
+    pub value: Value<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Seq(Span32),
+    /// Entries in file order; duplicate keys are refused.
+    Map(Span32),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Key<'a> {
+    pub pos: Pos,
+    pub name: Cow<'a, str>,
+}
+
+impl Value<'_> {
+    /// What a person would call this kind of value, for "expected X, found Y".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Seq(_) => f.write_str("a list"),
+            Value::Map(_) => f.write_str("a mapping"),
+        }
+    }
+}
+
+fn pos_of(m: &Marker) -> Pos {
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    Pos::new(clamp(m.line()), clamp(m.col().saturating_add(1)))
+}
+
+/// The YAML 1.2 core schema's reading of a plain scalar.
+fn resolve_plain(text: Cow<'_, str>) -> Value<'_> {
+    match text.as_ref() {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let t = text.as_ref();
+    let first = t.as_bytes()[0];
+    if first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.') {
+        let digits = t.trim_start_matches(['-', '+']);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(i) = t.parse::<i64>() {
+                return Value::Int(i);
+            }
+        } else if let Some(hex) = t.strip_prefix("0x") {
+            if let Ok(i) = i64::from_str_radix(hex, 16) {
+                return Value::Int(i);
+            }
+        } else if let Some(oct) = t.strip_prefix("0o") {
+            if let Ok(i) = i64::from_str_radix(oct, 8) {
+                return Value::Int(i);
+            }
+        } else if t.bytes().any(|b| b.is_ascii_digit())
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+            && let Ok(x) = t.parse::<f64>()
+        {
+            return Value::Float(x);
+        }
+    }
+    Value::Str(text)
+}
+
+/// A collection under construction: where its children begin on the
+/// pending stacks.
+enum Frame<'a> {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        start: usize,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        start: usize,
+        key: Option<Key<'a>>,
+    },
+}
+
+struct Builder<'a> {
+    tree: Tree<'a>,
+    stack: Vec<Frame<'a>>,
+    /// Finished children of the open collections, innermost last.
+    items: Vec<Node<'a>>,
+    entries: Vec<(Key<'a>, Node<'a>)>,
+    /// Anchored nodes and how many nodes each expands to.
+    anchors: HashMap<usize, (Node<'a>, usize)>,
+    nodes: usize,
+}
+
+fn fail(pos: Pos, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(pos, message)
+}
+
+fn to_u32(n: usize, pos: Pos) -> Result<u32, Diagnostic> {
+    u32::try_from(n).map_err(|_| fail(pos, "the document is too large"))
+}
+
+impl<'a> Builder<'a> {
+    /// How many nodes a finished tree holds, to charge an alias its expansion.
+    fn size_of(&self, node: &Node<'a>) -> usize {
+        let mut count = 0usize;
+        let mut todo = vec![node];
+        while let Some(n) = todo.pop() {
+            count += 1;
+            if let Some(items) = self.tree.seq(n) {
+                todo.extend(items);
+            } else if let Some(entries) = self.tree.map(n) {
+                todo.extend(entries.iter().map(|(_, v)| v));
+            }
+        }
+        count
+    }
+
+    fn charge(&mut self, count: usize, pos: Pos) -> Result<(), Diagnostic> {
+        self.nodes = self.nodes.saturating_add(count);
+        if self.nodes > MAX_NODES {
+            return Err(fail(
+                pos,
+                format!(
+                    "the document holds more than {MAX_NODES} YAML nodes (aliases expanded); a playbook is far smaller, so this is refused"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, frame: Frame<'a>, pos: Pos) -> Result<(), Diagnostic> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(fail(
+                pos,
+                format!("nesting deeper than {MAX_DEPTH} levels; a playbook needs about ten"),
+            ));
+        }
+        self.charge(1, pos)?;
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// Places a finished node in its parent (or as the document's root).
+    fn place(&mut self, node: Node<'a>, anchor: usize) -> Result<(), Diagnostic> {
+        if anchor != 0 {
+            let size = self.size_of(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        match self.stack.last_mut() {
+            None => self.tree.root = Some(node),
+            Some(Frame::Seq { .. }) => self.items.push(node),
+            Some(Frame::Map { key, .. }) => match key.take() {
+                Some(k) => self.entries.push((k, node)),
+                None => {
+                    let name = match node.value {
+                        Value::Str(s) => s,
+                        Value::Null => Cow::Borrowed("null"),
+                        Value::Bool(b) => Cow::Owned(b.to_string()),
+                        Value::Int(i) => Cow::Owned(i.to_string()),
+                        Value::Float(x) => Cow::Owned(x.to_string()),
+                        Value::Seq(_) | Value::Map(_) => {
+                            return Err(fail(
+                                node.pos,
+                                "a mapping key must be a plain value, not a list or mapping",
+                            ));
+                        }
+                    };
+                    *key = Some(Key {
+                        pos: node.pos,
+                        name,
+                    });
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, pos: Pos) -> Result<(), Diagnostic> {
+        let (node, anchor) = match self.stack.pop() {
+            Some(Frame::Seq { pos, anchor, start }) => {
+                let at = to_u32(self.tree.items.len(), pos)?;
+                let len = to_u32(self.items.len() - start, pos)?;
+                self.tree.items.extend(self.items.drain(start..));
+                (
+                    Node {
+                        pos,
+                        value: Value::Seq(Span32 { start: at, len }),
+                    },
+                    anchor,
+                )
+            }
+            Some(Frame::Map {
+                pos, anchor, start, ..
+            }) => {
+                let own = &self.entries[start..];
+                if own.iter().any(|(k, _)| k.name == "<<") {
+                    let merged = merge(self.entries.drain(start..).collect(), &self.tree)?;
+                    self.entries.extend(merged);
+                }
+                check_duplicates(&self.entries[start..])?;
+                let at = to_u32(self.tree.entries.len(), pos)?;
+                let len = to_u32(self.entries.len() - start, pos)?;
+                self.tree.entries.extend(self.entries.drain(start..));
+                (
+                    Node {
+                        pos,
+                        value: Value::Map(Span32 { start: at, len }),
+                    },
+                    anchor,
+                )
+            }
+            None => {
+                return Err(fail(
+                    pos,
+                    "invalid YAML: a collection ends that never began",
+                ));
+            }
+        };
+        self.place(node, anchor)
+    }
+}
+
+fn check_duplicates(entries: &[(Key<'_>, Node<'_>)]) -> Result<(), Diagnostic> {
+    if entries.len() <= 16 {
+        for (i, (k, _)) in entries.iter().enumerate() {
+            if let Some((first, _)) = entries[..i].iter().find(|(f, _)| f.name == k.name) {
+                return Err(duplicate(k, first));
+            }
+        }
+    } else {
+        let mut seen: HashMap<&str, &Key<'_>> = HashMap::with_capacity(entries.len());
+        for (k, _) in entries {
+            if let Some(first) = seen.insert(k.name.as_ref(), k) {
+                return Err(duplicate(k, first));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn duplicate(key: &Key<'_>, first: &Key<'_>) -> Diagnostic {
+    fail(key.pos, format!("duplicate key `{}`", key.name))
+        .with_help(format!("first given at line {}", first.pos.line))
+}
+
+/// Applies YAML merge keys (`<<: *defaults`): entries written in the mapping
+/// win over merged ones, earlier merged mappings over later ones.
+fn merge<'a>(
+    entries: Vec<(Key<'a>, Node<'a>)>,
+    tree: &Tree<'a>,
+) -> Result<Vec<(Key<'a>, Node<'a>)>, Diagnostic> {
+    let not_a_map = |pos| {
+        fail(
+            pos,
+            "a merge key `<<` takes a mapping or a list of mappings",
+        )
+    };
+    let mut own = Vec::with_capacity(entries.len());
+    let mut merged: Vec<(Key<'a>, Node<'a>)> = Vec::new();
+    for (k, v) in entries {
+        if k.name != "<<" {
+            own.push((k, v));
+        } else if let Some(m) = tree.map(&v) {
+            merged.extend(m.iter().cloned());
+        } else if let Some(items) = tree.seq(&v) {
+            for item in items {
+                merged.extend(
+                    tree.map(item)
+                        .ok_or_else(|| not_a_map(item.pos))?
+                        .iter()
+                        .cloned(),
+                );
+            }
+        } else {
+            return Err(not_a_map(v.pos));
+        }
+    }
+    for (k, v) in merged {
+        if !own.iter().any(|(o, _)| o.name == k.name) {
+            own.push((k, v));
+        }
+    }
+    Ok(own)
+}
+
+fn unsupported_tag(pos: Pos, tag: &granit_parser::Tag) -> Diagnostic {
+    fail(
+        pos,
+        format!(
+            "unsupported YAML tag `{}{}`",
+            tag.original_handle(),
+            tag.suffix()
+        ),
+    )
+    .with_help("a playbook needs no tags; remove it")
+}
+
+/// Parses one YAML document into a node tree, or says where it is wrong.
+pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(fail(
+            Pos::UNKNOWN,
+            format!(
+                "the file is {} bytes; a playbook may be at most {} bytes",
+                text.len(),
+                MAX_INPUT_BYTES
+            ),
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(fail(
+            Pos::new(1, 1),
+            "the file is empty; a playbook starts with `apiVersion: blackstart.dev/v1alpha1`",
+        ));
+    }
+    let mut options = granit_parser::Options::default();
+    options.block_nesting_limit = MAX_DEPTH + 1;
+    options.flow_nesting_limit = MAX_DEPTH + 1;
+    let mut parser = granit_parser::Parser::new_from_str_with_options(text, options);
+    // About one node per 6 bytes in a typical playbook.
+    let guess = text.len() / 6;
+    let mut b = Builder {
+        tree: Tree {
+            root: None,
+            items: Vec::with_capacity(guess / 4),
+            entries: Vec::with_capacity(guess / 2),
+        },
+        stack: Vec::new(),
+        items: Vec::new(),
+        entries: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+    };
+    let mut documents = 0usize;
+    while let Some(event) = parser.next_event() {
+        let (event, span): (Event<'_>, Span) =
+            event.map_err(|e| fail(pos_of(e.marker()), format!("invalid YAML: {}", e.info())))?;
+        let pos = pos_of(&span.start);
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(fail(
+                        pos,
+                        "the file holds more than one YAML document; a playbook is one document",
+                    ));
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                b.charge(1, pos)?;
+                let value = match (&tag, style) {
+                    (Some(t), _) => tagged(value, t, pos)?,
+                    (None, ScalarStyle::Plain) => resolve_plain(value),
+                    (None, _) => Value::Str(value),
+                };
+                b.place(Node { pos, value }, anchor)?;
+            }
+            Event::SequenceStart(_, anchor, tag) => {
+                if let Some(t) = &tag
+                    && t.core_suffix() != Some("seq")
+                {
+                    return Err(unsupported_tag(pos, t));
+                }
+                let start = b.items.len();
+                b.open(Frame::Seq { pos, anchor, start }, pos)?;
+            }
+            Event::MappingStart(_, anchor, tag) => {
+                if let Some(t) = &tag
+                    && t.core_suffix() != Some("map")
+                {
+                    return Err(unsupported_tag(pos, t));
+                }
+                let start = b.entries.len();
+                b.open(
+                    Frame::Map {
+                        pos,
+                        anchor,
+                        start,
+                        key: None,
+                    },
+                    pos,
+                )?;
+            }
+            Event::SequenceEnd | Event::MappingEnd => b.close(pos)?,
+            Event::Alias(id) => {
+                let Some((node, size)) = b.anchors.get(&id) else {
+                    return Err(fail(pos, "invalid YAML: alias to an unknown anchor"));
+                };
+                let (mut node, size) = (node.clone(), *size);
+                b.charge(size, pos)?;
+                node.pos = pos;
+                b.place(node, 0)?;
+            }
+            _ => {}
+        }
+    }
+    if b.tree.root.is_none() {
+        return Err(fail(Pos::new(1, 1), "the file holds no YAML document"));
+    }
+    Ok(b.tree)
+}
+
+/// A scalar with an explicit core-schema tag (`!!str 10`, `!!int "3"`).
+fn tagged<'a>(
+    value: Cow<'a, str>,
+    tag: &granit_parser::Tag,
+    pos: Pos,
+) -> Result<Value<'a>, Diagnostic> {
+    let suffix = tag.core_suffix();
+    if suffix == Some("str") {
+        return Ok(Value::Str(value));
+    }
+    match (suffix, resolve_plain(value)) {
+        (Some("int"), v @ Value::Int(_))
+        | (Some("bool"), v @ Value::Bool(_))
+        | (Some("float"), v @ (Value::Float(_) | Value::Int(_)))
+        | (Some("null"), v @ Value::Null) => Ok(v),
+        (Some("int" | "bool" | "float" | "null"), _) => {
+            Err(fail(pos, "a tagged scalar does not match its tag"))
+        }
+        _ => Err(unsupported_tag(pos, tag)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_and_keys_carry_positions() {
+        let tree = parse("a: 1\nb:\n  - x\n  - {c: true}\n").unwrap();
+        let root = tree.root.as_ref().unwrap();
+        let entries = tree.map(root).unwrap();
+        assert_eq!(entries[0].0.name, "a");
+        assert_eq!(entries[0].0.pos, Pos::new(1, 1));
+        assert_eq!(entries[0].1.pos, Pos::new(1, 4));
+        assert_eq!(entries[0].1.value, Value::Int(1));
+        let items = tree.seq(&entries[1].1).unwrap();
+        assert_eq!(items[0].pos, Pos::new(3, 5));
+        assert_eq!(items[0].value, Value::Str("x".into()));
+        let inner = tree.map(&items[1]).unwrap();
+        assert_eq!(inner[0].0.name, "c");
+        assert_eq!(inner[0].1.value, Value::Bool(true));
+    }
+
+    #[test]
+    fn plain_scalars_follow_the_core_schema() {
+        let tree = parse(
+            "[~, null, true, False, 12, -3, 0x1f, 0o17, 1.5, 1e3, .inf, 1.10.2, '12', yes, 08:30]",
+        )
+        .unwrap();
+        let items = tree.seq(tree.root.as_ref().unwrap()).unwrap();
+        let values: Vec<String> = items.iter().map(|n| format!("{:?}", n.value)).collect();
+        assert_eq!(
+            values,
+            [
+                "Null",
+                "Null",
+                "Bool(true)",
+                "Bool(false)",
+                "Int(12)",
+                "Int(-3)",
+                "Int(31)",
+                "Int(15)",
+                "Float(1.5)",
+                "Float(1000.0)",
+                "Float(inf)",
+                "Str(\"1.10.2\")",
+                "Str(\"12\")",
+                "Str(\"yes\")",
+                "Str(\"08:30\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let tree = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\ncopy: *b\n").unwrap();
+        let root = tree.map(tree.root.as_ref().unwrap()).unwrap();
+        let other = tree.map(&root[1].1).unwrap();
+        let pairs: Vec<(String, String)> = other
+            .iter()
+            .map(|(k, v)| (k.name.to_string(), v.value.to_string()))
+            .collect();
+        assert_eq!(pairs, [("y".into(), "3".into()), ("x".into(), "1".into())]);
+        assert_eq!(tree.map(&root[2].1).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1, "{err:?}");
+        assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let err = parse("a: 1\nb: 2\na: 2\n").unwrap_err();
+        assert_eq!(err.pos, Pos::new(3, 1), "{err:?}");
+        assert!(err.message.contains("duplicate key `a`"));
+    }
+
+    #[test]
+    fn more_than_one_document_is_refused() {
+        let err = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(
+            err.message.contains("more than one YAML document"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("YAML nodes"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let flow = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(parse(&flow).is_err());
+        let block: String = (0..100_000)
+            .map(|i| format!("{}- \n", " ".repeat(i % 200)))
+            .collect();
+        assert!(parse(&block).is_err());
+        let maps: String = (0..100_000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .take(2000)
+            .collect();
+        assert!(parse(&maps).is_err());
+    }
+}
