@@ -543,7 +543,10 @@ fn exec_strings(e: &crate::playbook::Exec, add: &mut impl FnMut(&str)) {
 fn http_strings(h: &crate::playbook::Http, add: &mut impl FnMut(&str)) {
     add(&h.url);
     h.headers.values().for_each(|s| add(s));
-    if let Some(body) = &h.body {
-        add(body);
+    for text in [&h.body, &h.body_contains].into_iter().flatten() {
+        add(text);
+    }
+    if let Some(m) = &h.json_pointer {
+        add(&m.equals);
     }
 }

@@ -57,6 +57,17 @@ fn needs_approvals(plan: &Plan) -> bool {
     plan.stages.iter().any(|s| !s.gate.approvals.is_empty())
 }
 
+/// At most `max` characters of `text`, with an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
 /// A readable terminal view: stages in order, each with its layers.
 pub fn text(plan: &Plan) -> String {
     let mut o = String::new();
@@ -114,7 +125,7 @@ pub fn text(plan: &Plan) -> String {
                 sys.id,
                 sys.site,
                 sys.expected_duration.to_string(),
-                sys.start.summary()
+                shorten(&sys.start.summary(), 60)
             );
             if !sys.depends_on.is_empty() {
                 let _ = write!(o, "  after {}", sys.depends_on.join(", "));
