@@ -203,7 +203,7 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
             });
         }
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 9] = [
+        let checks: [(&'static str, bool); 10] = [
             ("site", old.site != now.site),
             ("start", old.start != now.start),
             ("stop", old.stop != now.stop),
@@ -215,7 +215,8 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
                 "expectedDuration",
                 old.expected_duration != now.expected_duration,
             ),
-            ("labels", old.labels != now.labels || old.tier != now.tier),
+            ("tier", old.tier != now.tier),
+            ("labels", old.labels != now.labels),
         ];
         for (name, changed) in checks {
             if changed {

@@ -32,7 +32,8 @@ pub struct Plan {
     pub playbook_hash: String,
     #[serde(with = "duration::as_secs")]
     pub estimated_duration: Duration,
-    /// The dependency chain that ends last in the estimate, first system first.
+    /// The longest chain of dependencies by expected duration, first system
+    /// first: each system depends on the one before it.
     pub critical_path: Vec<String>,
     /// Names of the environment variables the run reads through `${env:NAME}`.
     pub env: Vec<String>,
@@ -164,25 +165,37 @@ impl Plan {
             order_in_stage.push(order);
         }
 
-        // The critical path: from the system that finishes last, keep
-        // stepping to the dependency that finished last.
+        // The critical path: the longest chain of dependencies by expected
+        // duration. Plan order is a topological order across all stages, so
+        // one pass computes each system's heaviest chain ending in it. Ties
+        // go to the chain that finishes later in the estimate, then by id.
         let finish = |i: usize| start[i] + duration_of(i);
+        let mut chain = vec![Duration::ZERO; n];
+        for &i in order_in_stage.iter().flatten() {
+            let before = deps[i]
+                .iter()
+                .map(|&j| chain[j])
+                .max()
+                .unwrap_or(Duration::ZERO);
+            chain[i] = before + duration_of(i);
+        }
+        let heavier = |a: usize, b: usize| {
+            chain[a]
+                .cmp(&chain[b])
+                .then_with(|| finish(a).cmp(&finish(b)))
+                .then_with(|| spec.systems[b].id.cmp(&spec.systems[a].id))
+        };
         let mut critical = vec![false; n];
         let mut critical_path = Vec::new();
-        let last = order_in_stage.iter().flatten().copied().max_by(|&a, &b| {
-            finish(a)
-                .cmp(&finish(b))
-                .then_with(|| spec.systems[b].id.cmp(&spec.systems[a].id))
-        });
-        let mut at = last;
+        let mut at = order_in_stage
+            .iter()
+            .flatten()
+            .copied()
+            .max_by(|&a, &b| heavier(a, b));
         while let Some(i) = at {
             critical[i] = true;
             critical_path.push(spec.systems[i].id.clone());
-            at = deps[i].iter().copied().max_by(|&a, &b| {
-                finish(a)
-                    .cmp(&finish(b))
-                    .then_with(|| spec.systems[b].id.cmp(&spec.systems[a].id))
-            });
+            at = deps[i].iter().copied().max_by(|&a, &b| heavier(a, b));
         }
         critical_path.reverse();
 

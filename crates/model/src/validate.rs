@@ -204,11 +204,11 @@ fn analyze(pb: &Playbook, diags: &mut Diagnostics) -> Option<Analysis> {
     }
 
     check_cycles(pb, &deps, diags);
-    let stage_of = check_stages(pb, &site_index, &system_index, &mut suggest, diags);
-    if let Some(stage_of) = &stage_of {
-        check_stage_order(pb, stage_of, &deps, diags);
-    }
-    stage_of.map(|s| (s, deps))
+    let (stage_of, no_overlap) = check_stages(pb, &site_index, &system_index, &mut suggest, diags);
+    check_stage_order(pb, &stage_of, &deps, diags);
+    // Complete only when every system has exactly one stage.
+    let stage_of: Option<Vec<usize>> = stage_of.into_iter().collect();
+    stage_of.filter(|_| no_overlap).map(|s| (s, deps))
 }
 
 fn first_seen(pos: Pos) -> String {
@@ -294,7 +294,7 @@ fn check_stages(
     system_index: &HashMap<&str, usize>,
     suggest: &mut Suggester,
     diags: &mut Diagnostics,
-) -> Option<Vec<usize>> {
+) -> (Vec<Option<usize>>, bool) {
     let spec = &pb.spec;
     if spec.stages.is_empty() {
         diags.push(
@@ -379,7 +379,7 @@ fn check_stages(
     let site_labels = |site: &str| site_index.get(site).map(|&i| &spec.sites[i].labels);
     let mut stage_of = Vec::with_capacity(spec.systems.len());
     let mut counts = vec![0usize; spec.stages.len()];
-    let mut complete = true;
+    let mut overlap = false;
     for sys in &spec.systems {
         let mut chosen: Vec<usize> = Vec::new();
         for (s, (stage, sel)) in spec.stages.iter().zip(&sels).enumerate() {
@@ -396,13 +396,13 @@ fn check_stages(
                 chosen.push(s);
             }
         }
+        for &s in &chosen {
+            counts[s] += 1;
+        }
         match chosen.as_slice() {
-            [s] => {
-                counts[*s] += 1;
-                stage_of.push(*s);
-            }
+            [s] => stage_of.push(Some(*s)),
             [] => {
-                complete = false;
+                stage_of.push(None);
                 diags.push(
                     Diagnostic::error(
                         sys.src.id,
@@ -415,7 +415,9 @@ fn check_stages(
                 );
             }
             many => {
-                complete = false;
+                // Checked for order as part of the first stage that took it.
+                stage_of.push(Some(many[0]));
+                overlap = true;
                 let names: Vec<String> =
                     many.iter().map(|&s| spec.stages[s].name.clone()).collect();
                 diags.push(
@@ -450,31 +452,30 @@ fn check_stages(
             );
         }
     }
-    complete.then_some(stage_of)
+    (stage_of, !overlap)
 }
 
 /// A system's dependencies start in its own stage or an earlier one; and a
 /// stage that rolls back should be able to stop what it started.
 fn check_stage_order(
     pb: &Playbook,
-    stage_of: &[usize],
+    stage_of: &[Option<usize>],
     deps: &[Vec<usize>],
     diags: &mut Diagnostics,
 ) {
     let spec = &pb.spec;
     for (i, sys) in spec.systems.iter().enumerate() {
+        let Some(mine) = stage_of[i] else { continue };
         for &j in &deps[i] {
-            if stage_of[j] > stage_of[i] {
+            let Some(theirs) = stage_of[j] else { continue };
+            if theirs > mine {
                 let dep = &spec.systems[j];
                 let k = sys
                     .depends_on
                     .iter()
                     .position(|d| d == &dep.id)
                     .unwrap_or(0);
-                let (mine, theirs) = (
-                    &spec.stages[stage_of[i]].name,
-                    &spec.stages[stage_of[j]].name,
-                );
+                let (mine, theirs) = (&spec.stages[mine].name, &spec.stages[theirs].name);
                 diags.push(
                     Diagnostic::error(
                         sys.src.dependency(k),
@@ -488,7 +489,7 @@ fn check_stage_order(
                 );
             }
         }
-        let stage = &spec.stages[stage_of[i]];
+        let stage = &spec.stages[mine];
         if stage.gate.on_failure == OnFailure::Rollback
             && sys.stop.is_none()
             && !matches!(sys.start, Action::Noop(_))

@@ -507,7 +507,10 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
         }
     }
     if b.tree.root.is_none() {
-        return Err(fail(Pos::new(1, 1), "the file holds no YAML document"));
+        return Err(fail(
+            Pos::new(1, 1),
+            "the file is empty (only comments or blank lines); a playbook starts with `apiVersion: blackstart.dev/v1alpha1`",
+        ));
     }
     Ok(b.tree)
 }

@@ -1,0 +1,250 @@
+//! What `validate` says about broken playbooks: each test is a small input
+//! with the exact report expected for it, as a person would read it.
+
+use blackstart_model::load;
+
+/// The report for `yaml`, as `blackstart validate pb.yaml` prints it.
+fn report(yaml: &str) -> String {
+    match load(yaml.as_bytes()) {
+        Ok(v) => format!("valid\n{}", v.warnings().render("pb.yaml")),
+        Err(d) => d.render("pb.yaml"),
+    }
+}
+
+const HEAD: &str =
+    "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: { name: lab }\nspec:\n";
+
+fn pb(body: &str) -> String {
+    format!("{HEAD}{body}")
+}
+
+const SITES: &str = "  sites:\n    - { id: hq }\n    - { id: plant }\n";
+
+#[test]
+fn a_small_valid_playbook() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - {{ id: db, site: hq, tier: data, start: {{ noop: {{}} }} }}
+    - {{ id: app, site: plant, dependsOn: [db], start: {{ exec: {{ command: [/bin/true] }} }}, stop: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: data, select: {{ tiers: [data] }} }}
+    - {{ name: apps, select: {{ sites: [plant] }}, gate: {{ onFailure: rollback }} }}
+"
+    ));
+    assert_eq!(report(&yaml), "valid\n");
+}
+
+#[test]
+fn every_type_and_field_problem_in_one_pass() {
+    let yaml = pb("  sites:
+    - { id: hq, nmae: Head office }
+  systems:
+    - id: db
+      site: hq
+      expectedDuration: 10
+      startTimeout: 5 minutes
+      start: { exec: { command: [pg_ctl, start] } }
+      health:
+        - http: { url: \"http://db:8080/\", expectStatus: 999, method: FETCH }
+        - ping: { address: db }
+    - id: 42
+      site: hq
+      start: { run: {} }
+  stages:
+    - name: all
+      select: { sites: [hq] }
+      maxParallel: 0
+      gate: { onFailure: retry, soak: 1h30m }
+");
+    assert_eq!(
+        report(&yaml),
+        "\
+pb.yaml:6:17: error: unknown field `nmae` in a site
+  help: did you mean `name`?
+pb.yaml:10:25: error: bad duration 10: a unit is missing
+  help: write it with a unit, like 10s or 10m
+pb.yaml:11:21: error: bad duration \"5 minutes\": unknown unit (use ms, s, m or h); write it like 500ms, 30s, 10m or 1h30m
+pb.yaml:14:57: error: expectStatus 999 is not an HTTP status (100 to 599)
+pb.yaml:14:70: error: unknown HTTP method \"FETCH\"; expected one of: GET, HEAD, POST, PUT, PATCH, DELETE
+pb.yaml:15:11: error: `ping` is not a kind of check
+  help: expected one of: http, tcp, exec
+pb.yaml:16:11: error: expected a string, found an integer
+  help: quote it to make it text: \"42\"
+pb.yaml:18:16: error: `run` is not a kind of action
+  help: expected one of: exec, http, manual, noop
+pb.yaml:22:20: error: maxParallel must be at least 1
+pb.yaml:23:26: error: unknown onFailure \"retry\"; expected one of: rollback, pause, abort
+"
+    );
+}
+
+#[test]
+fn missing_fields_and_wrong_shapes() {
+    let yaml = pb("  sites: { id: hq }
+  systems:
+    - site: hq
+  stages: []
+");
+    assert_eq!(
+        report(&yaml),
+        "\
+pb.yaml:5:10: error: expected a list, found a mapping
+pb.yaml:7:7: error: a system is missing the field `id`
+pb.yaml:7:7: error: a system is missing the field `start`
+"
+    );
+}
+
+#[test]
+fn ids_references_and_cycles() {
+    let yaml = pb(&format!(
+        "{SITES}    - {{ id: hq }}
+  systems:
+    - {{ id: db, site: hq, start: {{ noop: {{}} }} }}
+    - {{ id: db, site: hq, start: {{ noop: {{}} }} }}
+    - {{ id: app, site: plnat, dependsOn: [dbb, api], start: {{ noop: {{}} }} }}
+    - {{ id: api, site: plant, dependsOn: [web], start: {{ noop: {{}} }} }}
+    - {{ id: web, site: plant, dependsOn: [app, web], start: {{ noop: {{}} }} }}
+    - {{ id: \"bad id\", site: plant, start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [hq, plant] }} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "\
+pb.yaml:8:13: error: duplicate site id `hq`
+  help: first defined at line 6
+pb.yaml:11:13: error: duplicate system id `db`
+  help: first defined at line 10
+pb.yaml:12:13: error: system `app` is selected by no stage
+  help: every system is started by exactly one stage: add it to a stage's select
+pb.yaml:12:24: error: system `app` is at unknown site `plnat`
+  help: did you mean `plant`?
+pb.yaml:12:43: error: system `app` depends on unknown system `dbb`
+  help: did you mean `db`?
+pb.yaml:13:13: error: dependency cycle: api → web → app → api
+  help: a restart needs an order: remove one of these dependsOn entries
+pb.yaml:14:48: error: system `web` depends on itself
+pb.yaml:15:13: error: system id \"bad id\" must start with a letter or digit and hold only letters, digits, `-`, `_` and `.`
+"
+    );
+}
+
+#[test]
+fn stage_selection_and_order() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - {{ id: db, site: hq, tier: data, start: {{ noop: {{}} }} }}
+    - {{ id: cache, site: hq, tier: data, start: {{ noop: {{}} }} }}
+    - {{ id: app, site: plant, tier: app, dependsOn: [api], start: {{ exec: {{ command: [run] }} }} }}
+    - {{ id: api, site: plant, tier: api, start: {{ noop: {{}} }} }}
+    - {{ id: lost, site: plant, tier: batch, start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: data, select: {{ sites: [hq] }} }}
+    - {{ name: cache, select: {{ systems: [cache, cahce] }} }}
+    - {{ name: apps, select: {{ tiers: [app] }}, gate: {{ onFailure: rollback }} }}
+    - {{ name: api, select: {{ tiers: [api] }} }}
+    - {{ name: empty, select: {{ tiers: [nothing] }} }}
+    - {{ name: all, select: {{}} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "\
+pb.yaml:10:13: error: system `cache` is selected by 2 stages: data, cache
+  help: every system is started by exactly one stage: narrow the selectors
+pb.yaml:11:13: warning: system `app` has no stop action, so rolling back stage `apps` leaves it running
+  help: add `stop:` (or `stop: { noop: {} }` to say so on purpose)
+pb.yaml:11:54: error: system `app` in stage `apps` depends on `api`, which starts in the later stage `api`
+  help: move `api` to `apps` or an earlier stage, or `app` later
+pb.yaml:13:13: error: system `lost` is selected by no stage
+  help: every system is started by exactly one stage: add it to a stage's select
+pb.yaml:16:49: error: stage `cache` selects unknown system `cahce`
+  help: did you mean `cache`?
+pb.yaml:19:30: error: stage `empty` selects no system
+pb.yaml:20:28: error: stage `all` has an empty selector
+  help: select by sites, tiers, systems or labels
+"
+    );
+}
+
+#[test]
+fn yaml_syntax_and_hostile_input() {
+    let cases: [(&[u8], &str); 7] = [
+        (b"", "pb.yaml:1:1: error: the file is empty"),
+        (
+            b"   \n# only a comment\n",
+            "pb.yaml:1:1: error: the file is empty",
+        ),
+        (
+            b"\x7fELF\x02\x01\x01\x00\x00\x00",
+            "pb.yaml:1:8: error: the file holds a NUL byte",
+        ),
+        (
+            b"kind: Playbook\n\xff\xfe\n",
+            "pb.yaml:2:1: error: the file is not UTF-8 text",
+        ),
+        (
+            b"spec: [unclosed\nkind: x\n",
+            "pb.yaml:2:5: error: invalid YAML",
+        ),
+        (
+            b"a: 1\n---\nb: 2\n",
+            "pb.yaml:2:1: error: the file holds more than one YAML document",
+        ),
+        (
+            b"- just\n- a list\n",
+            "pb.yaml:1:1: error: expected a mapping (the playbook), found a list",
+        ),
+    ];
+    for (input, expected) in cases {
+        let got = match load(input) {
+            Ok(_) => "valid".to_owned(),
+            Err(d) => d.render("pb.yaml"),
+        };
+        assert!(
+            got.starts_with(expected),
+            "input {input:?}\n got: {got}\nwant: {expected}"
+        );
+    }
+}
+
+#[test]
+fn alias_bombs_deep_nesting_and_huge_input_are_refused() {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{p}"); 10].join(", ")
+        ));
+    }
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let huge = vec![b'#'; blackstart_model::MAX_INPUT_BYTES + 1];
+    for (name, input, expected) in [
+        ("alias bomb", bomb.as_bytes(), "YAML nodes"),
+        ("deep nesting", deep.as_bytes(), "invalid YAML"),
+        ("huge input", &huge[..], "a playbook may be at most 64 MiB"),
+    ] {
+        let err = load(input).expect_err(name).render("pb.yaml");
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+}
+
+#[test]
+fn placeholders_are_checked_and_kept() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - id: app
+      site: hq
+      start: {{ http: {{ url: \"https://api/${{env:API_URL_SUFFIX}}\", headers: {{ Authorization: \"Bearer ${{vault:token}}\" }} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [hq] }} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "pb.yaml:11:92: error: unknown placeholder `${vault:token}`: only `${env:NAME}` is supported\n"
+    );
+}
