@@ -1,0 +1,303 @@
+//! The `blackstart` binary on good and bad playbooks: exit codes, messages
+//! and the JSON contract of DESIGN.md, as a user or a CI job sees them.
+
+use blackstart_tests::{Run, blackstart, blackstart_stdin};
+
+const GLOBAL: &str = "playbooks/global-restart.yaml";
+const RECONNECT: &str = "playbooks/third-party-reconnect.yaml";
+
+fn write(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).expect("temp files can be written");
+    path.to_string_lossy().into_owned()
+}
+
+fn assert_code(run: &Run, code: i32) {
+    assert_eq!(
+        run.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    for file in [GLOBAL, RECONNECT] {
+        let run = blackstart(&["validate", file]);
+        assert_code(&run, 0);
+        assert!(run.stdout.contains(": valid: "), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(blackstart_tests::root().join(GLOBAL))
+        .unwrap()
+        .replace("dependsOn: [dns, pki]", "dependsOn: [dns, pkl]")
+        .replace("      maxParallel: 2\n", "      maxParallel: two\n")
+        .replace(
+            "onFailure: pause\n    - name: business",
+            "onFailure: retry\n    - name: business",
+        );
+    let file = write(&dir, "broken.yaml", text.as_bytes());
+    let run = blackstart(&["validate", &file]);
+    assert_code(&run, 2);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let errors: Vec<&&str> = lines.iter().filter(|l| l.contains(": error: ")).collect();
+    // maxParallel: 2 stood in two stages, so both are reported.
+    assert_eq!(errors.len(), 3, "{}", run.stderr);
+    assert!(errors[0].starts_with(&format!("{file}:")), "{}", errors[0]);
+    assert!(
+        run.stderr
+            .contains("unknown onFailure \"retry\"; expected one of: rollback, pause, abort")
+    );
+    assert!(
+        run.stderr
+            .contains("expected a whole number, found a string")
+    );
+    // Types are checked before references; fix them and the next pass names the id.
+    let text = text
+        .replace("maxParallel: two", "maxParallel: 2")
+        .replace("onFailure: retry", "onFailure: pause");
+    let file = write(&dir, "broken2.yaml", text.as_bytes());
+    let run = blackstart(&["validate", &file]);
+    assert_code(&run, 2);
+    assert!(
+        run.stderr.contains(
+            "error: system `identity` depends on unknown system `pkl`\n  help: did you mean `pki`?"
+        ),
+        "{}",
+        run.stderr
+    );
+    let position = run.stderr.split(": error:").next().unwrap();
+    assert!(position.ends_with(":78:24"), "{position}");
+}
+
+#[test]
+fn validate_json_lists_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "bad.yaml", b"apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: { name: x }\nspec: { sites: [], systems: [], stages: [], extra: 1 }\n");
+    let run = blackstart(&["validate", "--format", "json", &file]);
+    assert_code(&run, 2);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    let first = &report["diagnostics"][0];
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["line"], 4);
+    assert_eq!(first["column"], 45);
+    assert_eq!(first["message"], "unknown field `extra` in spec");
+}
+
+#[test]
+fn hostile_input_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 10].join(", ")
+        ));
+    }
+    let deep = "a:\n".to_owned()
+        + &(1..100_000)
+            .map(|i| format!("{}- \n", " ".repeat(i % 120)))
+            .collect::<String>();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.yaml", Vec::new(), "the file is empty"),
+        (
+            "junk.bin",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect(),
+            "error: the file",
+        ),
+        ("bomb.yaml", bomb.into_bytes(), "YAML nodes"),
+        (
+            "nested.yaml",
+            "[".repeat(100_000).into_bytes(),
+            "invalid YAML",
+        ),
+        ("deep.yaml", deep.into_bytes(), "error:"),
+    ];
+    for (name, content, expected) in cases {
+        let file = write(&dir, name, &content);
+        let run = blackstart(&["validate", &file]);
+        assert_code(&run, 2);
+        assert!(run.stderr.contains(expected), "{name}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{name}: {}", run.stderr);
+    }
+    // A 100 MB file is refused by its size, before it is read.
+    let big = dir.path().join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(100 * 1024 * 1024)
+        .unwrap();
+    let run = blackstart(&["validate", big.to_str().unwrap()]);
+    assert_code(&run, 2);
+    assert!(
+        run.stderr
+            .contains("is 104857600 bytes; a playbook may be at most 64 MiB"),
+        "{}",
+        run.stderr
+    );
+    // The same from a pipe, where the size is not known in advance.
+    let run = blackstart_stdin(&["validate", "-"], &vec![b' '; 65 * 1024 * 1024]);
+    assert_code(&run, 2);
+    assert!(
+        run.stderr.contains("a playbook may be at most 64 MiB"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn missing_files_and_bad_usage_exit_2() {
+    let run = blackstart(&["validate", "playbooks/no-such-file.yaml"]);
+    assert_code(&run, 2);
+    assert!(
+        run.stderr
+            .contains("cannot read playbooks/no-such-file.yaml"),
+        "{}",
+        run.stderr
+    );
+    let run = blackstart(&["validate", "playbooks"]);
+    assert_code(&run, 2);
+    assert!(run.stderr.contains("it is a directory"), "{}", run.stderr);
+    let run = blackstart(&["plan", GLOBAL, "--format", "pdf"]);
+    assert_code(&run, 2);
+    let run = blackstart(&["frobnicate"]);
+    assert_code(&run, 2);
+}
+
+#[test]
+fn plan_json_holds_the_design_contract() {
+    let run = blackstart(&["plan", GLOBAL, "--format", "json"]);
+    assert_code(&run, 0);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["playbook"], "global-restart");
+    assert!(
+        plan["playbookHash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(plan["estimatedDuration"].as_f64().unwrap() > 3600.0);
+    let stages = plan["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 7);
+    let mut seen = std::collections::HashSet::new();
+    for stage in stages {
+        assert!(stage["name"].is_string() && stage["gate"]["onFailure"].is_string());
+        for s in stage["systems"].as_array().unwrap() {
+            let id = s["id"].as_str().unwrap().to_owned();
+            for dep in s["dependsOn"].as_array().unwrap() {
+                assert!(seen.contains(dep.as_str().unwrap()), "{id} before {dep}");
+            }
+            assert!(s["site"].is_string() && s["layer"].is_u64());
+            seen.insert(id);
+        }
+    }
+    assert_eq!(seen.len(), 63);
+    let path = plan["criticalPath"].as_array().unwrap();
+    assert!(path.len() >= 5);
+    // Byte-identical on every run, and -o x.json writes the same JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan.json");
+    assert_code(
+        &blackstart(&["plan", GLOBAL, "-o", out.to_str().unwrap()]),
+        0,
+    );
+    assert_eq!(std::fs::read_to_string(out).unwrap(), run.stdout);
+}
+
+#[test]
+fn plan_renders_every_format() {
+    for (format, start) in [
+        ("text", "Plan for third-party-reconnect"),
+        ("markdown", "## Restart plan: `third-party-reconnect`"),
+        ("mermaid", "flowchart LR"),
+        ("dot", "digraph \"third-party-reconnect\" {"),
+    ] {
+        let run = blackstart(&["plan", RECONNECT, "--format", format]);
+        assert_code(&run, 0);
+        assert!(run.stdout.starts_with(start), "{format}: {}", run.stdout);
+    }
+    insta::assert_snapshot!("reconnect_text", blackstart(&["plan", RECONNECT]).stdout);
+}
+
+#[test]
+fn plan_reads_standard_input() {
+    let text = std::fs::read(blackstart_tests::root().join(RECONNECT)).unwrap();
+    let run = blackstart_stdin(&["plan", "-", "--format", "json"], &text);
+    assert_code(&run, 0);
+    let from_file = blackstart(&["plan", RECONNECT, "--format", "json"]);
+    assert_eq!(run.stdout, from_file.stdout);
+}
+
+#[test]
+fn diff_reports_changes_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(blackstart_tests::root().join(GLOBAL)).unwrap();
+    let changed = text.replace("soak: 30m", "soak: 1h").replace(
+        "dependsOn: [dealer-portal, email]",
+        "dependsOn: [dealer-portal, email, warranty]",
+    );
+    let new = write(&dir, "new.yaml", changed.as_bytes());
+
+    let same = blackstart(&["diff", GLOBAL, GLOBAL, "--exit-code"]);
+    assert_code(&same, 0);
+    assert!(same.stdout.contains("No change to the restart"));
+
+    let run = blackstart(&["diff", GLOBAL, &new, "--exit-code"]);
+    assert_code(&run, 1);
+    assert!(
+        run.stdout.contains("`dealer-workshops` soak: 30m → 1h"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("`retailer-crm` now waits for `warranty`"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Estimated duration: **4h51m** → **5h21m** (+30m)"),
+        "{}",
+        run.stdout
+    );
+    // Without --exit-code a change is not a failure.
+    assert_code(&blackstart(&["diff", GLOBAL, &new]), 0);
+
+    let json = blackstart(&["diff", GLOBAL, &new, "--format", "json"]);
+    let d: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(d["gateChanges"][0]["field"], "soak");
+
+    // A new playbook diffs as all added; a broken one is invalid input.
+    let added = blackstart(&[
+        "diff",
+        "playbooks/not-there-yet.yaml",
+        RECONNECT,
+        "--format",
+        "text",
+    ]);
+    assert_code(&added, 0);
+    assert!(added.stdout.contains("Systems added:"), "{}", added.stdout);
+    let broken = write(&dir, "broken.yaml", b"kind: [\n");
+    assert_code(&blackstart(&["diff", GLOBAL, &broken]), 2);
+}
+
+#[test]
+fn help_has_examples() {
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["validate", "--help"],
+        &["diff", "--help"],
+    ] {
+        let run = blackstart(args);
+        assert_code(&run, 0);
+        assert!(run.stdout.contains("Examples:"), "{args:?}: {}", run.stdout);
+    }
+}
