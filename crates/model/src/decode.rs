@@ -16,6 +16,82 @@ use crate::yaml::{Key, Node, Tree, Value};
 pub(crate) struct Cx<'t> {
     pub diags: Diagnostics,
     pub tree: &'t Tree<'t>,
+    pub broken: Broken,
+}
+
+/// Sites, systems and stages that could not be read. The rest of the
+/// playbook is still checked as a whole; these say which of those checks'
+/// findings could be mere echoes of an item already reported as broken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Broken {
+    pub sites: Vec<String>,
+    pub systems: Vec<String>,
+    pub stages: Vec<String>,
+    /// Broken items whose id could not be read either.
+    pub unnamed_sites: usize,
+    pub unnamed_systems: usize,
+    pub unnamed_stages: usize,
+}
+
+impl Broken {
+    pub fn site(&self, id: &str) -> bool {
+        self.unnamed_sites > 0 || self.sites.iter().any(|s| s == id)
+    }
+    pub fn system(&self, id: &str) -> bool {
+        self.unnamed_systems > 0 || self.systems.iter().any(|s| s == id)
+    }
+    pub fn any_system(&self) -> bool {
+        self.unnamed_systems > 0 || !self.systems.is_empty()
+    }
+    pub fn any_stage(&self) -> bool {
+        self.unnamed_stages > 0 || !self.stages.is_empty()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ItemKind {
+    Site,
+    System,
+    Stage,
+}
+
+/// A top-level list whose readable items are kept even when others are
+/// broken, so that one pass can still check the playbook as a whole.
+fn items<'t, T: Decode>(node: &'t Node<'t>, kind: ItemKind, cx: &mut Cx<'t>) -> Option<Vec<T>> {
+    let tree = cx.tree;
+    let Some(nodes) = tree.seq(node) else {
+        wrong_type(node, "a list", cx);
+        return None;
+    };
+    let mut out = Vec::with_capacity(nodes.len());
+    for item in nodes {
+        match T::decode(item, cx) {
+            Some(v) => out.push(v),
+            None => {
+                let key = match kind {
+                    ItemKind::Stage => "name",
+                    ItemKind::Site | ItemKind::System => "id",
+                };
+                let id = tree.map(item).and_then(|entries| {
+                    entries.iter().find_map(|(k, v)| match &v.value {
+                        Value::Str(s) if k.name == key => Some(s.to_string()),
+                        _ => None,
+                    })
+                });
+                let b = &mut cx.broken;
+                let (named, unnamed) = match kind {
+                    ItemKind::Site => (&mut b.sites, &mut b.unnamed_sites),
+                    ItemKind::System => (&mut b.systems, &mut b.unnamed_systems),
+                    ItemKind::Stage => (&mut b.stages, &mut b.unnamed_stages),
+                };
+                match id {
+                    Some(id) => named.push(id),
+                    None => *unnamed += 1,
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 impl Cx<'_> {
@@ -220,16 +296,19 @@ impl<'a> Fields<'a> {
 
     /// A field that must be there.
     fn req<T: Decode>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<T> {
-        match self.get(name) {
-            Some(node) => T::decode(node, cx),
-            None => {
-                cx.error(
-                    self.pos,
-                    format!("{} is missing the field `{name}`", self.what),
-                );
-                None
-            }
+        self.req_node(name, cx).and_then(|node| T::decode(node, cx))
+    }
+
+    /// The node of a field that must be there.
+    fn req_node(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<&'a Node<'a>> {
+        let node = self.get(name);
+        if node.is_none() {
+            cx.error(
+                self.pos,
+                format!("{} is missing the field `{name}`", self.what),
+            );
         }
+        node
     }
 
     /// A field that may be left out; `None` when absent or unreadable.
@@ -408,9 +487,15 @@ impl Decode for PlaybookSpec {
         let mut f = Fields::of(node, "spec", cx)?;
         let description = f.opt("description", cx);
         let defaults = f.or_default("defaults", cx);
-        let sites = f.req("sites", cx);
-        let systems = f.req("systems", cx);
-        let stages = f.req("stages", cx);
+        let sites = f
+            .req_node("sites", cx)
+            .and_then(|n| items(n, ItemKind::Site, cx));
+        let systems = f
+            .req_node("systems", cx)
+            .and_then(|n| items(n, ItemKind::System, cx));
+        let stages = f
+            .req_node("stages", cx)
+            .and_then(|n| items(n, ItemKind::Stage, cx));
         f.finish(cx);
         Some(PlaybookSpec {
             description,

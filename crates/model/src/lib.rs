@@ -35,13 +35,46 @@ pub use yaml::{MAX_DEPTH, MAX_INPUT_BYTES};
 /// Bytes rather than text, so that binary junk is refused here with a
 /// position instead of wherever the caller happened to decode it.
 pub fn load(bytes: &[u8]) -> Result<Validated, Diagnostics> {
-    let playbook = parse(bytes)?;
-    Validated::new(playbook)
+    let (playbook, mut diags, broken) = read(bytes);
+    let Some(playbook) = playbook else {
+        return Err(diags);
+    };
+    // Whole-playbook checks run even when some items could not be read, so
+    // one pass reports everything; `broken` keeps them from echoing those.
+    match Validated::check(playbook, &broken) {
+        Ok(v) if !diags.has_errors() => Ok(v),
+        Ok(v) => {
+            diags.items.extend(v.warnings().items.iter().cloned());
+            diags.sort();
+            Err(diags)
+        }
+        Err(more) => {
+            diags.items.extend(more.items);
+            diags.sort();
+            Err(diags)
+        }
+    }
 }
 
 /// Reads a playbook without the whole-playbook checks: syntax, types, field
 /// names and values only.
 pub fn parse(bytes: &[u8]) -> Result<Playbook, Diagnostics> {
+    match read(bytes) {
+        (Some(pb), diags, _) if !diags.has_errors() => Ok(pb),
+        (_, diags, _) => Err(diags),
+    }
+}
+
+/// Reads what can be read: the playbook with its broken items left out, every
+/// problem found on the way, and which items were broken.
+fn read(bytes: &[u8]) -> (Option<Playbook>, Diagnostics, decode::Broken) {
+    match read_tree(bytes) {
+        Ok(r) => r,
+        Err(d) => (None, d, decode::Broken::default()),
+    }
+}
+
+fn read_tree(bytes: &[u8]) -> Result<(Option<Playbook>, Diagnostics, decode::Broken), Diagnostics> {
     let fail = |d: Diagnostic| Diagnostics { items: vec![d] };
     if bytes.len() > MAX_INPUT_BYTES {
         return Err(fail(Diagnostic::error(
@@ -83,14 +116,12 @@ pub fn parse(bytes: &[u8]) -> Result<Playbook, Diagnostics> {
     let mut cx = decode::Cx {
         diags: Diagnostics::default(),
         tree: &tree,
+        broken: decode::Broken::default(),
     };
     let playbook = decode::playbook(root, &mut cx);
     let mut diags = cx.diags;
     diags.sort();
-    match playbook {
-        Some(pb) if !diags.has_errors() => Ok(pb),
-        _ => Err(diags),
-    }
+    Ok((playbook, diags, cx.broken))
 }
 
 /// Line and column just after `prefix`, counting characters like the parser.

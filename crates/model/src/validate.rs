@@ -10,7 +10,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::decode::nearest;
+use crate::decode::{Broken, nearest};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::playbook::{Action, OnFailure, Playbook, System};
 
@@ -29,8 +29,14 @@ impl Validated {
     /// Checks a playbook, however it was made (read from YAML, built in code,
     /// or served by the API server).
     pub fn new(playbook: Playbook) -> Result<Validated, Diagnostics> {
+        Validated::check(playbook, &Broken::default())
+    }
+
+    /// Checks what could be read of a playbook, keeping quiet about findings
+    /// that the `broken` items (already reported) could explain.
+    pub(crate) fn check(playbook: Playbook, broken: &Broken) -> Result<Validated, Diagnostics> {
         let mut diags = Diagnostics::default();
-        let analysis = analyze(&playbook, &mut diags);
+        let analysis = analyze(&playbook, broken, &mut diags);
         diags.sort();
         match analysis {
             Some((stage_of, deps)) if !diags.has_errors() => Ok(Validated {
@@ -107,7 +113,7 @@ impl Suggester {
 
 type Analysis = (Vec<usize>, Vec<Vec<usize>>);
 
-fn analyze(pb: &Playbook, diags: &mut Diagnostics) -> Option<Analysis> {
+fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<Analysis> {
     let spec = &pb.spec;
     let mut suggest = Suggester {
         left: SUGGESTION_BUDGET,
@@ -148,7 +154,7 @@ fn analyze(pb: &Playbook, diags: &mut Diagnostics) -> Option<Analysis> {
         } else {
             system_index.insert(&sys.id, i);
         }
-        if !site_index.contains_key(sys.site.as_str()) {
+        if !site_index.contains_key(sys.site.as_str()) && !broken.site(&sys.site) {
             let mut d = Diagnostic::error(
                 sys.src.site,
                 format!("system `{}` is at unknown site `{}`", sys.id, sys.site),
@@ -187,6 +193,7 @@ fn analyze(pb: &Playbook, diags: &mut Diagnostics) -> Option<Analysis> {
                         mine.push(j);
                     }
                 }
+                None if broken.system(dep) => {}
                 None => {
                     let mut d = Diagnostic::error(
                         pos,
@@ -204,7 +211,8 @@ fn analyze(pb: &Playbook, diags: &mut Diagnostics) -> Option<Analysis> {
     }
 
     check_cycles(pb, &deps, diags);
-    let (stage_of, no_overlap) = check_stages(pb, &site_index, &system_index, &mut suggest, diags);
+    let (stage_of, no_overlap) =
+        check_stages(pb, &site_index, &system_index, broken, &mut suggest, diags);
     check_stage_order(pb, &stage_of, &deps, diags);
     // Complete only when every system has exactly one stage.
     let stage_of: Option<Vec<usize>> = stage_of.into_iter().collect();
@@ -292,11 +300,12 @@ fn check_stages(
     pb: &Playbook,
     site_index: &HashMap<&str, usize>,
     system_index: &HashMap<&str, usize>,
+    broken: &Broken,
     suggest: &mut Suggester,
     diags: &mut Diagnostics,
 ) -> (Vec<Option<usize>>, bool) {
     let spec = &pb.spec;
-    if spec.stages.is_empty() {
+    if spec.stages.is_empty() && !broken.any_stage() {
         diags.push(
             Diagnostic::error(Pos::UNKNOWN, "the playbook has no stages")
                 .with_help("add a stage under spec.stages that selects the systems to start"),
@@ -326,7 +335,7 @@ fn check_stages(
             );
         }
         for (k, site) in stage.select.sites.iter().enumerate() {
-            if !site_index.contains_key(site.as_str()) {
+            if !site_index.contains_key(site.as_str()) && !broken.site(site) {
                 let pos = stage.src.sites.get(k).copied().unwrap_or(stage.src.select);
                 let mut d = Diagnostic::error(
                     pos,
@@ -401,6 +410,7 @@ fn check_stages(
         }
         match chosen.as_slice() {
             [s] => stage_of.push(Some(*s)),
+            [] if broken.any_stage() => stage_of.push(None),
             [] => {
                 stage_of.push(None);
                 diags.push(
@@ -442,7 +452,7 @@ fn check_stages(
         }
     }
     for (stage, count) in spec.stages.iter().zip(&counts) {
-        if *count == 0 && !stage.select.is_empty() {
+        if *count == 0 && !stage.select.is_empty() && !broken.any_system() {
             diags.push(
                 Diagnostic::error(
                     stage.src.select,

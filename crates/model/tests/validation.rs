@@ -248,3 +248,32 @@ fn placeholders_are_checked_and_kept() {
         "pb.yaml:11:92: error: unknown placeholder `${vault:token}`: only `${env:NAME}` is supported\n"
     );
 }
+
+#[test]
+fn broken_items_do_not_hide_other_problems_nor_echo() {
+    // `db` cannot be read, so `app`'s dependency on it is not called unknown;
+    // but `app`'s unknown site and `api`'s unknown dependency are reported in
+    // the same pass as `db`'s own problem.
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - {{ id: db, site: hq, startTimeout: soon, start: {{ noop: {{}} }} }}
+    - {{ id: app, site: hq2, dependsOn: [db, api], start: {{ noop: {{}} }} }}
+    - {{ id: web, site: plant, dependsOn: [ghost], start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [hq, plant, hq2] }} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "\
+pb.yaml:9:41: error: bad duration \"soon\": expected a number; write it like 500ms, 30s, 10m or 1h30m
+pb.yaml:10:24: error: system `app` is at unknown site `hq2`
+  help: did you mean `hq`?
+pb.yaml:10:45: error: system `app` depends on unknown system `api`
+  help: did you mean `app`?
+pb.yaml:11:43: error: system `web` depends on unknown system `ghost`
+pb.yaml:13:49: error: stage `all` selects unknown site `hq2`
+  help: did you mean `hq`?
+"
+    );
+}
