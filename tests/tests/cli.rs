@@ -94,13 +94,7 @@ fn validate_json_lists_diagnostics() {
 #[test]
 fn hostile_input_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
-    for i in 1..10 {
-        bomb.push_str(&format!(
-            "a{i}: &a{i} [{}]\n",
-            vec![format!("*a{}", i - 1); 10].join(", ")
-        ));
-    }
+    let bomb = blackstart_model::synth::alias_bomb(9);
     let deep = "a:\n".to_owned()
         + &(1..100_000)
             .map(|i| format!("{}- \n", " ".repeat(i % 120)))

@@ -69,30 +69,23 @@ fn criterion_mean(group: &str, id: &str) -> Option<f64> {
 }
 
 fn bench() -> Result<(), String> {
-    run(
-        &cargo(),
-        &[
+    let bench = |target: &str, extra: &[&str]| {
+        let mut args = vec![
             "bench",
             "--locked",
             "-p",
             "blackstart-model",
             "--bench",
-            "plan",
-            "--",
-            "--noplot",
-        ],
-    )?;
-    run(
-        &cargo(),
-        &[
-            "bench",
-            "--locked",
-            "-p",
-            "blackstart-model",
-            "--bench",
-            "plan_memory",
-        ],
-    )?;
+            target,
+        ];
+        if !extra.is_empty() {
+            args.push("--");
+            args.extend(extra);
+        }
+        run(&cargo(), &args)
+    };
+    bench("plan", &["--noplot"])?;
+    bench("plan_memory", &[])?;
     println!();
     println!("validate + plan of generated playbooks (50 sites), criterion mean:");
     println!("| systems | time | vs. 10x fewer |");

@@ -126,6 +126,18 @@ pub fn playbook_yaml(shape: Shape) -> String {
     o
 }
 
+/// A "billion laughs" document: `levels` anchors, each a list of ten
+/// aliases to the one before, so it expands to 10^(levels+1) scalars while
+/// its text stays under a kilobyte. For tests of the parse budgets.
+pub fn alias_bomb(levels: usize) -> String {
+    let mut o = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..=levels {
+        let aliases = vec![format!("*a{}", i - 1); 10].join(", ");
+        let _ = writeln!(o, "a{i}: &a{i} [{aliases}]");
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

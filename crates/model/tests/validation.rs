@@ -212,14 +212,7 @@ fn yaml_syntax_and_hostile_input() {
 
 #[test]
 fn alias_bombs_deep_nesting_and_huge_input_are_refused() {
-    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
-    for i in 1..10 {
-        let p = i - 1;
-        bomb.push_str(&format!(
-            "a{i}: &a{i} [{}]\n",
-            vec![format!("*a{p}"); 10].join(", ")
-        ));
-    }
+    let bomb = blackstart_model::synth::alias_bomb(9);
     let deep = "[".repeat(100_000) + &"]".repeat(100_000);
     let huge = vec![b'#'; blackstart_model::MAX_INPUT_BYTES + 1];
     for (name, input, expected) in [
