@@ -69,23 +69,17 @@ fn criterion_mean(group: &str, id: &str) -> Option<f64> {
 }
 
 fn bench() -> Result<(), String> {
-    let bench = |target: &str, extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            "--locked",
-            "-p",
-            "blackstart-model",
-            "--bench",
-            target,
-        ];
+    let bench = |package: &str, target: &str, extra: &[&str]| {
+        let mut args = vec!["bench", "--locked", "-p", package, "--bench", target];
         if !extra.is_empty() {
             args.push("--");
             args.extend(extra);
         }
         run(&cargo(), &args)
     };
-    bench("plan", &["--noplot"])?;
-    bench("plan_memory", &[])?;
+    bench("blackstart-model", "plan", &["--noplot"])?;
+    bench("blackstart-model", "plan_memory", &[])?;
+    bench("blackstart-engine", "journal", &[])?;
     println!();
     println!("validate + plan of generated playbooks (50 sites), criterion mean:");
     println!("| systems | time | vs. 10x fewer |");

@@ -1,0 +1,69 @@
+//! The file journal's cost per event, fsync included: one appender (each
+//! event its own fsync, the worst case) and 8 appenders at once (a stage
+//! starting many systems together, where group commit shares fsyncs).
+//!
+//! Writes under `target/bench-journal/` on purpose: `/tmp` is often tmpfs,
+//! where an fsync costs nothing and the figure would mean nothing.
+//! `cargo bench -p blackstart-engine --bench journal`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use blackstart_engine::{Event, FileJournal, RunDir};
+
+fn event(i: usize) -> Event {
+    Event::Output {
+        system: "wolv-engine-mes".to_owned(),
+        step: "start".to_owned(),
+        exit_code: Some(0),
+        output: format!("started unit mes.service ({i})"),
+    }
+}
+
+fn started(run: &str) -> Event {
+    Event::Run {
+        phase: blackstart_engine::RunPhase::Running,
+        reason: Some(run.to_owned()),
+    }
+}
+
+fn main() {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-journal");
+    let _ = std::fs::remove_dir_all(&base);
+    println!(
+        "{:>10}  {:>8}  {:>14}  {:>12}  {:>16}",
+        "appenders", "events", "µs per event", "fsyncs", "events per fsync"
+    );
+    for (appenders, per) in [(1usize, 2000usize), (8, 500), (64, 50)] {
+        let run = format!("bench-{appenders}");
+        let dir = RunDir::new(&base, &run).expect("a valid run id");
+        let journal = Arc::new(
+            FileJournal::create(&dir, &started(&run)).expect("the bench directory is writable"),
+        );
+        let (_, syncs_before) = journal.stats();
+        let begin = Instant::now();
+        let threads: Vec<_> = (0..appenders)
+            .map(|_| {
+                let j = Arc::clone(&journal);
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        j.append(&event(i)).expect("append succeeds");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("appender finished");
+        }
+        let elapsed = begin.elapsed();
+        let (_, syncs) = journal.stats();
+        let events = appenders * per;
+        let syncs = syncs - syncs_before;
+        println!(
+            "{appenders:>10}  {events:>8}  {:>14.1}  {syncs:>12}  {:>16.1}",
+            elapsed.as_secs_f64() * 1e6 / events as f64,
+            events as f64 / syncs.max(1) as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

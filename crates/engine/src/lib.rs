@@ -1,0 +1,40 @@
+//! blackstart's engine: what a run is made of and where it is kept.
+//!
+//! This first part holds the run's record, which everything else in the
+//! engine stands on: the [`Event`]s of a run, the [`RunState`] folded from
+//! them (the one code path for `status`, `resume` and `audit`), the
+//! [`RunStore`] seam, and [`FileJournal`], the CLI's store. The scheduler
+//! that turns a `Plan` into events comes next; it will only ever talk to a
+//! `RunStore`, so the operator can keep the same events in a RestartRun's
+//! status without the engine knowing.
+
+pub mod event;
+pub mod journal;
+pub mod state;
+
+pub use event::{Event, RunPhase, StagePhase, SystemPhase};
+pub use journal::{FileJournal, JournalError, Record, RunDir};
+pub use state::{FoldError, RunState};
+
+/// Where a run's events live. Appending returns once the event is durable;
+/// loading returns every event so far, checked. The file journal is one
+/// store; the operator's RestartRun status is another.
+pub trait RunStore: Send + Sync {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn append(&self, event: &Event) -> Result<Record, Self::Error>;
+
+    fn load(&self) -> Result<Vec<Record>, Self::Error>;
+}
+
+impl RunStore for FileJournal {
+    type Error = JournalError;
+
+    fn append(&self, event: &Event) -> Result<Record, JournalError> {
+        FileJournal::append(self, event)
+    }
+
+    fn load(&self) -> Result<Vec<Record>, JournalError> {
+        FileJournal::load(self)
+    }
+}

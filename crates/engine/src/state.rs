@@ -1,0 +1,198 @@
+//! A run's state, folded from its events.
+//!
+//! The same fold serves `status`, `resume` (after a crash, in the CLI or in
+//! the operator) and `audit`: state is never stored, only derived, so it
+//! can never disagree with the journal.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::event::{Event, RunPhase, StagePhase, SystemPhase};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageState {
+    pub name: String,
+    pub phase: StagePhase,
+    pub approvals: Vec<Approval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemState {
+    pub id: String,
+    pub stage: String,
+    pub phase: SystemPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<String>,
+}
+
+/// Where a run stands, in the shape `status --format json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    pub run: String,
+    pub playbook: String,
+    pub playbook_hash: String,
+    pub phase: RunPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub stages: Vec<StageState>,
+    pub systems: Vec<SystemState>,
+}
+
+/// Why a list of events is not a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("the journal is empty: the run never started")]
+    Empty,
+    #[error("event {seq} comes before the run started; the first event must be RunStarted")]
+    NotStarted { seq: u64 },
+    #[error("event {seq} names {what} `{id}`, which the run's plan does not have")]
+    Unknown {
+        seq: u64,
+        what: &'static str,
+        id: String,
+    },
+}
+
+impl RunState {
+    /// Folds events (with their sequence numbers, for error messages) into state.
+    pub fn fold<'a>(
+        events: impl IntoIterator<Item = (u64, &'a Event)>,
+    ) -> Result<RunState, FoldError> {
+        let mut events = events.into_iter();
+        let Some((seq, first)) = events.next() else {
+            return Err(FoldError::Empty);
+        };
+        let Event::RunStarted {
+            run,
+            playbook,
+            playbook_hash,
+            plan,
+        } = first
+        else {
+            return Err(FoldError::NotStarted { seq });
+        };
+        let mut state = RunState {
+            run: run.clone(),
+            playbook: playbook.clone(),
+            playbook_hash: playbook_hash.clone(),
+            phase: RunPhase::Pending,
+            reason: None,
+            stages: plan
+                .stages
+                .iter()
+                .map(|s| StageState {
+                    name: s.name.clone(),
+                    phase: StagePhase::Pending,
+                    approvals: Vec::new(),
+                })
+                .collect(),
+            systems: plan
+                .systems()
+                .map(|(st, s)| SystemState {
+                    id: s.id.clone(),
+                    stage: st.name.clone(),
+                    phase: SystemPhase::Pending,
+                    reason: None,
+                    confirmed_by: None,
+                })
+                .collect(),
+        };
+        let stage_index: BTreeMap<String, usize> = state
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let system_index: BTreeMap<String, usize> = state
+            .systems
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let stage_at = |seq, name: &str| {
+            stage_index
+                .get(name)
+                .copied()
+                .ok_or_else(|| FoldError::Unknown {
+                    seq,
+                    what: "stage",
+                    id: name.to_owned(),
+                })
+        };
+        let system_at = |seq, id: &str| {
+            system_index
+                .get(id)
+                .copied()
+                .ok_or_else(|| FoldError::Unknown {
+                    seq,
+                    what: "system",
+                    id: id.to_owned(),
+                })
+        };
+        for (seq, event) in events {
+            match event {
+                Event::RunStarted { .. } => return Err(FoldError::NotStarted { seq }),
+                Event::Run { phase, reason } => {
+                    state.phase = *phase;
+                    state.reason = reason.clone();
+                }
+                Event::Stage { stage, phase, .. } => {
+                    state.stages[stage_at(seq, stage)?].phase = *phase
+                }
+                Event::System {
+                    system,
+                    phase,
+                    reason,
+                } => {
+                    let s = &mut state.systems[system_at(seq, system)?];
+                    s.phase = *phase;
+                    s.reason = reason.clone();
+                }
+                Event::Approved { stage, by, role } => state.stages[stage_at(seq, stage)?]
+                    .approvals
+                    .push(Approval {
+                        by: by.clone(),
+                        role: role.clone(),
+                    }),
+                Event::Confirmed { system, by } => {
+                    state.systems[system_at(seq, system)?].confirmed_by = Some(by.clone());
+                }
+                Event::Output { .. } | Event::TornWriteDiscarded { .. } => {}
+            }
+        }
+        Ok(state)
+    }
+
+    pub fn system(&self, id: &str) -> Option<&SystemState> {
+        self.systems.iter().find(|s| s.id == id)
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&StageState> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// Systems a crash may have caught mid-step: `resume` re-probes them and
+    /// starts them again only when they are not healthy.
+    pub fn in_flight(&self) -> impl Iterator<Item = &SystemState> {
+        self.systems.iter().filter(|s| {
+            matches!(
+                s.phase,
+                SystemPhase::Verifying | SystemPhase::Starting | SystemPhase::Stopping
+            )
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! The file journal: durable, chained, locked, and honest about damage.
+
+// Helpers outside #[test] functions unwrap too: their failing is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use blackstart_engine::journal::{self, GENESIS};
+use blackstart_engine::{
+    Event, FileJournal, JournalError, RunDir, RunPhase, RunState, StagePhase, SystemPhase,
+};
+
+const LAB: &str = "\
+apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: lab }
+spec:
+  sites: [ { id: dc } ]
+  systems:
+    - { id: db, site: dc, tier: data, start: { noop: {} } }
+    - { id: app, site: dc, tier: app, dependsOn: [db], start: { noop: {} } }
+  stages:
+    - { name: data, select: { tiers: [data] } }
+    - { name: apps, select: { tiers: [app] }, gate: { approvals: [incident-commander] } }
+";
+
+fn started(run: &str) -> Event {
+    let plan = blackstart_model::Plan::build(
+        blackstart_model::load(LAB.as_bytes()).expect("LAB is valid"),
+    );
+    Event::RunStarted {
+        run: run.to_owned(),
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        plan: Box::new(plan),
+    }
+}
+
+fn system(id: &str, phase: SystemPhase) -> Event {
+    Event::System {
+        system: id.to_owned(),
+        phase,
+        reason: None,
+    }
+}
+
+fn stage(name: &str, phase: StagePhase) -> Event {
+    Event::Stage {
+        stage: name.to_owned(),
+        phase,
+        reason: None,
+    }
+}
+
+fn run_phase(phase: RunPhase) -> Event {
+    Event::Run {
+        phase,
+        reason: None,
+    }
+}
+
+/// A run part-way through: db healthy, app starting, apps' gate approved once.
+fn write_run(dir: &RunDir) -> FileJournal {
+    let j = FileJournal::create(dir, &started(&dir.run)).unwrap();
+    for e in [
+        run_phase(RunPhase::Running),
+        stage("data", StagePhase::Running),
+        system("db", SystemPhase::Verifying),
+        system("db", SystemPhase::Starting),
+        system("db", SystemPhase::Healthy),
+        stage("data", StagePhase::Succeeded),
+        stage("apps", StagePhase::Running),
+        system("app", SystemPhase::Starting),
+        Event::Approved {
+            stage: "apps".into(),
+            by: "alice".into(),
+            role: Some("incident-commander".into()),
+        },
+    ] {
+        j.append(&e).unwrap();
+    }
+    j
+}
+
+fn lines(dir: &RunDir) -> Vec<String> {
+    std::fs::read_to_string(dir.journal())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(dir: &RunDir, lines: &[String]) {
+    std::fs::write(
+        dir.journal(),
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn records_chain_and_fold_into_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    let j = write_run(&dir);
+    let records = j.load().unwrap();
+    assert_eq!(records.len(), 10);
+    assert_eq!(records[0].prev, GENESIS);
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert_eq!(pair[1].prev, pair[0].hash);
+    }
+    assert_eq!(journal::read(&dir).unwrap(), records);
+
+    let state = RunState::fold(records.iter().map(|r| (r.seq, &r.event))).unwrap();
+    assert_eq!(state.phase, RunPhase::Running);
+    assert_eq!(state.stage("data").unwrap().phase, StagePhase::Succeeded);
+    assert_eq!(state.system("db").unwrap().phase, SystemPhase::Healthy);
+    assert_eq!(state.stage("apps").unwrap().approvals[0].by, "alice");
+    let in_flight: Vec<&str> = state.in_flight().map(|s| s.id.as_str()).collect();
+    assert_eq!(in_flight, ["app"]);
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["run"], "r1");
+    assert_eq!(json["phase"], "Running");
+    assert_eq!(json["systems"][1]["phase"], "Starting");
+}
+
+#[test]
+fn a_second_writer_is_refused_until_the_first_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    let first = write_run(&dir);
+    match FileJournal::open(&dir) {
+        Err(JournalError::Locked { run, holder }) => {
+            assert_eq!(run, "r1");
+            assert_eq!(holder, Some(format!("pid {}", std::process::id())));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // Readers need no lock.
+    assert_eq!(journal::read(&dir).unwrap().len(), 10);
+    drop(first);
+    let (again, records) = FileJournal::open(&dir).unwrap();
+    assert_eq!(records.len(), 10);
+    assert_eq!(
+        again
+            .append(&system("app", SystemPhase::Healthy))
+            .unwrap()
+            .seq,
+        11
+    );
+    assert!(matches!(
+        FileJournal::create(&dir, &started("r1")),
+        Err(JournalError::Locked { .. })
+    ));
+    drop(again);
+    assert!(matches!(
+        FileJournal::create(&dir, &started("r1")),
+        Err(JournalError::Exists { .. })
+    ));
+}
+
+#[test]
+fn tampering_is_detected_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    drop(write_run(&dir));
+    let good = lines(&dir);
+    let check = |lines: &[String], line: usize, reason: &str| {
+        write_lines(&dir, lines);
+        match journal::read(&dir) {
+            Err(JournalError::Corrupt {
+                line: l, reason: r, ..
+            }) => {
+                assert_eq!(l, line, "{r}");
+                assert!(r.contains(reason), "{r}");
+            }
+            other => panic!("expected Corrupt at line {line}, got {other:?}"),
+        }
+        assert!(FileJournal::open(&dir).is_err());
+    };
+    // An edited event: the approval claimed by someone else.
+    let mut edited = good.clone();
+    edited[9] = edited[9].replace("alice", "mallory");
+    check(&edited, 10, "does not match its hash");
+    // A removed event.
+    let mut removed = good.clone();
+    removed.remove(5);
+    check(&removed, 6, "event 7 where event 6 should be");
+    // Two events swapped.
+    let mut swapped = good.clone();
+    swapped.swap(3, 4);
+    check(&swapped, 4, "event 5 where event 4 should be");
+    // A line rewritten with a fresh, self-consistent hash still breaks the chain.
+    let mut rechained = good.clone();
+    let record: serde_json::Value = serde_json::from_str(&good[2]).unwrap();
+    let fake = format!(
+        "{{\"seq\":3,\"at\":{},\"prev\":\"{}\",\"event\":{{\"type\":\"stage\",\"stage\":\"data\",\"phase\":\"Succeeded\"}}}}",
+        record["at"],
+        "f".repeat(64)
+    );
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(fake.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    rechained[2] = format!("{},\"hash\":\"{hash}\"}}", &fake[..fake.len() - 1]);
+    check(&rechained, 3, "chain is broken");
+    // Junk.
+    let mut junk = good;
+    junk[0] = "hello".to_owned();
+    check(&junk, 1, "not a journal record");
+}
+
+#[test]
+fn a_torn_tail_is_discarded_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    drop(write_run(&dir));
+    let before = std::fs::read(dir.journal()).unwrap();
+    let mut torn = before.clone();
+    let tail = b"{\"seq\":11,\"at\":\"2026-11-22T18:00:00.000Z\",\"prev\":\"ab";
+    torn.extend_from_slice(tail);
+    std::fs::write(dir.journal(), &torn).unwrap();
+    // Readers see the complete records only.
+    assert_eq!(journal::read(&dir).unwrap().len(), 10);
+    let (j, records) = FileJournal::open(&dir).unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(last.seq, 11);
+    assert_eq!(
+        last.event,
+        Event::TornWriteDiscarded {
+            bytes: tail.len() as u64
+        }
+    );
+    drop(j);
+    let after = std::fs::read(dir.journal()).unwrap();
+    assert!(
+        after.starts_with(&before),
+        "complete records are never rewritten"
+    );
+    assert_eq!(journal::read(&dir).unwrap().len(), 11);
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_keep_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "busy").unwrap();
+    let j = Arc::new(FileJournal::create(&dir, &started("busy")).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let j = Arc::clone(&j);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let e = Event::Output {
+                        system: "db".into(),
+                        step: format!("t{t}"),
+                        exit_code: Some(i),
+                        output: String::new(),
+                    };
+                    let r = j.append(&e).unwrap();
+                    assert!(r.seq >= 2);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (durable, syncs) = j.stats();
+    assert_eq!(durable, 401);
+    assert!(syncs <= durable, "{syncs} fsyncs for {durable} records");
+    let records = journal::read(&dir).unwrap();
+    assert_eq!(records.len(), 401);
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == i as u64 + 1)
+    );
+}
+
+#[test]
+fn fold_refuses_journals_that_are_not_runs() {
+    use blackstart_engine::FoldError;
+    assert_eq!(RunState::fold(std::iter::empty()), Err(FoldError::Empty));
+    let e = run_phase(RunPhase::Running);
+    assert_eq!(
+        RunState::fold([(1, &e)]),
+        Err(FoldError::NotStarted { seq: 1 })
+    );
+    let s = started("r");
+    let ghost = system("ghost", SystemPhase::Healthy);
+    assert_eq!(
+        RunState::fold([(1, &s), (2, &ghost)]),
+        Err(FoldError::Unknown {
+            seq: 2,
+            what: "system",
+            id: "ghost".into()
+        })
+    );
+}
+
+#[test]
+fn run_ids_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in ["", "../etc", "a/b", ".hidden", "run id"] {
+        assert!(
+            matches!(RunDir::new(tmp.path(), bad), Err(JournalError::BadRunId(_))),
+            "{bad}"
+        );
+    }
+    let dir = RunDir::new(tmp.path(), "missing").unwrap();
+    assert!(matches!(
+        journal::read(&dir),
+        Err(JournalError::NotFound { .. })
+    ));
+    assert!(matches!(
+        FileJournal::open(&dir),
+        Err(JournalError::NotFound { .. })
+    ));
+}
+
+/// Run by `a_lock_left_by_a_killed_process_is_taken_over` in a child
+/// process: start a run, say so, and hold the lock until killed.
+#[test]
+fn child_holding_the_lock() {
+    let Ok(state_dir) = std::env::var("BLACKSTART_TEST_CHILD_STATE_DIR") else {
+        return; // Only meaningful as the child.
+    };
+    let dir = RunDir::new(std::path::Path::new(&state_dir), "killed").unwrap();
+    let _j = write_run(&dir);
+    println!("ready");
+    std::thread::sleep(std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn a_lock_left_by_a_killed_process_is_taken_over() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_holding_the_lock",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BLACKSTART_TEST_CHILD_STATE_DIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ready") {
+        line.clear();
+    }
+    assert!(line.contains("ready"), "the child never started its run");
+    let dir = RunDir::new(tmp.path(), "killed").unwrap();
+    let holder = format!("pid {}", child.id());
+    match FileJournal::open(&dir) {
+        Err(JournalError::Locked { holder: h, .. }) => assert_eq!(h, Some(holder)),
+        other => panic!("expected Locked while the child lives, got {other:?}"),
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no unlock
+    child.wait().unwrap();
+    let (j, records) = FileJournal::open(&dir).unwrap();
+    assert_eq!(records.len(), 10);
+    assert_eq!(j.append(&run_phase(RunPhase::Paused)).unwrap().seq, 11);
+}
