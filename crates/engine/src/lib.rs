@@ -1,16 +1,21 @@
 //! blackstart's engine: what a run is made of and where it is kept.
 //!
-//! This first part holds the run's record, which everything else in the
-//! engine stands on: the [`Event`]s of a run, the [`RunState`] folded from
-//! them (the one code path for `status`, `resume` and `audit`), the
-//! [`RunStore`] seam, and [`FileJournal`], the CLI's store. The scheduler
-//! that turns a `Plan` into events comes next; it will only ever talk to a
-//! `RunStore`, so the operator can keep the same events in a RestartRun's
-//! status without the engine knowing.
+//! What is here so far: the run's record, which everything else stands on
+//! (the [`Event`]s of a run, the [`RunState`] folded from them, the one code
+//! path for `status`, `resume` and `audit`; the [`RunStore`] seam and
+//! [`FileJournal`], the CLI's store), and the steps a run takes on a system
+//! ([`step`]: exec, HTTP, TCP, noop; [`probe`]: Kubernetes probe semantics;
+//! [`secrets`]: placeholders resolved late and redacted everywhere). The
+//! scheduler that turns a `Plan` into steps and events comes next; it will
+//! only ever talk to a `RunStore`, so the operator can keep the same events
+//! in a RestartRun's status without the engine knowing.
 
 pub mod event;
 pub mod journal;
+pub mod probe;
+pub mod secrets;
 pub mod state;
+pub mod step;
 
 pub use event::{Event, RunPhase, StagePhase, SystemPhase};
 pub use journal::{FileJournal, JournalError, Record, RunDir};

@@ -76,7 +76,7 @@ pub fn env_names(text: &str) -> Result<Vec<&str>, PlaceholderError> {
 /// Replaces every placeholder with what `lookup` gives for its name.
 pub fn expand(
     text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
+    mut lookup: impl FnMut(&str) -> Option<String>,
 ) -> Result<String, PlaceholderError> {
     let mut out = String::with_capacity(text.len());
     for piece in pieces(text)? {
