@@ -11,14 +11,18 @@
 //! in a RestartRun's status without the engine knowing.
 
 pub mod event;
+pub mod inbox;
 pub mod journal;
 pub mod probe;
+pub mod run;
 pub mod secrets;
 pub mod state;
 pub mod step;
 
 pub use event::{Event, RunPhase, StagePhase, SystemPhase};
+pub use inbox::{Inbox, Request, RequestSource};
 pub use journal::{FileJournal, JournalError, Record, RunDir};
+pub use run::{Engine, EngineError};
 pub use state::{FoldError, RunState};
 
 /// Where a run's events live. Appending returns once the event is durable;

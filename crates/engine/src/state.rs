@@ -4,8 +4,6 @@
 //! the operator) and `audit`: state is never stored, only derived, so it
 //! can never disagree with the journal.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::event::{Event, RunPhase, StagePhase, SystemPhase};
@@ -36,6 +34,8 @@ pub struct SystemState {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmed_by: Option<String>,
+    /// Whether its start action ever began: what a rollback must stop.
+    pub started: bool,
 }
 
 /// Where a run stands, in the shape `status --format json` prints.
@@ -108,73 +108,70 @@ impl RunState {
                     phase: SystemPhase::Pending,
                     reason: None,
                     confirmed_by: None,
+                    started: false,
                 })
                 .collect(),
         };
-        let stage_index: BTreeMap<String, usize> = state
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
-            .collect();
-        let system_index: BTreeMap<String, usize> = state
-            .systems
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect();
-        let stage_at = |seq, name: &str| {
-            stage_index
-                .get(name)
-                .copied()
-                .ok_or_else(|| FoldError::Unknown {
-                    seq,
-                    what: "stage",
-                    id: name.to_owned(),
-                })
-        };
-        let system_at = |seq, id: &str| {
-            system_index
-                .get(id)
-                .copied()
-                .ok_or_else(|| FoldError::Unknown {
-                    seq,
-                    what: "system",
-                    id: id.to_owned(),
-                })
-        };
         for (seq, event) in events {
-            match event {
-                Event::RunStarted { .. } => return Err(FoldError::NotStarted { seq }),
-                Event::Run { phase, reason } => {
-                    state.phase = *phase;
-                    state.reason = reason.clone();
-                }
-                Event::Stage { stage, phase, .. } => {
-                    state.stages[stage_at(seq, stage)?].phase = *phase
-                }
-                Event::System {
-                    system,
-                    phase,
-                    reason,
-                } => {
-                    let s = &mut state.systems[system_at(seq, system)?];
-                    s.phase = *phase;
-                    s.reason = reason.clone();
-                }
-                Event::Approved { stage, by, role } => state.stages[stage_at(seq, stage)?]
-                    .approvals
-                    .push(Approval {
-                        by: by.clone(),
-                        role: role.clone(),
-                    }),
-                Event::Confirmed { system, by } => {
-                    state.systems[system_at(seq, system)?].confirmed_by = Some(by.clone());
-                }
-                Event::Output { .. } | Event::TornWriteDiscarded { .. } => {}
-            }
+            state.apply(seq, event)?;
         }
         Ok(state)
+    }
+
+    /// Applies one more event, as the engine does after each append.
+    pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), FoldError> {
+        let unknown = |what, id: &str| FoldError::Unknown {
+            seq,
+            what,
+            id: id.to_owned(),
+        };
+        match event {
+            Event::RunStarted { .. } => return Err(FoldError::NotStarted { seq }),
+            Event::Run { phase, reason } => {
+                self.phase = *phase;
+                self.reason = reason.clone();
+            }
+            Event::Stage { stage, phase, .. } => {
+                self.stages
+                    .iter_mut()
+                    .find(|s| &s.name == stage)
+                    .ok_or_else(|| unknown("stage", stage))?
+                    .phase = *phase;
+            }
+            Event::System {
+                system,
+                phase,
+                reason,
+            } => {
+                let s = self
+                    .systems
+                    .iter_mut()
+                    .find(|s| &s.id == system)
+                    .ok_or_else(|| unknown("system", system))?;
+                s.phase = *phase;
+                s.reason = reason.clone();
+                s.started |= *phase == SystemPhase::Starting;
+            }
+            Event::Approved { stage, by, role } => self
+                .stages
+                .iter_mut()
+                .find(|s| &s.name == stage)
+                .ok_or_else(|| unknown("stage", stage))?
+                .approvals
+                .push(Approval {
+                    by: by.clone(),
+                    role: role.clone(),
+                }),
+            Event::Confirmed { system, by } => {
+                self.systems
+                    .iter_mut()
+                    .find(|s| &s.id == system)
+                    .ok_or_else(|| unknown("system", system))?
+                    .confirmed_by = Some(by.clone());
+            }
+            Event::Output { .. } | Event::TornWriteDiscarded { .. } => {}
+        }
+        Ok(())
     }
 
     pub fn system(&self, id: &str) -> Option<&SystemState> {

@@ -1,0 +1,669 @@
+//! The scheduler: a plan, executed stage by stage, every transition an event.
+//!
+//! Inside a stage a system starts as soon as its dependencies in the stage
+//! are healthy (those in earlier stages are, or the stage would not have
+//! begun) and a `maxParallel` slot is free. The first failure cancels the
+//! starts still in flight (their process groups are killed) and the stage's
+//! `onFailure` decides: `rollback` stops what the stage started, dependents
+//! first; `pause` holds the run for the commander; `abort` ends it Failed.
+//! A stage whose systems are all healthy holds its gate: every system keeps
+//! being probed through the soak while the approvals are awaited.
+//!
+//! Everything starts from the state folded from the store, so a first run, a
+//! resume after a crash and a resume after a pause are the same code: stages
+//! that succeeded are skipped, healthy systems are never started again, and
+//! systems a crash caught mid-step are probed and started again only when
+//! they are not healthy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use blackstart_model::playbook::{Action, OnFailure};
+use blackstart_model::{Plan, PlannedStage, PlannedSystem};
+
+use crate::RunStore;
+use crate::event::{Event, RunPhase, StagePhase, SystemPhase};
+use crate::inbox::{Request, RequestSource};
+use crate::journal::Record;
+use crate::probe;
+use crate::state::{FoldError, RunState};
+use crate::step::{Outcome, StepContext, run_action, run_check};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot record the run: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+    #[error("cannot read requests: {0}")]
+    Requests(String),
+}
+
+/// How one stage's starts ended.
+enum Starts {
+    AllHealthy,
+    Paused,
+    Failed(String),
+}
+
+/// How one system's task ended.
+enum Task {
+    Healthy,
+    NotStarted,
+    Failed(String),
+}
+
+/// Runs one run. Cheap to clone; clones drive the same run.
+pub struct Engine<S: RunStore + 'static> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: RunStore + 'static> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<S> {
+    store: S,
+    plan: Plan,
+    cx: StepContext,
+    requests: Arc<dyn RequestSource>,
+    state: Mutex<RunState>,
+    /// Bumped after every event, for whoever waits on state.
+    changed: watch::Sender<u64>,
+    pause: watch::Receiver<bool>,
+    poll: Duration,
+}
+
+impl<S: RunStore + 'static> std::fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("run", &self.state().run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: RunStore + 'static> Engine<S> {
+    /// An engine for the run whose `records` the store holds (a new run's
+    /// first record is its `RunStarted`). `pause` turns true to pause the
+    /// run gracefully; requests are polled every `poll`.
+    pub fn new(
+        store: S,
+        records: &[Record],
+        cx: StepContext,
+        requests: Arc<dyn RequestSource>,
+        pause: watch::Receiver<bool>,
+        poll: Duration,
+    ) -> Result<Engine<S>, EngineError> {
+        let state = RunState::fold(records.iter().map(|r| (r.seq, &r.event)))?;
+        let plan = match records.first().map(|r| &r.event) {
+            Some(Event::RunStarted { plan, .. }) => (**plan).clone(),
+            _ => return Err(FoldError::Empty.into()),
+        };
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                plan,
+                cx,
+                requests,
+                state: Mutex::new(state),
+                changed: watch::channel(0).0,
+                pause,
+                poll,
+            }),
+        })
+    }
+
+    pub fn state(&self) -> RunState {
+        self.inner.lock().clone()
+    }
+
+    /// Runs (or resumes) the run until it ends or pauses.
+    pub async fn run(&self) -> Result<RunPhase, EngineError> {
+        let pump = self.spawn_request_pump();
+        let result = self.run_stages().await;
+        pump.abort();
+        // Wait until the pump is really gone: it holds the engine, and with
+        // it the store's lock, which a resume right after must be able to take.
+        let _ = pump.await;
+        result
+    }
+
+    /// Stops everything the run started, dependents first, whatever stage it
+    /// was in; for a paused, failed or finished run.
+    pub async fn rollback(&self, reason: &str) -> Result<RunPhase, EngineError> {
+        // Later stages first, and inside each its rollback order.
+        let order: Vec<String> = self
+            .inner
+            .plan
+            .stages
+            .iter()
+            .rev()
+            .flat_map(|st| st.rollback_order.iter().cloned())
+            .collect();
+        self.inner.stop_systems(&order).await?;
+        for stage in &self.inner.plan.stages {
+            let touched = stage
+                .systems
+                .iter()
+                .any(|s| self.inner.system_started(&s.id));
+            let phase = if touched {
+                StagePhase::RolledBack
+            } else {
+                StagePhase::Skipped
+            };
+            self.inner.emit(Event::Stage {
+                stage: stage.name.clone(),
+                phase,
+                reason: None,
+            })?;
+        }
+        self.inner.end(RunPhase::RolledBack, reason)
+    }
+
+    async fn run_stages(&self) -> Result<RunPhase, EngineError> {
+        let inner = &self.inner;
+        if inner.lock().phase.is_final() {
+            return Ok(inner.lock().phase);
+        }
+        inner.emit(Event::Run {
+            phase: RunPhase::Running,
+            reason: None,
+        })?;
+        for stage in &inner.plan.stages {
+            let phase = inner.lock().stage(&stage.name).map(|s| s.phase);
+            if phase == Some(StagePhase::Succeeded) {
+                continue;
+            }
+            inner.emit(Event::Stage {
+                stage: stage.name.clone(),
+                phase: StagePhase::Running,
+                reason: None,
+            })?;
+            match self.start_stage(stage).await? {
+                Starts::AllHealthy => {}
+                Starts::Paused => return inner.pause_run("paused by the commander"),
+                Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
+            }
+            inner.emit(Event::Stage {
+                stage: stage.name.clone(),
+                phase: StagePhase::Gate,
+                reason: None,
+            })?;
+            match inner.hold_gate(stage).await? {
+                Starts::AllHealthy => {}
+                Starts::Paused => return inner.pause_run("paused at the gate by the commander"),
+                Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
+            }
+            inner.emit(Event::Stage {
+                stage: stage.name.clone(),
+                phase: StagePhase::Succeeded,
+                reason: None,
+            })?;
+        }
+        inner.end(RunPhase::Succeeded, "")
+    }
+
+    /// Starts the stage's systems, each after its in-stage dependencies.
+    async fn start_stage(&self, stage: &PlannedStage) -> Result<Starts, EngineError> {
+        let slots = stage
+            .max_parallel
+            .map_or(stage.systems.len().max(1), |m| m as usize);
+        let semaphore = Arc::new(Semaphore::new(slots));
+        let done: HashMap<String, watch::Sender<Option<bool>>> = stage
+            .systems
+            .iter()
+            .map(|s| (s.id.clone(), watch::channel(None).0))
+            .collect();
+        let mut tasks = JoinSet::new();
+        for sys in &stage.systems {
+            let healthy =
+                self.inner.lock().system(&sys.id).map(|s| s.phase) == Some(SystemPhase::Healthy);
+            if healthy {
+                done[&sys.id].send_replace(Some(true));
+                continue;
+            }
+            let deps: Vec<watch::Receiver<Option<bool>>> = sys
+                .depends_on
+                .iter()
+                .filter_map(|d| done.get(d).map(watch::Sender::subscribe))
+                .collect();
+            let me = done[&sys.id].clone();
+            let engine = self.clone();
+            let semaphore = Arc::clone(&semaphore);
+            let sys = sys.clone();
+            tasks.spawn(async move {
+                let result = start_task(engine, sys, deps, semaphore).await;
+                me.send_replace(Some(matches!(result, Ok(Task::Healthy))));
+                result
+            });
+        }
+        let mut failure: Option<String> = None;
+        let mut not_started = false;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(Task::Healthy)) => {}
+                Ok(Ok(Task::NotStarted)) => not_started = true,
+                Ok(Ok(Task::Failed(reason))) => {
+                    if failure.is_none() {
+                        failure = Some(reason);
+                        // Cancel the starts still in flight: dropping them
+                        // kills their process groups.
+                        tasks.abort_all();
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => failure = failure.or(Some(format!("a start task failed: {e}"))),
+            }
+        }
+        Ok(match failure {
+            Some(reason) => Starts::Failed(reason),
+            None if not_started => Starts::Paused,
+            None => Starts::AllHealthy,
+        })
+    }
+
+    /// Records people's requests as events while the run goes on.
+    fn spawn_request_pump(&self) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                // A request that cannot be read now is tried again next time.
+                let _ = inner.take_requests();
+                tokio::time::sleep(inner.poll).await;
+            }
+        })
+    }
+}
+
+impl<S: RunStore> Inner<S> {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn paused(&self) -> bool {
+        *self.pause.borrow()
+    }
+
+    /// Records an event, then applies it: state never runs ahead of the store.
+    fn emit(&self, event: Event) -> Result<(), EngineError> {
+        let record = self
+            .store
+            .append(&event)
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+        self.lock().apply(record.seq, &event)?;
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    fn system_event(
+        &self,
+        id: &str,
+        phase: SystemPhase,
+        reason: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.emit(Event::System {
+            system: id.to_owned(),
+            phase,
+            reason,
+        })
+    }
+
+    fn system_started(&self, id: &str) -> bool {
+        self.lock().system(id).is_some_and(|s| s.started)
+    }
+
+    fn output(&self, id: &str, step: &str, outcome: &Outcome) -> Result<(), EngineError> {
+        if outcome.output.is_empty() && outcome.exit_code.is_none() {
+            return Ok(());
+        }
+        self.emit(Event::Output {
+            system: id.to_owned(),
+            step: step.to_owned(),
+            exit_code: outcome.exit_code,
+            output: outcome.output.clone(),
+        })
+    }
+
+    fn take_requests(&self) -> Result<(), EngineError> {
+        for (token, request) in self.requests.pending().map_err(EngineError::Requests)? {
+            let event = match request {
+                Request::Approve { stage, by, role } => {
+                    let state = self.lock();
+                    let known = state.stage(&stage);
+                    let repeat = known
+                        .is_some_and(|s| s.approvals.iter().any(|a| a.by == by && a.role == role));
+                    drop(state);
+                    (known_stage(&self.plan, &stage) && !repeat).then_some(Event::Approved {
+                        stage,
+                        by,
+                        role,
+                    })
+                }
+                Request::Confirm { system, by } => {
+                    let known = self.plan.systems().any(|(_, s)| s.id == system);
+                    let repeat = self
+                        .lock()
+                        .system(&system)
+                        .is_some_and(|s| s.confirmed_by.is_some());
+                    (known && !repeat).then_some(Event::Confirmed { system, by })
+                }
+            };
+            if let Some(event) = event {
+                self.emit(event)?;
+            }
+            self.requests.ack(&token).map_err(EngineError::Requests)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `ready` holds for the state, re-checking after each event.
+    async fn wait_until(&self, ready: impl Fn(&RunState) -> bool) {
+        let mut changed = self.changed.subscribe();
+        while !ready(&self.lock()) {
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Verify, start, probe: one system from Pending to Healthy or Failed.
+    async fn bring_up(&self, sys: &PlannedSystem) -> Result<Task, EngineError> {
+        let in_flight = self
+            .lock()
+            .system(&sys.id)
+            .is_some_and(|s| matches!(s.phase, SystemPhase::Verifying | SystemPhase::Starting));
+        if in_flight && !sys.health.is_empty() {
+            // A crash caught it mid-step: healthy already means done.
+            let cx = StepContext {
+                timeout: sys.probe.timeout.to_std(),
+                ..self.cx.clone()
+            };
+            if probe::round(&sys.health, &cx).await.ok {
+                self.system_event(
+                    &sys.id,
+                    SystemPhase::Healthy,
+                    Some("healthy when the run resumed".into()),
+                )?;
+                return Ok(Task::Healthy);
+            }
+        }
+        let timeout = sys.start_timeout.to_std();
+        match tokio::time::timeout(timeout, self.verify_start_probe(sys, timeout)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let reason = format!(
+                    "not healthy within its startTimeout of {}",
+                    sys.start_timeout
+                );
+                self.system_event(&sys.id, SystemPhase::Failed, Some(reason.clone()))?;
+                Ok(Task::Failed(format!("{}: {reason}", sys.id)))
+            }
+        }
+    }
+
+    async fn verify_start_probe(
+        &self,
+        sys: &PlannedSystem,
+        timeout: Duration,
+    ) -> Result<Task, EngineError> {
+        let fail = |reason: String| -> Result<Task, EngineError> {
+            self.system_event(&sys.id, SystemPhase::Failed, Some(reason.clone()))?;
+            Ok(Task::Failed(format!("{}: {reason}", sys.id)))
+        };
+        if !sys.verify.is_empty() {
+            self.system_event(&sys.id, SystemPhase::Verifying, None)?;
+            for (k, check) in sys.verify.iter().enumerate() {
+                let outcome = run_check(check, &self.cx).await;
+                self.output(&sys.id, &format!("verify[{k}]"), &outcome)?;
+                if !outcome.ok {
+                    return fail(format!("integrity check failed: {}", outcome.detail));
+                }
+            }
+        }
+        self.system_event(&sys.id, SystemPhase::Starting, None)?;
+        let started = tokio::time::Instant::now();
+        if let Action::Manual(m) = &sys.start {
+            self.system_event(
+                &sys.id,
+                SystemPhase::Starting,
+                Some(format!("waiting for confirmation: {}", m.instruction)),
+            )?;
+            let id = sys.id.clone();
+            self.wait_until(move |s| s.system(&id).is_some_and(|s| s.confirmed_by.is_some()))
+                .await;
+        } else {
+            let outcome = run_action(&sys.start, &self.cx).await;
+            self.output(&sys.id, "start", &outcome)?;
+            if !outcome.ok {
+                return fail(format!("start failed: {}", outcome.detail));
+            }
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        match probe::until_healthy(&sys.health, &sys.probe, left, &self.cx).await {
+            Ok(_) => {
+                self.system_event(&sys.id, SystemPhase::Healthy, None)?;
+                Ok(Task::Healthy)
+            }
+            Err(reason) => fail(reason),
+        }
+    }
+
+    /// The gate: soak with every system probed, and the approvals.
+    async fn hold_gate(self: &Arc<Self>, stage: &PlannedStage) -> Result<Starts, EngineError>
+    where
+        S: 'static,
+    {
+        let soak = stage.gate.soak.map_or(Duration::ZERO, |d| d.to_std());
+        let mut watches = JoinSet::new();
+        for sys in &stage.systems {
+            let (inner, sys) = (Arc::clone(self), sys.clone());
+            watches.spawn(async move {
+                probe::watch(&sys.health, &sys.probe, soak, &inner.cx)
+                    .await
+                    .map_err(|e| (sys.id.clone(), e))
+            });
+        }
+        let roles = stage.gate.approvals.clone();
+        let name = stage.name.clone();
+        let approvals = self.wait_until(move |s| {
+            s.stage(&name)
+                .is_some_and(|st| approved(&roles, &st.approvals))
+        });
+        tokio::pin!(approvals);
+        let mut pause = self.pause.clone();
+        let (mut soaked, mut approved_all) = (watches.is_empty(), false);
+        loop {
+            if soaked && approved_all {
+                return Ok(Starts::AllHealthy);
+            }
+            tokio::select! {
+                joined = watches.join_next(), if !soaked => match joined {
+                    None => soaked = true,
+                    Some(Ok(Ok(()))) | Some(Err(_)) => {}
+                    Some(Ok(Err((id, reason)))) => {
+                        watches.abort_all();
+                        let reason = format!("unhealthy during the soak: {reason}");
+                        self.system_event(&id, SystemPhase::Failed, Some(reason.clone()))?;
+                        return Ok(Starts::Failed(format!("{id}: {reason}")));
+                    }
+                },
+                () = &mut approvals, if !approved_all => approved_all = true,
+                Ok(()) = pause.changed() => {
+                    if *pause.borrow() {
+                        return Ok(Starts::Paused);
+                    }
+                }
+            }
+        }
+    }
+
+    fn pause_run(&self, reason: &str) -> Result<RunPhase, EngineError> {
+        self.emit(Event::Run {
+            phase: RunPhase::Paused,
+            reason: Some(reason.to_owned()),
+        })?;
+        Ok(RunPhase::Paused)
+    }
+
+    async fn stage_failed(
+        &self,
+        stage: &PlannedStage,
+        reason: &str,
+    ) -> Result<RunPhase, EngineError> {
+        let reason = format!("stage `{}` failed: {reason}", stage.name);
+        match stage.gate.on_failure {
+            OnFailure::Rollback => {
+                self.stop_systems(&stage.rollback_order).await?;
+                self.emit(Event::Stage {
+                    stage: stage.name.clone(),
+                    phase: StagePhase::RolledBack,
+                    reason: Some(reason.clone()),
+                })?;
+                self.end(RunPhase::RolledBack, &reason)
+            }
+            OnFailure::Pause => {
+                self.emit(Event::Stage {
+                    stage: stage.name.clone(),
+                    phase: StagePhase::Failed,
+                    reason: Some(reason.clone()),
+                })?;
+                self.pause_run(&reason)
+            }
+            OnFailure::Abort => {
+                self.emit(Event::Stage {
+                    stage: stage.name.clone(),
+                    phase: StagePhase::Failed,
+                    reason: Some(reason.clone()),
+                })?;
+                self.end(RunPhase::Failed, &reason)
+            }
+        }
+    }
+
+    /// Stops, in the order given, every listed system that was started.
+    async fn stop_systems(&self, order: &[String]) -> Result<(), EngineError> {
+        for id in order {
+            let (started, phase) = {
+                let state = self.lock();
+                let s = state.system(id);
+                (s.is_some_and(|s| s.started), s.map(|s| s.phase))
+            };
+            if !started || phase == Some(SystemPhase::RolledBack) {
+                continue;
+            }
+            let Some((_, sys)) = self.plan.systems().find(|(_, s)| &s.id == id) else {
+                continue;
+            };
+            self.system_event(id, SystemPhase::Stopping, None)?;
+            let Some(stop) = &sys.stop else {
+                self.system_event(
+                    id,
+                    SystemPhase::RolledBack,
+                    Some("no stop action: left as it was".into()),
+                )?;
+                continue;
+            };
+            let outcome = run_action(stop, &self.cx).await;
+            self.output(id, "stop", &outcome)?;
+            if outcome.ok {
+                self.system_event(id, SystemPhase::RolledBack, None)?;
+            } else {
+                self.system_event(
+                    id,
+                    SystemPhase::Failed,
+                    Some(format!("stop failed: {}", outcome.detail)),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: what never started is marked Skipped first.
+    fn end(&self, phase: RunPhase, reason: &str) -> Result<RunPhase, EngineError> {
+        if phase != RunPhase::Succeeded {
+            let (systems, stages): (Vec<String>, Vec<String>) = {
+                let state = self.lock();
+                (
+                    state
+                        .systems
+                        .iter()
+                        .filter(|s| s.phase == SystemPhase::Pending)
+                        .map(|s| s.id.clone())
+                        .collect(),
+                    state
+                        .stages
+                        .iter()
+                        .filter(|s| s.phase == StagePhase::Pending)
+                        .map(|s| s.name.clone())
+                        .collect(),
+                )
+            };
+            for id in systems {
+                self.system_event(&id, SystemPhase::Skipped, None)?;
+            }
+            for name in stages {
+                self.emit(Event::Stage {
+                    stage: name,
+                    phase: StagePhase::Skipped,
+                    reason: None,
+                })?;
+            }
+        }
+        let reason = (!reason.is_empty()).then(|| reason.to_owned());
+        self.emit(Event::Run { phase, reason })?;
+        Ok(phase)
+    }
+}
+
+/// One system's start: after its dependencies, within a free slot, unless
+/// the run is pausing.
+async fn start_task<S: RunStore + 'static>(
+    engine: Engine<S>,
+    sys: PlannedSystem,
+    mut deps: Vec<watch::Receiver<Option<bool>>>,
+    semaphore: Arc<Semaphore>,
+) -> Result<Task, EngineError> {
+    for dep in &mut deps {
+        let healthy = matches!(
+            dep.wait_for(Option::is_some).await.map(|v| *v),
+            Ok(Some(true))
+        );
+        if !healthy {
+            return Ok(Task::NotStarted);
+        }
+    }
+    if engine.inner.paused() {
+        return Ok(Task::NotStarted);
+    }
+    let Ok(_permit) = semaphore.acquire().await else {
+        return Ok(Task::NotStarted);
+    };
+    if engine.inner.paused() {
+        return Ok(Task::NotStarted);
+    }
+    engine.inner.bring_up(&sys).await
+}
+
+fn known_stage(plan: &Plan, name: &str) -> bool {
+    plan.stages.iter().any(|s| s.name == name)
+}
+
+/// Whether every required role has an approval. An approval without a role
+/// counts for a gate that requires exactly one.
+pub fn approved(required: &[String], given: &[crate::state::Approval]) -> bool {
+    required.iter().all(|role| {
+        given.iter().any(|a| match &a.role {
+            Some(r) => r == role,
+            None => required.len() == 1,
+        })
+    })
+}

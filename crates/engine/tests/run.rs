@@ -1,0 +1,485 @@
+//! The scheduler on real processes and a real journal: order, limits,
+//! gates, every onFailure, approvals and confirmations from "a second
+//! terminal" (the inbox), pause and resume, and resume after a crash.
+
+// Helpers outside #[test] functions unwrap too: their failing is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blackstart_engine::journal;
+use blackstart_engine::secrets::Secrets;
+use blackstart_engine::step::StepContext;
+use blackstart_engine::{
+    Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, RunState, StagePhase, SystemPhase,
+};
+use tokio::sync::watch;
+
+struct Lab {
+    tmp: tempfile::TempDir,
+    dir: RunDir,
+    pause: watch::Sender<bool>,
+}
+
+impl Lab {
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn engine_for(
+        &self,
+        journal: FileJournal,
+        records: &[blackstart_engine::Record],
+    ) -> Engine<FileJournal> {
+        let cx = StepContext::new(
+            Secrets::with_lookup(Arc::new(|_| None)),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        Engine::new(
+            journal,
+            records,
+            cx,
+            Arc::new(Inbox::new(&self.dir)),
+            self.pause.subscribe(),
+            Duration::from_millis(20),
+        )
+        .unwrap()
+    }
+
+    /// Reopens the journal as `resume` does and returns a fresh engine.
+    fn resume(&self) -> Engine<FileJournal> {
+        let (journal, records) = FileJournal::open(&self.dir).unwrap();
+        self.engine_for(journal, &records)
+    }
+
+    fn state(&self) -> RunState {
+        let records = journal::read(&self.dir).unwrap();
+        RunState::fold(records.iter().map(|r| (r.seq, &r.event))).unwrap()
+    }
+}
+
+/// Starts a run of `yaml`, where `{dir}` stands for the test's directory.
+fn lab(yaml: &str) -> (Lab, Engine<FileJournal>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = yaml.replace("{dir}", tmp.path().to_str().unwrap());
+    let plan = blackstart_model::Plan::build(
+        blackstart_model::load(yaml.as_bytes())
+            .unwrap_or_else(|d| panic!("{}", d.render("lab.yaml"))),
+    );
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    let started = Event::RunStarted {
+        run: "r1".into(),
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        plan: Box::new(plan),
+    };
+    let journal = FileJournal::create(&dir, &started).unwrap();
+    let records = journal.load().unwrap();
+    let lab = Lab {
+        tmp,
+        dir,
+        pause: watch::channel(false).0,
+    };
+    let engine = lab.engine_for(journal, &records);
+    (lab, engine)
+}
+
+const HEAD: &str = "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: { name: lab }\nspec:\n  defaults: { probe: { interval: 50ms, timeout: 2s } }\n  sites: [ { id: dc } ]\n";
+
+/// A system that logs `start ID` and `stop ID`, healthy once `{dir}/ID.ok`
+/// exists (its start creates it unless `fail` is set).
+fn system(id: &str, tier: &str, deps: &[&str], fail: bool) -> String {
+    let start = if fail {
+        format!("echo start {id} >> {{dir}}/log; echo 'cannot bind port' >&2; exit 4")
+    } else {
+        format!("echo start {id} >> {{dir}}/log; touch {{dir}}/{id}.ok")
+    };
+    format!(
+        "    - {{ id: {id}, site: dc, tier: {tier}, dependsOn: [{}],\n        start: {{ exec: {{ command: [sh, -c, \"{start}\"] }} }},\n        stop: {{ exec: {{ command: [sh, -c, \"echo stop {id} >> {{dir}}/log; rm -f {{dir}}/{id}.ok\"] }} }},\n        health: [ {{ exec: {{ command: [test, -f, \"{{dir}}/{id}.ok\"] }} }} ] }}\n",
+        deps.join(", ")
+    )
+}
+
+fn playbook(systems: &[String], stages: &str) -> String {
+    format!("{HEAD}  systems:\n{}  stages:\n{stages}", systems.concat())
+}
+
+const TWO_STAGES: &str = "    - { name: data, select: { tiers: [data] } }\n    - { name: apps, select: { tiers: [app] }, gate: { onFailure: rollback } }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_in_dependency_order_and_succeeds() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("cache", "data", &[], false),
+            system("queue", "data", &["db", "cache"], false),
+            system("api", "app", &["queue"], false),
+            system("web", "app", &["api"], false),
+        ],
+        TWO_STAGES,
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Succeeded);
+    let log = lab.log();
+    let at = |line: &str| {
+        log.iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("{line} missing: {log:?}"))
+    };
+    assert!(at("start queue") > at("start db") && at("start queue") > at("start cache"));
+    assert!(at("start api") > at("start queue") && at("start web") > at("start api"));
+    let state = lab.state();
+    assert_eq!(state.phase, RunPhase::Succeeded);
+    assert!(
+        state
+            .systems
+            .iter()
+            .all(|s| s.phase == SystemPhase::Healthy),
+        "{state:?}"
+    );
+    assert!(
+        state
+            .stages
+            .iter()
+            .all(|s| s.phase == StagePhase::Succeeded)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_max_parallel_at_once() {
+    let slow = |id: &str| {
+        format!(
+            "    - {{ id: {id}, site: dc, tier: data, start: {{ exec: {{ command: [sh, -c, \"echo + >> {{dir}}/log; sleep 0.15; echo - >> {{dir}}/log\"] }} }} }}\n"
+        )
+    };
+    let systems: Vec<String> = (0..6).map(|i| slow(&format!("s{i}"))).collect();
+    let (lab, engine) = lab(&playbook(
+        &systems,
+        "    - { name: data, select: { tiers: [data] }, maxParallel: 2 }\n",
+    ));
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Succeeded);
+    let (mut running, mut most) = (0i32, 0i32);
+    for line in lab.log() {
+        running += if line == "+" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "{:?}", lab.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stage_rolls_back_what_it_started_and_keeps_earlier_stages() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("api", "app", &["db"], false),
+            system("worker", "app", &["api"], false),
+            system("web", "app", &["api"], true),
+            system("report", "report", &[], false),
+        ],
+        &format!("{TWO_STAGES}    - {{ name: reports, select: {{ tiers: [report] }} }}\n"),
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::RolledBack);
+    let state = lab.state();
+    assert_eq!(
+        state.system("db").unwrap().phase,
+        SystemPhase::Healthy,
+        "the data stage stays up"
+    );
+    assert_eq!(state.system("api").unwrap().phase, SystemPhase::RolledBack);
+    assert_eq!(state.system("web").unwrap().phase, SystemPhase::RolledBack);
+    assert_eq!(state.system("report").unwrap().phase, SystemPhase::Skipped);
+    assert_eq!(state.stage("apps").unwrap().phase, StagePhase::RolledBack);
+    assert_eq!(state.stage("reports").unwrap().phase, StagePhase::Skipped);
+    assert!(
+        state
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("web: start failed: `sh` exited 4"),
+        "{:?}",
+        state.reason
+    );
+    let log = lab.log();
+    assert!(!log.contains(&"stop db".to_owned()));
+    // Dependents first: whatever of web and worker was started stops before api.
+    let api = log.iter().position(|l| l == "stop api").unwrap();
+    assert!(
+        log.iter().position(|l| l == "stop web").unwrap() < api,
+        "{log:?}"
+    );
+    // What the failed start printed is in the journal.
+    let records = journal::read(&lab.dir).unwrap();
+    assert!(records.iter().any(|r| matches!(&r.event, Event::Output { system, output, exit_code: Some(4), .. } if system == "web" && output.contains("cannot bind port"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_the_run_and_resume_carries_on_without_restarting_healthy_systems() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("api", "app", &["db"], false),
+            {
+                // Fails until {dir}/fixed exists.
+                "    - { id: web, site: dc, tier: app, dependsOn: [api], start: { exec: { command: [sh, -c, \"echo start web >> {dir}/log; test -f {dir}/fixed\"] } } }\n".to_owned()
+            },
+        ],
+        "    - { name: data, select: { tiers: [data] } }\n    - { name: apps, select: { tiers: [app] }, gate: { onFailure: pause } }\n",
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Paused);
+    assert_eq!(lab.state().stage("apps").unwrap().phase, StagePhase::Failed);
+    drop(engine);
+    std::fs::write(lab.path().join("fixed"), "").unwrap();
+    assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);
+    let log = lab.log();
+    let count = |line: &str| log.iter().filter(|l| *l == line).count();
+    assert_eq!(
+        (count("start db"), count("start api"), count("start web")),
+        (1, 1, 2),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_ends_the_run_failed_and_stops_nothing() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("bad", "data", &["db"], true),
+        ],
+        "    - { name: data, select: { tiers: [data] }, gate: { onFailure: abort } }\n",
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Failed);
+    assert!(!lab.log().iter().any(|l| l.starts_with("stop")));
+    assert_eq!(
+        lab.state().system("db").unwrap().phase,
+        SystemPhase::Healthy
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_start_is_timed_out() {
+    let yaml = format!(
+        "{HEAD}  systems:\n    - {{ id: hung, site: dc, startTimeout: 400ms, start: {{ exec: {{ command: [sleep, \"30\"] }} }} }}\n  stages:\n    - {{ name: all, select: {{ sites: [dc] }}, gate: {{ onFailure: abort }} }}\n"
+    );
+    let (lab, engine) = lab(&yaml);
+    let begun = std::time::Instant::now();
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Failed);
+    assert!(begun.elapsed() < Duration::from_secs(10));
+    let hung = lab.state().system("hung").unwrap().clone();
+    assert_eq!(hung.phase, SystemPhase::Failed);
+    assert_eq!(
+        hung.reason.as_deref(),
+        Some("not healthy within its startTimeout of 400ms")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
+    let yaml = format!(
+        "{HEAD}  systems:\n    - {{ id: plc, site: dc, tier: ot, start: {{ manual: {{ instruction: Reconnect the PLC gateway }} }} }}\n    - {{ id: mes, site: dc, tier: app, dependsOn: [plc], start: {{ noop: {{}} }} }}\n  stages:\n    - {{ name: ot, select: {{ tiers: [ot] }}, gate: {{ approvals: [incident-commander, plant-manager] }} }}\n    - {{ name: apps, select: {{ tiers: [app] }} }}\n"
+    );
+    let (lab, engine) = lab(&yaml);
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+    let inbox = Inbox::new(&lab.dir);
+    let wait_for = |what: &'static str, ready: &dyn Fn(&RunState) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready(&engine.state()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                engine.state()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the manual step", &|s| {
+        s.system("plc").is_some_and(|p| {
+            p.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("waiting for confirmation"))
+        })
+    });
+    inbox
+        .submit(&Request::Confirm {
+            system: "plc".into(),
+            by: "olga".into(),
+        })
+        .unwrap();
+    wait_for("the gate", &|s| {
+        s.stage("ot").is_some_and(|st| st.phase == StagePhase::Gate)
+    });
+    inbox
+        .submit(&Request::Approve {
+            stage: "ot".into(),
+            by: "alice".into(),
+            role: Some("incident-commander".into()),
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        engine.state().stage("ot").unwrap().phase,
+        StagePhase::Gate,
+        "one of two roles is not enough"
+    );
+    inbox
+        .submit(&Request::Approve {
+            stage: "ot".into(),
+            by: "bob".into(),
+            role: Some("plant-manager".into()),
+        })
+        .unwrap();
+    assert_eq!(run.await.unwrap().unwrap(), RunPhase::Succeeded);
+    let state = lab.state();
+    assert_eq!(
+        state.system("plc").unwrap().confirmed_by.as_deref(),
+        Some("olga")
+    );
+    assert_eq!(state.stage("ot").unwrap().approvals.len(), 2);
+    assert!(
+        blackstart_engine::RequestSource::pending(&inbox)
+            .unwrap()
+            .is_empty(),
+        "requests are acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_lost_during_the_soak_fails_the_gate() {
+    // Healthy for the first two probes, then down for good.
+    let health =
+        "n=$(cat {dir}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {dir}/n; [ $n -le 2 ]";
+    let yaml = format!(
+        "{HEAD}  systems:\n    - {{ id: db, site: dc, start: {{ noop: {{}} }}, stop: {{ exec: {{ command: [sh, -c, \"echo stop db >> {{dir}}/log\"] }} }},\n        probe: {{ failureThreshold: 2 }}, health: [ {{ exec: {{ command: [sh, -c, \"{health}\"] }} }} ] }}\n  stages:\n    - {{ name: all, select: {{ sites: [dc] }}, gate: {{ soak: 5s, onFailure: rollback }} }}\n"
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::RolledBack);
+    assert_eq!(lab.log(), ["stop db"]);
+    let reason = lab.state().reason.unwrap();
+    assert!(
+        reason.contains("db: unhealthy during the soak: unhealthy 2 times in a row"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_stops_new_starts_and_resume_carries_on() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("api", "app", &["db"], false),
+        ],
+        TWO_STAGES,
+    );
+    let (lab, engine) = lab(&yaml);
+    lab.pause.send_replace(true);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Paused);
+    assert!(
+        lab.log().is_empty(),
+        "nothing starts while paused: {:?}",
+        lab.log()
+    );
+    drop(engine);
+    lab.pause.send_replace(false);
+    assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);
+    assert_eq!(lab.log(), ["start db", "start api"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_crash_reprobes_in_flight_systems_instead_of_restarting_them() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("api", "app", &["db"], false),
+        ],
+        TWO_STAGES,
+    );
+    let (lab, engine) = lab(&yaml);
+    // As if the process died right after db's start action: the journal says
+    // Starting, the system is in fact up.
+    drop(engine);
+    {
+        let (j, _) = FileJournal::open(&lab.dir).unwrap();
+        for e in [
+            Event::Run {
+                phase: RunPhase::Running,
+                reason: None,
+            },
+            Event::Stage {
+                stage: "data".into(),
+                phase: StagePhase::Running,
+                reason: None,
+            },
+            Event::System {
+                system: "db".into(),
+                phase: SystemPhase::Starting,
+                reason: None,
+            },
+        ] {
+            j.append(&e).unwrap();
+        }
+    }
+    std::fs::write(lab.path().join("db.ok"), "").unwrap();
+    assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);
+    assert_eq!(
+        lab.log(),
+        ["start api"],
+        "db was healthy and was not started again"
+    );
+    assert_eq!(
+        lab.state().system("db").unwrap().reason.as_deref(),
+        Some("healthy when the run resumed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_of_a_finished_run_stops_everything_dependents_first() {
+    let yaml = playbook(
+        &[
+            system("db", "data", &[], false),
+            system("api", "app", &["db"], false),
+            system("web", "app", &["api"], false),
+        ],
+        TWO_STAGES,
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Succeeded);
+    drop(engine);
+    assert_eq!(
+        lab.resume()
+            .rollback("rolled back by the commander")
+            .await
+            .unwrap(),
+        RunPhase::RolledBack
+    );
+    let stops: Vec<String> = lab
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("stop"))
+        .collect();
+    assert_eq!(stops, ["stop web", "stop api", "stop db"]);
+    let state = lab.state();
+    assert!(
+        state
+            .systems
+            .iter()
+            .all(|s| s.phase == SystemPhase::RolledBack)
+    );
+    assert_eq!(state.phase, RunPhase::RolledBack);
+}
