@@ -14,10 +14,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Exit codes, as DESIGN.md fixes them.
 mod exit {
     pub const SUCCESS: u8 = 0;
-    /// The run failed or was rolled back; for `diff --exit-code`, something changed.
+    /// The run failed, was rolled back or paused; for `diff --exit-code`,
+    /// something changed; for `audit --verify`, the journal was altered.
     pub const FAILED: u8 = 1;
     pub const INVALID: u8 = 2;
+    /// The playbook no longer has the hash of the reviewed plan.
+    pub const STALE_PLAN: u8 = 3;
+    /// Another live process holds the run.
+    pub const LOCKED: u8 = 4;
 }
+
+mod runs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +84,106 @@ enum Command {
         #[arg(long)]
         exit_code: bool,
     },
+    /// Run a playbook: stage by stage, each system started once what it
+    /// depends on is healthy, each gate held until it passes.
+    #[command(
+        after_help = "Examples:\n  blackstart apply playbooks/local-lab.yaml\n  blackstart plan playbooks/global-restart.yaml -o plan.json   # reviewed in a PR\n  blackstart apply playbooks/global-restart.yaml --plan plan.json --run-id ir-2025-09\n\nCtrl-C pauses gracefully (no new starts; steps under way finish); `resume` carries on.\nFrom another terminal: `status`, `approve`, `confirm`.\nExits 0 when the run succeeds, 1 when it fails, rolls back or pauses, 3 when --plan no longer matches, 4 when the run is locked."
+    )]
+    Apply {
+        /// The playbook file.
+        file: PathBuf,
+        /// A reviewed JSON plan: refuse (exit 3) if FILE no longer has its hash.
+        #[arg(long, value_name = "PLAN.json")]
+        plan: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateDir,
+        /// The run's id [default: the playbook's name and the start time].
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+    },
+    /// Carry on a paused or interrupted run from its journal.
+    #[command(
+        after_help = "Examples:\n  blackstart resume ir-2025-09\n\nSystems already healthy are not started again; those a crash caught mid-step are probed first."
+    )]
+    Resume {
+        run: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Stop everything a paused, failed or finished run started, dependents first.
+    #[command(
+        after_help = "Examples:\n  blackstart rollback ir-2025-09\n\nExits 0 when every stop action succeeded, 1 otherwise."
+    )]
+    Rollback {
+        run: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Where a run stands: the run's, each stage's and each system's phase.
+    #[command(
+        after_help = "Examples:\n  blackstart status ir-2025-09\n  blackstart status ir-2025-09 --format json | jq .phase"
+    )]
+    Status {
+        run: String,
+        #[command(flatten)]
+        state: StateDir,
+        #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
+        format: DiagFormat,
+    },
+    /// Approve a stage's gate, from any terminal, while `apply` waits.
+    #[command(
+        after_help = "Examples:\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander\n\n--role may be left out when the gate needs a single role."
+    )]
+    Approve {
+        run: String,
+        stage: String,
+        /// Who approves; recorded in the journal.
+        #[arg(long)]
+        by: String,
+        /// The gate role approved as.
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Confirm a manual step was done.
+    #[command(after_help = "Examples:\n  blackstart confirm ir-2025-09 wolv-plc-gateway --by olga")]
+    Confirm {
+        run: String,
+        system: String,
+        /// Who confirms; recorded in the journal.
+        #[arg(long)]
+        by: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// The run's timeline for the post-incident review, or a check of its hash chain.
+    #[command(
+        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n\n--verify exits 1 and names the first record that does not match."
+    )]
+    Audit {
+        run: String,
+        /// Check every record against its hash and the chain; print nothing else.
+        #[arg(long)]
+        verify: bool,
+        #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
+        format: AuditFormat,
+        #[command(flatten)]
+        state: StateDir,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StateDir {
+    /// Where runs are kept.
+    #[arg(long, value_name = "DIR", default_value = ".blackstart")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuditFormat {
+    Text,
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,12 +220,30 @@ enum CliError {
     /// The diagnostics were printed already; this carries the count.
     #[error("{path}: {diags}")]
     Invalid { path: String, diags: Diagnostics },
+    #[error(
+        "the playbook changed since its plan was reviewed: the plan is for {reviewed}, the playbook is now {now}; review the new plan"
+    )]
+    StalePlan { reviewed: String, now: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Journal(#[from] blackstart_engine::JournalError),
+    #[error(transparent)]
+    Engine(#[from] blackstart_engine::EngineError),
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
+        use blackstart_engine::JournalError as J;
         match self {
-            CliError::Write { .. } => exit::FAILED,
+            CliError::Write { .. } | CliError::Runtime(_) | CliError::Engine(_) => exit::FAILED,
+            CliError::StalePlan { .. } => exit::STALE_PLAN,
+            CliError::Journal(J::Locked { .. }) => exit::LOCKED,
+            CliError::Journal(J::Io { .. } | J::Corrupt { .. } | J::Poisoned { .. }) => {
+                exit::FAILED
+            }
             _ => exit::INVALID,
         }
     }
@@ -222,6 +347,50 @@ fn write_output(output: Option<&Path>, text: &str) -> Result<(), CliError> {
 
 fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
+        Command::Apply {
+            file,
+            plan,
+            state,
+            run_id,
+        } => {
+            let validated = load(&file)?;
+            print_warnings(&file, &validated);
+            runs::apply(
+                Plan::build(validated),
+                plan.as_deref(),
+                &state.state_dir,
+                run_id,
+            )
+        }
+        Command::Resume { run, state } => runs::resume(&state.state_dir, &run),
+        Command::Rollback { run, state } => runs::rollback(&state.state_dir, &run),
+        Command::Status { run, state, format } => {
+            runs::status(&state.state_dir, &run, matches!(format, DiagFormat::Json))
+        }
+        Command::Approve {
+            run,
+            stage,
+            by,
+            role,
+            state,
+        } => runs::approve(&state.state_dir, &run, &stage, &by, role),
+        Command::Confirm {
+            run,
+            system,
+            by,
+            state,
+        } => runs::confirm(&state.state_dir, &run, &system, &by),
+        Command::Audit {
+            run,
+            verify,
+            format,
+            state,
+        } => runs::audit(
+            &state.state_dir,
+            &run,
+            verify,
+            matches!(format, AuditFormat::Markdown),
+        ),
         Command::Validate { file, format } => validate(&file, format),
         Command::Plan {
             file,

@@ -322,7 +322,8 @@ impl<S: RunStore> Inner<S> {
     }
 
     fn output(&self, id: &str, step: &str, outcome: &Outcome) -> Result<(), EngineError> {
-        if outcome.output.is_empty() && outcome.exit_code.is_none() {
+        // A silent success says nothing the phase events do not.
+        if outcome.output.is_empty() && matches!(outcome.exit_code, None | Some(0)) {
             return Ok(());
         }
         self.emit(Event::Output {

@@ -1,0 +1,531 @@
+//! The run commands: apply, resume, rollback, status, approve, confirm, audit.
+//!
+//! Wiring only: the engine runs, the journal keeps, the inbox carries
+//! requests; this module picks the files, prints progress for a person and
+//! turns outcomes into DESIGN.md's exit codes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blackstart_engine::journal::{self, Record};
+use blackstart_engine::secrets::Secrets;
+use blackstart_engine::step::StepContext;
+use blackstart_engine::{
+    Engine, Event, FileJournal, Inbox, JournalError, Request, RunDir, RunPhase, RunState,
+    StagePhase, SystemPhase,
+};
+use blackstart_model::Plan;
+
+use crate::{CliError, exit};
+
+/// How often the engine looks for approvals and confirmations.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A step's timeout when it sets none (the run's startTimeout still bounds it).
+const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_dir(state_dir: &Path, run: &str) -> Result<RunDir, CliError> {
+    Ok(RunDir::new(state_dir, run)?)
+}
+
+/// A run id people can type: the playbook's name and the UTC start time.
+fn default_run_id(plan: &Plan) -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{}-{}", plan.playbook, stamp.to_lowercase())
+}
+
+/// `apply FILE [--plan plan.json]`: starts a new run of a playbook.
+pub fn apply(
+    plan: Plan,
+    reviewed: Option<&Path>,
+    state_dir: &Path,
+    run_id: Option<String>,
+) -> Result<u8, CliError> {
+    if let Some(path) = reviewed {
+        let bytes = std::fs::read(path).map_err(|source| CliError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let reviewed: Plan = serde_json::from_slice(&bytes).map_err(|e| {
+            CliError::Usage(format!(
+                "{} is not a blackstart JSON plan: {e}",
+                path.display()
+            ))
+        })?;
+        if reviewed.playbook_hash != plan.playbook_hash {
+            return Err(CliError::StalePlan {
+                reviewed: reviewed.playbook_hash,
+                now: plan.playbook_hash,
+            });
+        }
+    }
+    let run = run_id.unwrap_or_else(|| default_run_id(&plan));
+    let dir = run_dir(state_dir, &run)?;
+    let started = Event::RunStarted {
+        run: run.clone(),
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        plan: Box::new(plan),
+    };
+    let journal = FileJournal::create(&dir, &started)?;
+    eprintln!(
+        "blackstart: run {run} started; journal {}",
+        journal.path().display()
+    );
+    let records = journal.load()?;
+    drive(journal, &records, &dir, Mode::Run)
+}
+
+/// `resume RUN`: carries on a paused or interrupted run.
+pub fn resume(state_dir: &Path, run: &str) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let (journal, records) = FileJournal::open(&dir)?;
+    eprintln!(
+        "blackstart: resuming run {run} from event {}",
+        records.len()
+    );
+    drive(journal, &records, &dir, Mode::Run)
+}
+
+/// `rollback RUN`: stops everything the run started, dependents first.
+pub fn rollback(state_dir: &Path, run: &str) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let (journal, records) = FileJournal::open(&dir)?;
+    drive(journal, &records, &dir, Mode::Rollback)
+}
+
+enum Mode {
+    Run,
+    Rollback,
+}
+
+fn drive(
+    journal: FileJournal,
+    records: &[Record],
+    dir: &RunDir,
+    mode: Mode,
+) -> Result<u8, CliError> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (pause, paused) = tokio::sync::watch::channel(false);
+        let cx = StepContext::new(Secrets::from_env(), STEP_TIMEOUT).map_err(CliError::Runtime)?;
+        let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
+        let (stop_progress, stopped) = tokio::sync::watch::channel(false);
+        let progress = tokio::spawn(progress(engine.clone(), stopped));
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("blackstart: pausing: no new starts; steps under way finish or time out (Ctrl-C again to quit at once)");
+                pause.send_replace(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("blackstart: quitting; `blackstart resume` carries on from the journal");
+                    std::process::exit(130);
+                }
+            }
+        });
+        let phase = match mode {
+            Mode::Run => engine.run().await?,
+            Mode::Rollback => engine.rollback("rolled back by the commander").await?,
+        };
+        ctrl_c.abort();
+        stop_progress.send_replace(true);
+        let _ = progress.await;
+        let state = engine.state();
+        let run = &state.run;
+        Ok(match (mode, phase) {
+            (_, RunPhase::Succeeded) => {
+                eprintln!("blackstart: run {run} succeeded");
+                exit::SUCCESS
+            }
+            (Mode::Rollback, RunPhase::RolledBack)
+                if state.systems.iter().all(|s| s.phase != SystemPhase::Failed || !s.started) =>
+            {
+                eprintln!("blackstart: run {run} rolled back");
+                exit::SUCCESS
+            }
+            (_, RunPhase::Paused) => {
+                eprintln!("blackstart: run {run} is paused: `blackstart resume {run}` carries on, `blackstart rollback {run}` undoes it");
+                exit::FAILED
+            }
+            (_, phase) => {
+                eprintln!(
+                    "blackstart: run {run} ended {phase:?}{}",
+                    state.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                exit::FAILED
+            }
+        })
+    })
+}
+
+/// Plain progress lines, one per change, for a terminal or a log; a last
+/// round when told to stop, so the final transitions are shown too.
+async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut before = engine.state();
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => false,
+            _ = stop.changed() => true,
+        };
+        let now = engine.state();
+        print_changes(&before, &now);
+        before = now;
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn print_changes(before: &RunState, now: &RunState) {
+    {
+        for (b, n) in before.stages.iter().zip(&now.stages) {
+            if b.phase != n.phase {
+                eprintln!("stage {}: {:?}", n.name, n.phase);
+                if n.phase == StagePhase::Gate {
+                    eprintln!(
+                        "  gate: held; approve with `blackstart approve {} {} --by NAME --role ROLE`",
+                        now.run, n.name
+                    );
+                }
+            }
+            for a in n.approvals.iter().skip(b.approvals.len()) {
+                eprintln!(
+                    "stage {}: approved by {}{}",
+                    n.name,
+                    a.by,
+                    a.role
+                        .as_deref()
+                        .map(|r| format!(" as {r}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        for (b, n) in before.systems.iter().zip(&now.systems) {
+            if (b.phase, &b.reason) != (n.phase, &n.reason) {
+                let reason = n
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                eprintln!("  {} [{}]: {:?}{reason}", n.id, n.stage, n.phase);
+                if reason.contains("waiting for confirmation") {
+                    eprintln!(
+                        "    confirm with `blackstart confirm {} {} --by NAME`",
+                        now.run, n.id
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn folded(records: &[Record]) -> Result<RunState, CliError> {
+    RunState::fold(records.iter().map(|r| (r.seq, &r.event)))
+        .map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+fn plan_of(records: &[Record]) -> Option<&Plan> {
+    match records.first().map(|r| &r.event) {
+        Some(Event::RunStarted { plan, .. }) => Some(plan),
+        _ => None,
+    }
+}
+
+/// `status RUN`: where the run stands, read without taking its lock.
+pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
+    let records = journal::read(&run_dir(state_dir, run)?)?;
+    let state = folded(&records)?;
+    if json {
+        let mut text = serde_json::to_string_pretty(&state).expect("state always serializes");
+        text.push('\n');
+        print!("{text}");
+        return Ok(exit::SUCCESS);
+    }
+    println!(
+        "run {}  ({} {})",
+        state.run, state.playbook, state.playbook_hash
+    );
+    println!(
+        "phase: {:?}{}",
+        state.phase,
+        state
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    for stage in &state.stages {
+        let approvals: Vec<String> = stage
+            .approvals
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}{}",
+                    a.by,
+                    a.role
+                        .as_deref()
+                        .map(|r| format!(" as {r}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let approved = if approvals.is_empty() {
+            String::new()
+        } else {
+            format!("  approved by {}", approvals.join(", "))
+        };
+        println!("stage {}: {:?}{approved}", stage.name, stage.phase);
+        for sys in state.systems.iter().filter(|s| s.stage == stage.name) {
+            let reason = sys
+                .reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default();
+            println!("  {:<28} {:?}{reason}", sys.id, sys.phase);
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn live(state: &RunState) -> Result<(), CliError> {
+    if state.phase.is_final() {
+        return Err(CliError::Usage(format!(
+            "run {} has ended ({:?}); nothing to approve or confirm",
+            state.run, state.phase
+        )));
+    }
+    Ok(())
+}
+
+/// `approve RUN STAGE --by NAME [--role ROLE]`, from any terminal.
+pub fn approve(
+    state_dir: &Path,
+    run: &str,
+    stage: &str,
+    by: &str,
+    role: Option<String>,
+) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let records = journal::read(&dir)?;
+    let state = folded(&records)?;
+    live(&state)?;
+    let plan =
+        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let Some(planned) = plan.stages.iter().find(|s| s.name == stage) else {
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        return Err(CliError::Usage(format!(
+            "run {run} has no stage `{stage}`; its stages are: {}",
+            names.join(", ")
+        )));
+    };
+    let roles = &planned.gate.approvals;
+    let role = match role {
+        Some(r) if !roles.contains(&r) => {
+            return Err(CliError::Usage(format!(
+                "stage `{stage}` does not need approval by `{r}`; it needs: {}",
+                list(roles)
+            )));
+        }
+        None if roles.len() > 1 => {
+            return Err(CliError::Usage(format!(
+                "stage `{stage}` needs approvals by several roles ({}): say which with --role",
+                list(roles)
+            )));
+        }
+        None => roles.first().cloned(),
+        some => some,
+    };
+    Inbox::new(&dir)
+        .submit(&Request::Approve {
+            stage: stage.to_owned(),
+            by: by.to_owned(),
+            role: role.clone(),
+        })
+        .map_err(|source| CliError::Write {
+            path: dir.dir.display().to_string(),
+            source,
+        })?;
+    eprintln!(
+        "blackstart: approval of `{stage}` by {by}{} handed to run {run}; the running apply or the next resume records it",
+        role.map(|r| format!(" as {r}")).unwrap_or_default()
+    );
+    Ok(exit::SUCCESS)
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "no approval".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `confirm RUN SYSTEM --by NAME`: a person did a manual step.
+pub fn confirm(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let records = journal::read(&dir)?;
+    let state = folded(&records)?;
+    live(&state)?;
+    if state.system(system).is_none() {
+        return Err(CliError::Usage(format!(
+            "run {run} has no system `{system}`"
+        )));
+    }
+    Inbox::new(&dir)
+        .submit(&Request::Confirm {
+            system: system.to_owned(),
+            by: by.to_owned(),
+        })
+        .map_err(|source| CliError::Write {
+            path: dir.dir.display().to_string(),
+            source,
+        })?;
+    eprintln!("blackstart: confirmation of `{system}` by {by} handed to run {run}");
+    Ok(exit::SUCCESS)
+}
+
+/// `audit RUN [--verify]`: the timeline for the post-incident review.
+pub fn audit(state_dir: &Path, run: &str, verify: bool, markdown: bool) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let records = match journal::read(&dir) {
+        Err(JournalError::Corrupt { path, line, reason }) if verify => {
+            eprintln!(
+                "blackstart: {}:{line}: verification failed: {reason}",
+                path.display()
+            );
+            return Ok(exit::FAILED);
+        }
+        other => other?,
+    };
+    if verify {
+        let last = records.last().map_or("none".to_owned(), |r| r.hash.clone());
+        println!(
+            "{}: {} events, hash chain intact, last hash {last}",
+            dir.journal().display(),
+            records.len()
+        );
+        return Ok(exit::SUCCESS);
+    }
+    print!(
+        "{}",
+        if markdown {
+            audit_markdown(&records)?
+        } else {
+            audit_text(&records)
+        }
+    );
+    Ok(exit::SUCCESS)
+}
+
+fn describe(event: &Event) -> String {
+    let why = |r: &Option<String>| r.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    match event {
+        Event::RunStarted {
+            run,
+            playbook,
+            playbook_hash,
+            ..
+        } => format!("run {run} of {playbook} started ({playbook_hash})"),
+        Event::Run { phase, reason } => format!("run {phase:?}{}", why(reason)),
+        Event::Stage {
+            stage,
+            phase,
+            reason,
+        } => format!("stage {stage} {phase:?}{}", why(reason)),
+        Event::System {
+            system,
+            phase,
+            reason,
+        } => format!("{system} {phase:?}{}", why(reason)),
+        Event::Output {
+            system,
+            step,
+            exit_code,
+            output,
+        } => format!(
+            "{system} {step} output{}: {}",
+            exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default(),
+            output.trim_end().lines().last().unwrap_or("")
+        ),
+        Event::Approved { stage, by, role } => {
+            format!(
+                "stage {stage} approved by {by}{}",
+                role.as_deref()
+                    .map(|r| format!(" as {r}"))
+                    .unwrap_or_default()
+            )
+        }
+        Event::Confirmed { system, by } => format!("{system} confirmed by {by}"),
+        Event::TornWriteDiscarded { bytes } => {
+            format!("{bytes} bytes of an unfinished write discarded after a crash")
+        }
+    }
+}
+
+fn audit_text(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| format!("{:>5}  {}  {}\n", r.seq, r.at, describe(&r.event)))
+        .collect()
+}
+
+fn audit_markdown(records: &[Record]) -> Result<String, CliError> {
+    use std::fmt::Write as _;
+    let state = folded(records)?;
+    let mut o = format!("## Restart audit: run `{}`\n\n", state.run);
+    let _ = writeln!(
+        o,
+        "Playbook `{}` ({}), ended **{:?}**.\n",
+        state.playbook, state.playbook_hash, state.phase
+    );
+    // When each system began starting and became healthy, for the chart.
+    let mut spans: Vec<(String, String, Option<String>)> = Vec::new();
+    for r in records {
+        if let Event::System { system, phase, .. } = &r.event {
+            match phase {
+                SystemPhase::Verifying | SystemPhase::Starting
+                    if !spans.iter().any(|(s, _, _)| s == system) =>
+                {
+                    spans.push((system.clone(), r.at.clone(), None));
+                }
+                SystemPhase::Healthy => {
+                    if let Some(span) = spans.iter_mut().find(|(s, _, _)| s == system) {
+                        span.2 = Some(r.at.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !spans.is_empty() {
+        o.push_str("```mermaid\ngantt\n  title Starts and health\n  dateFormat YYYY-MM-DDTHH:mm:ss.SSSZ\n  axisFormat %H:%M:%S\n");
+        for (system, from, to) in &spans {
+            let end = to.clone().unwrap_or_else(|| from.clone());
+            let tag = if to.is_some() { "" } else { "crit, " };
+            let _ = writeln!(o, "  {system} : {tag}{from}, {end}");
+        }
+        o.push_str("```\n\n");
+    }
+    o.push_str("| # | time | event |\n|---:|---|---|\n");
+    for r in records {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            r.seq,
+            r.at,
+            describe(&r.event).replace('|', "\\|")
+        );
+    }
+    Ok(o)
+}

@@ -1,0 +1,316 @@
+//! The run commands end to end, as a commander uses them from two
+//! terminals: apply, status, approve, confirm, resume after kill -9,
+//! rollback, audit, and the exit codes of each.
+
+// Helpers outside #[test] functions unwrap too: their failing is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blackstart_tests::{Run, binary};
+
+/// A lab whose systems log their starts and stops; `app` waits for an
+/// approval of the data stage, and `web` for a person's confirmation.
+fn lab_yaml(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: lab }}
+spec:
+  defaults: {{ probe: {{ interval: 100ms, timeout: 1s }} }}
+  sites: [ {{ id: dc }} ]
+  systems:
+    - id: db
+      site: dc
+      tier: data
+      start: {{ exec: {{ command: [sh, -c, \"echo start db >> {d}/log; touch {d}/db.ok\"] }} }}
+      stop: {{ exec: {{ command: [sh, -c, \"echo stop db >> {d}/log; rm -f {d}/db.ok\"] }} }}
+      health: [ {{ exec: {{ command: [test, -f, {d}/db.ok] }} }} ]
+    - id: app
+      site: dc
+      tier: app
+      dependsOn: [db]
+      start: {{ exec: {{ command: [sh, -c, \"echo start app >> {d}/log; sleep 0.3; touch {d}/app.ok\"] }} }}
+      stop: {{ exec: {{ command: [sh, -c, \"echo stop app >> {d}/log; rm -f {d}/app.ok\"] }} }}
+      health: [ {{ exec: {{ command: [test, -f, {d}/app.ok] }} }} ]
+    - id: web
+      site: dc
+      tier: app
+      dependsOn: [app]
+      start: {{ manual: {{ instruction: Open the firewall for the web tier }} }}
+      stop: {{ noop: {{}} }}
+  stages:
+    - {{ name: data, select: {{ tiers: [data] }}, gate: {{ approvals: [incident-commander] }} }}
+    - {{ name: apps, select: {{ tiers: [app] }}, gate: {{ onFailure: rollback }} }}
+"
+    )
+}
+
+struct Lab {
+    tmp: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let lab = Lab {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(lab.file(), lab_yaml(lab.tmp.path())).unwrap();
+        lab
+    }
+    fn file(&self) -> String {
+        self.tmp.path().join("lab.yaml").display().to_string()
+    }
+    fn state_dir(&self) -> String {
+        self.tmp.path().join("state").display().to_string()
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.args(args).args(["--state-dir", &self.state_dir()]);
+        c
+    }
+    fn run(&self, args: &[&str]) -> Run {
+        self.cmd(args).output().unwrap().into()
+    }
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+    fn status(&self, run: &str) -> serde_json::Value {
+        let out = self.run(&["status", run, "--format", "json"]);
+        serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+    /// Waits, bounded, until the run's status satisfies `ready`.
+    fn wait(&self, run: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status(run);
+            if ready(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.tmp.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn phase_of(status: &serde_json::Value, kind: &str, key: &str, name: &str) -> String {
+    status[kind]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i[key] == name))
+        .map_or(String::new(), |i| {
+            i["phase"].as_str().unwrap_or("").to_owned()
+        })
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "the run never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_steered_from_a_second_terminal() {
+    let lab = Lab::new();
+    let mut apply = lab.spawn(&["apply", &lab.file(), "--run-id", "r1"]);
+    lab.wait("r1", "the data gate", |s| {
+        phase_of(s, "stages", "name", "data") == "Gate"
+    });
+    assert_eq!(lab.status("r1")["phase"], "Running");
+
+    // A second apply or resume of the live run is refused.
+    assert_eq!(lab.run(&["resume", "r1"]).code, 4);
+    let again = lab.run(&["apply", &lab.file(), "--run-id", "r1"]);
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("is locked by another process (pid"),
+        "{}",
+        again.stderr
+    );
+
+    // Wrong approvals are refused with the way out; the right one is taken.
+    let wrong = lab.run(&[
+        "approve", "r1", "data", "--by", "alice", "--role", "janitor",
+    ]);
+    assert_eq!(wrong.code, 2);
+    assert!(
+        wrong.stderr.contains("it needs: incident-commander"),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(lab.run(&["approve", "r1", "nope", "--by", "alice"]).code, 2);
+    assert_eq!(lab.run(&["approve", "r1", "data", "--by", "alice"]).code, 0);
+
+    lab.wait("r1", "the manual step", |s| {
+        s["systems"].as_array().is_some_and(|v| {
+            v.iter().any(|x| {
+                x["id"] == "web"
+                    && x["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("waiting for confirmation"))
+            })
+        })
+    });
+    assert_eq!(lab.run(&["confirm", "r1", "web", "--by", "olga"]).code, 0);
+    assert_eq!(wait_exit(&mut apply), 0);
+
+    let status = lab.status("r1");
+    assert_eq!(status["phase"], "Succeeded");
+    for id in ["db", "app", "web"] {
+        assert_eq!(
+            phase_of(&status, "systems", "id", id),
+            "Healthy",
+            "{status}"
+        );
+    }
+    assert_eq!(lab.log(), ["start db", "start app"]);
+    assert_eq!(
+        lab.run(&["approve", "r1", "data", "--by", "bob"]).code,
+        2,
+        "an ended run takes no approvals"
+    );
+
+    // The audit verifies, and names the first record that was altered.
+    let verify = lab.run(&["audit", "r1", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(verify.stdout.contains("hash chain intact"));
+    let audit = lab.run(&["audit", "r1", "--format", "markdown"]);
+    assert!(
+        audit.stdout.contains("```mermaid\ngantt"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit
+            .stdout
+            .contains("stage data approved by alice as incident-commander")
+    );
+    let journal = Path::new(&lab.state_dir()).join("runs/r1/journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(
+        &journal,
+        text.replacen("\"by\":\"alice\"", "\"by\":\"mallory\"", 1),
+    )
+    .unwrap();
+    let tampered = lab.run(&["audit", "r1", "--verify"]);
+    assert_eq!(tampered.code, 1);
+    assert!(
+        tampered.stderr.contains("journal.jsonl:")
+            && tampered.stderr.contains("does not match its hash"),
+        "{}",
+        tampered.stderr
+    );
+
+    // A finished run's id cannot be reused.
+    assert_eq!(lab.run(&["apply", &lab.file(), "--run-id", "r1"]).code, 2);
+}
+
+#[test]
+fn kill_9_then_resume_finishes_without_restarting_healthy_systems() {
+    let lab = Lab::new();
+    let mut apply = lab.spawn(&["apply", &lab.file(), "--run-id", "r2"]);
+    lab.wait("r2", "the data gate", |s| {
+        phase_of(s, "stages", "name", "data") == "Gate"
+    });
+    apply.kill().unwrap(); // SIGKILL: no cleanup, the lock dies with the process
+    apply.wait().unwrap();
+    assert_eq!(
+        lab.status("r2")["phase"],
+        "Running",
+        "the journal still says what was happening"
+    );
+    assert_eq!(lab.run(&["approve", "r2", "data", "--by", "alice"]).code, 0);
+    let mut resume = lab.spawn(&["resume", "r2"]);
+    // Kill again mid-start of app, then resume once more.
+    lab.wait("r2", "app starting", |s| {
+        phase_of(s, "systems", "id", "app") == "Starting"
+    });
+    resume.kill().unwrap();
+    resume.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(400)); // app's own start finishes meanwhile
+    let mut resume = lab.spawn(&["resume", "r2"]);
+    lab.wait("r2", "the manual step", |s| {
+        phase_of(s, "systems", "id", "web") == "Starting"
+    });
+    assert_eq!(lab.run(&["confirm", "r2", "web", "--by", "olga"]).code, 0);
+    assert_eq!(wait_exit(&mut resume), 0);
+    assert_eq!(lab.status("r2")["phase"], "Succeeded");
+    let log = lab.log();
+    assert_eq!(
+        log.iter().filter(|l| *l == "start db").count(),
+        1,
+        "db was healthy and never restarted: {log:?}"
+    );
+    assert!(
+        log.iter().filter(|l| *l == "start app").count() <= 2,
+        "{log:?}"
+    );
+    assert_eq!(lab.run(&["audit", "r2", "--verify"]).code, 0);
+}
+
+#[test]
+fn stale_plans_are_refused_and_rollback_undoes_a_run() {
+    let lab = Lab::new();
+    let plan = lab.tmp.path().join("plan.json").display().to_string();
+    assert_eq!(
+        blackstart_tests::blackstart(&["plan", &lab.file(), "-o", &plan]).code,
+        0
+    );
+    let yaml = std::fs::read_to_string(lab.file())
+        .unwrap()
+        .replace("interval: 100ms", "interval: 200ms");
+    std::fs::write(lab.file(), yaml).unwrap();
+    let stale = lab.run(&["apply", &lab.file(), "--plan", &plan, "--run-id", "r3"]);
+    assert_eq!(stale.code, 3, "{}", stale.stderr);
+    assert!(
+        stale
+            .stderr
+            .contains("the playbook changed since its plan was reviewed"),
+        "{}",
+        stale.stderr
+    );
+    assert!(lab.log().is_empty(), "nothing ran");
+
+    // Approve ahead of time: requests wait in the inbox for the run.
+    let mut apply = lab.spawn(&["apply", &lab.file(), "--run-id", "r4"]);
+    lab.wait("r4", "the data gate", |s| {
+        phase_of(s, "stages", "name", "data") == "Gate"
+    });
+    assert_eq!(lab.run(&["approve", "r4", "data", "--by", "alice"]).code, 0);
+    lab.wait("r4", "web waiting", |s| {
+        phase_of(s, "systems", "id", "web") == "Starting"
+    });
+    assert_eq!(lab.run(&["confirm", "r4", "web", "--by", "olga"]).code, 0);
+    assert_eq!(wait_exit(&mut apply), 0);
+    let rollback = lab.run(&["rollback", "r4"]);
+    assert_eq!(rollback.code, 0, "{}", rollback.stderr);
+    let stops: Vec<String> = lab
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("stop"))
+        .collect();
+    assert_eq!(stops, ["stop app", "stop db"], "dependents first");
+    assert_eq!(lab.status("r4")["phase"], "RolledBack");
+    assert_eq!(lab.run(&["status", "no-such-run"]).code, 2);
+}
