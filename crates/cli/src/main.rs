@@ -101,6 +101,35 @@ enum Command {
         #[arg(long, value_name = "ID")]
         run_id: Option<String>,
     },
+    /// Run a playbook against the simulated plant: the real engine, probes and
+    /// journal, every system a small HTTP service on 127.0.0.1.
+    #[command(
+        after_help = "Examples:\n  blackstart drill playbooks/global-restart.yaml\n  blackstart drill playbooks/global-restart.yaml --fail wolv-engine-mes --speed 2000\n  blackstart drill playbooks/third-party-reconnect.yaml --flap minimal-feed --manual-approvals\n\nEach system becomes healthy after its expectedDuration divided by --speed. Gates are approved and\nmanual steps confirmed as `drill` unless --manual-approvals. Exits like apply."
+    )]
+    Drill {
+        /// The playbook file.
+        file: PathBuf,
+        /// Keep this system unhealthy (repeatable).
+        #[arg(long, value_name = "SYSTEM")]
+        fail: Vec<String>,
+        /// Make this system flap between healthy and not (repeatable).
+        #[arg(long, value_name = "SYSTEM")]
+        flap: Vec<String>,
+        /// Make this system ten times slower to become healthy (repeatable).
+        #[arg(long, value_name = "SYSTEM")]
+        slow: Vec<String>,
+        /// How much faster than real time the plant runs.
+        #[arg(long, default_value_t = 1000.0)]
+        speed: f64,
+        /// Wait for `approve` and `confirm` as in a real run.
+        #[arg(long)]
+        manual_approvals: bool,
+        #[command(flatten)]
+        state: StateDir,
+        /// The run's id [default: drill-, the playbook's name and the start time].
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+    },
     /// Carry on a paused or interrupted run from its journal.
     #[command(
         after_help = "Examples:\n  blackstart resume ir-2025-09\n\nSystems already healthy are not started again; those a crash caught mid-step are probed first."
@@ -360,6 +389,49 @@ fn run(cli: Cli) -> Result<u8, CliError> {
                 plan.as_deref(),
                 &state.state_dir,
                 run_id,
+            )
+        }
+        Command::Drill {
+            file,
+            fail,
+            flap,
+            slow,
+            speed,
+            manual_approvals,
+            state,
+            run_id,
+        } => {
+            let validated = load(&file)?;
+            print_warnings(&file, &validated);
+            let plan = Plan::build(validated);
+            if !(speed.is_finite() && speed > 0.0) {
+                return Err(CliError::Usage(format!(
+                    "--speed must be a positive number, not {speed}"
+                )));
+            }
+            let mut faults = std::collections::HashMap::new();
+            for (ids, fault) in [
+                (fail, blackstart_sim::Fault::Fail),
+                (flap, blackstart_sim::Fault::Flap),
+                (slow, blackstart_sim::Fault::Slow),
+            ] {
+                for id in ids {
+                    if !plan.systems().any(|(_, s)| s.id == id) {
+                        return Err(CliError::Usage(format!(
+                            "{} has no system `{id}` to inject a fault into",
+                            file.display()
+                        )));
+                    }
+                    faults.insert(id, fault);
+                }
+            }
+            runs::drill(
+                plan,
+                &faults,
+                speed,
+                &state.state_dir,
+                run_id,
+                manual_approvals,
             )
         }
         Command::Resume { run, state } => runs::resume(&state.state_dir, &run),

@@ -83,7 +83,51 @@ pub fn apply(
         journal.path().display()
     );
     let records = journal.load()?;
-    drive(journal, &records, &dir, Mode::Run)
+    drive(&runtime()?, journal, &records, &dir, Mode::Run, None)
+}
+
+/// `drill FILE`: the real engine, probes and journal against the simulated
+/// plant. Gates are approved and manual steps confirmed as `drill` unless
+/// `manual` is set.
+pub fn drill(
+    plan: Plan,
+    faults: &std::collections::HashMap<String, blackstart_sim::Fault>,
+    speed: f64,
+    state_dir: &Path,
+    run_id: Option<String>,
+    manual: bool,
+) -> Result<u8, CliError> {
+    let rt = runtime()?;
+    let plant = rt
+        .block_on(blackstart_sim::Plant::start(&plan, speed, faults))
+        .map_err(|e| CliError::Runtime(format!("cannot start the simulated plant: {e}")))?;
+    let drilled = blackstart_sim::drill_plan(&plan, &plant.url(), speed);
+    let run = run_id.unwrap_or_else(|| format!("drill-{}", default_run_id(&plan)));
+    let dir = run_dir(state_dir, &run)?;
+    let started = Event::RunStarted {
+        run: run.clone(),
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        plan: Box::new(drilled),
+    };
+    let journal = FileJournal::create(&dir, &started)?;
+    eprintln!(
+        "blackstart: drill {run} of {} against the simulated plant at {} ({} systems, {speed}x speed); journal {}",
+        plan.playbook,
+        plant.url(),
+        plan.system_count(),
+        journal.path().display()
+    );
+    let records = journal.load()?;
+    let steward = (!manual).then_some("drill");
+    let code = drive(&rt, journal, &records, &dir, Mode::Run, steward);
+    let counts = plant.counts();
+    eprintln!(
+        "blackstart: the plant saw {} starts, {} stops, {} health probes",
+        counts.starts, counts.stops, counts.probes
+    );
+    drop(plant);
+    code
 }
 
 /// `resume RUN`: carries on a paused or interrupted run.
@@ -94,14 +138,14 @@ pub fn resume(state_dir: &Path, run: &str) -> Result<u8, CliError> {
         "blackstart: resuming run {run} from event {}",
         records.len()
     );
-    drive(journal, &records, &dir, Mode::Run)
+    drive(&runtime()?, journal, &records, &dir, Mode::Run, None)
 }
 
 /// `rollback RUN`: stops everything the run started, dependents first.
 pub fn rollback(state_dir: &Path, run: &str) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     let (journal, records) = FileJournal::open(&dir)?;
-    drive(journal, &records, &dir, Mode::Rollback)
+    drive(&runtime()?, journal, &records, &dir, Mode::Rollback, None)
 }
 
 enum Mode {
@@ -109,19 +153,23 @@ enum Mode {
     Rollback,
 }
 
+/// Runs the engine to the end of the run (or a pause) with progress lines;
+/// a `steward` name approves every gate and confirms every manual step.
 fn drive(
+    rt: &tokio::runtime::Runtime,
     journal: FileJournal,
     records: &[Record],
     dir: &RunDir,
     mode: Mode,
+    steward: Option<&'static str>,
 ) -> Result<u8, CliError> {
-    let rt = runtime()?;
     rt.block_on(async {
         let (pause, paused) = tokio::sync::watch::channel(false);
         let cx = StepContext::new(Secrets::from_env(), STEP_TIMEOUT).map_err(CliError::Runtime)?;
         let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
         let progress = tokio::spawn(progress(engine.clone(), stopped));
+        let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
         let ctrl_c = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("blackstart: pausing: no new starts; steps under way finish or time out (Ctrl-C again to quit at once)");
@@ -137,6 +185,9 @@ fn drive(
             Mode::Rollback => engine.rollback("rolled back by the commander").await?,
         };
         ctrl_c.abort();
+        if let Some(s) = steward {
+            s.abort();
+        }
         stop_progress.send_replace(true);
         let _ = progress.await;
         let state = engine.state();
@@ -165,6 +216,45 @@ fn drive(
             }
         })
     })
+}
+
+/// Approves every gate and confirms every manual step, as `by`: what a drill
+/// does so that it runs unattended.
+async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static str) {
+    let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        let state = engine.state();
+        let plan_stages = engine.plan().stages.clone();
+        for stage in state.stages.iter().filter(|s| s.phase == StagePhase::Gate) {
+            let roles = plan_stages
+                .iter()
+                .find(|p| p.name == stage.name)
+                .map(|p| p.gate.approvals.clone())
+                .unwrap_or_default();
+            for role in roles {
+                if asked.insert(format!("{}/{role}", stage.name)) {
+                    let _ = inbox.submit(&Request::Approve {
+                        stage: stage.name.clone(),
+                        by: by.to_owned(),
+                        role: Some(role),
+                    });
+                }
+            }
+        }
+        for sys in &state.systems {
+            let waiting = sys
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("waiting for confirmation"));
+            if waiting && sys.confirmed_by.is_none() && asked.insert(sys.id.clone()) {
+                let _ = inbox.submit(&Request::Confirm {
+                    system: sys.id.clone(),
+                    by: by.to_owned(),
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Plain progress lines, one per change, for a terminal or a log; a last

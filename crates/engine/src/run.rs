@@ -125,6 +125,11 @@ impl<S: RunStore + 'static> Engine<S> {
         self.inner.lock().clone()
     }
 
+    /// The plan the run executes, as its journal holds it.
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
     /// Runs (or resumes) the run until it ends or pauses.
     pub async fn run(&self) -> Result<RunPhase, EngineError> {
         let pump = self.spawn_request_pump();
