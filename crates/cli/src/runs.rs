@@ -223,97 +223,116 @@ fn drive(
 async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static str) {
     let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
-        let state = engine.state();
-        let plan_stages = engine.plan().stages.clone();
-        for stage in state.stages.iter().filter(|s| s.phase == StagePhase::Gate) {
-            let roles = plan_stages
-                .iter()
-                .find(|p| p.name == stage.name)
-                .map(|p| p.gate.approvals.clone())
-                .unwrap_or_default();
-            for role in roles {
-                if asked.insert(format!("{}/{role}", stage.name)) {
-                    let _ = inbox.submit(&Request::Approve {
-                        stage: stage.name.clone(),
+        let mut requests = Vec::new();
+        engine.with_state(|state| {
+            let plan = engine.plan();
+            for (stage, planned) in state.stages.iter().zip(&plan.stages) {
+                if stage.phase != StagePhase::Gate {
+                    continue;
+                }
+                for role in &planned.gate.approvals {
+                    if asked.insert(format!("{}/{role}", stage.name)) {
+                        requests.push(Request::Approve {
+                            stage: stage.name.clone(),
+                            by: by.to_owned(),
+                            role: Some(role.clone()),
+                        });
+                    }
+                }
+            }
+            for sys in &state.systems {
+                let waiting = sys
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("waiting for confirmation"));
+                if waiting && sys.confirmed_by.is_none() && asked.insert(sys.id.clone()) {
+                    requests.push(Request::Confirm {
+                        system: sys.id.clone(),
                         by: by.to_owned(),
-                        role: Some(role),
                     });
                 }
             }
-        }
-        for sys in &state.systems {
-            let waiting = sys
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("waiting for confirmation"));
-            if waiting && sys.confirmed_by.is_none() && asked.insert(sys.id.clone()) {
-                let _ = inbox.submit(&Request::Confirm {
-                    system: sys.id.clone(),
-                    by: by.to_owned(),
-                });
-            }
+        });
+        for request in requests {
+            let _ = inbox.submit(&request);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
+/// What the progress lines compare between two looks at a run.
+#[derive(Default)]
+struct Seen {
+    stages: Vec<(StagePhase, usize)>,
+    systems: Vec<(SystemPhase, Option<String>)>,
+}
+
 /// Plain progress lines, one per change, for a terminal or a log; a last
 /// round when told to stop, so the final transitions are shown too.
 async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut before = engine.state();
+    let mut seen = engine.with_state(|s| Seen {
+        stages: s
+            .stages
+            .iter()
+            .map(|st| (StagePhase::Pending, st.approvals.len()))
+            .collect(),
+        systems: s
+            .systems
+            .iter()
+            .map(|_| (SystemPhase::Pending, None))
+            .collect(),
+    });
     loop {
         let stopping = tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => false,
             _ = stop.changed() => true,
         };
-        let now = engine.state();
-        print_changes(&before, &now);
-        before = now;
+        engine.with_state(|now| print_changes(&mut seen, now));
         if stopping {
             return;
         }
     }
 }
 
-fn print_changes(before: &RunState, now: &RunState) {
-    {
-        for (b, n) in before.stages.iter().zip(&now.stages) {
-            if b.phase != n.phase {
-                eprintln!("stage {}: {:?}", n.name, n.phase);
-                if n.phase == StagePhase::Gate {
-                    eprintln!(
-                        "  gate: held; approve with `blackstart approve {} {} --by NAME --role ROLE`",
-                        now.run, n.name
-                    );
-                }
-            }
-            for a in n.approvals.iter().skip(b.approvals.len()) {
+fn print_changes(seen: &mut Seen, now: &RunState) {
+    for (before, n) in seen.stages.iter_mut().zip(&now.stages) {
+        if before.0 != n.phase {
+            eprintln!("stage {}: {:?}", n.name, n.phase);
+            if n.phase == StagePhase::Gate {
                 eprintln!(
-                    "stage {}: approved by {}{}",
-                    n.name,
-                    a.by,
-                    a.role
-                        .as_deref()
-                        .map(|r| format!(" as {r}"))
-                        .unwrap_or_default()
+                    "  gate: held; approve with `blackstart approve {} {} --by NAME --role ROLE`",
+                    now.run, n.name
                 );
             }
         }
-        for (b, n) in before.systems.iter().zip(&now.systems) {
-            if (b.phase, &b.reason) != (n.phase, &n.reason) {
-                let reason = n
-                    .reason
+        for a in n.approvals.iter().skip(before.1) {
+            eprintln!(
+                "stage {}: approved by {}{}",
+                n.name,
+                a.by,
+                a.role
                     .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default();
-                eprintln!("  {} [{}]: {:?}{reason}", n.id, n.stage, n.phase);
-                if reason.contains("waiting for confirmation") {
-                    eprintln!(
-                        "    confirm with `blackstart confirm {} {} --by NAME`",
-                        now.run, n.id
-                    );
-                }
+                    .map(|r| format!(" as {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        *before = (n.phase, n.approvals.len());
+    }
+    for (before, n) in seen.systems.iter_mut().zip(&now.systems) {
+        if (before.0, &before.1) != (n.phase, &n.reason) {
+            let reason = n
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            eprintln!("  {} [{}]: {:?}{reason}", n.id, n.stage, n.phase);
+            if reason.contains("waiting for confirmation") {
+                eprintln!(
+                    "    confirm with `blackstart confirm {} {} --by NAME`",
+                    now.run, n.id
+                );
             }
+            *before = (n.phase, n.reason.clone());
         }
     }
 }

@@ -125,6 +125,12 @@ impl<S: RunStore + 'static> Engine<S> {
         self.inner.lock().clone()
     }
 
+    /// Looks at the state without copying it: for watchers that look often
+    /// at a large run.
+    pub fn with_state<T>(&self, look: impl FnOnce(&RunState) -> T) -> T {
+        look(&self.inner.lock())
+    }
+
     /// The plan the run executes, as its journal holds it.
     pub fn plan(&self) -> &Plan {
         &self.inner.plan

@@ -4,6 +4,8 @@
 //! the operator) and `audit`: state is never stored, only derived, so it
 //! can never disagree with the journal.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::event::{Event, RunPhase, StagePhase, SystemPhase};
@@ -50,6 +52,16 @@ pub struct RunState {
     pub reason: Option<String>,
     pub stages: Vec<StageState>,
     pub systems: Vec<SystemState>,
+    /// Positions in `systems` and `stages` by id: a run of 10,000 systems
+    /// looks one up for every event.
+    #[serde(skip)]
+    index: Index,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Index {
+    systems: HashMap<String, usize>,
+    stages: HashMap<String, usize>,
 }
 
 /// Why a list of events is not a run.
@@ -110,6 +122,21 @@ impl RunState {
                     confirmed_by: None,
                     started: false,
                 })
+                .collect(),
+            index: Index::default(),
+        };
+        state.index = Index {
+            systems: state
+                .systems
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.clone(), i))
+                .collect(),
+            stages: state
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
                 .collect(),
         };
         for (seq, event) in events {
@@ -175,11 +202,11 @@ impl RunState {
     }
 
     pub fn system(&self, id: &str) -> Option<&SystemState> {
-        self.systems.iter().find(|s| s.id == id)
+        self.index.systems.get(id).map(|&i| &self.systems[i])
     }
 
     pub fn stage(&self, name: &str) -> Option<&StageState> {
-        self.stages.iter().find(|s| s.name == name)
+        self.index.stages.get(name).map(|&i| &self.stages[i])
     }
 
     /// Systems a crash may have caught mid-step: `resume` re-probes them and
