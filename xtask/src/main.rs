@@ -80,6 +80,8 @@ fn bench() -> Result<(), String> {
     bench("blackstart-model", "plan", &["--noplot"])?;
     bench("blackstart-model", "plan_memory", &[])?;
     bench("blackstart-engine", "journal", &[])?;
+    bench_vs_ninja()?;
+    bench_drill()?;
     println!();
     println!("validate + plan of generated playbooks (50 sites), criterion mean:");
     println!("| systems | time | vs. 10x fewer |");
@@ -96,16 +98,197 @@ fn bench() -> Result<(), String> {
     Ok(())
 }
 
+/// A 1,000-node DAG, each node depending on up to three of the 100 before
+/// it, as a blackstart playbook (one stage, maxParallel 64, every start
+/// `sleep 0.02`) and as the same graph for ninja.
+fn dag(nodes: usize) -> (String, String) {
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n.max(1)
+    };
+    let mut yaml = String::from(
+        "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: { name: dag }\nspec:\n  sites: [ { id: local } ]\n  systems:\n",
+    );
+    let mut ninja = String::from("rule run\n  command = sleep 0.02\n\n");
+    for i in 0..nodes {
+        let mut deps: Vec<usize> = (0..next(4))
+            .filter(|_| i > 0)
+            .map(|_| i - 1 - next(i.min(100)))
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let names: Vec<String> = deps.iter().map(|d| format!("n{d}")).collect();
+        yaml.push_str(&format!(
+            "    - {{ id: n{i}, site: local, dependsOn: [{}], start: {{ exec: {{ command: [sleep, \"0.02\"] }} }}, stop: {{ noop: {{}} }} }}\n",
+            names.join(", ")
+        ));
+        ninja.push_str(&format!("build n{i}: run {}\n", names.join(" ")));
+    }
+    yaml.push_str("  stages:\n    - { name: all, select: { sites: [local] }, maxParallel: 64 }\n");
+    ninja.push_str(&format!(
+        "default {}\n",
+        (0..nodes)
+            .map(|i| format!("n{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    (yaml, ninja)
+}
+
+/// Installs ninja from Debian's packages when it is missing.
+fn ensure_ninja() -> Result<(), String> {
+    let found = Command::new("ninja")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Ok(());
+    }
+    run("apt-get", &["install", "-y", "-q", "ninja-build"]).map_err(|e| {
+        format!("{e}; ninja is needed for the scheduling benchmark (apt-get install ninja-build)")
+    })
+}
+
+fn timed(program: &str, args: &[&str]) -> Result<f64, String> {
+    let start = std::time::Instant::now();
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// A 10,000-system drill at high speed: wall time and peak memory.
+fn bench_drill() -> Result<(), String> {
+    run(
+        &cargo(),
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "blackstart",
+            "-p",
+            "blackstart-model",
+            "--examples",
+        ],
+    )?;
+    let dir = root().join("target/bench-drill");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let synth = Command::new(root().join("target/release/examples/synth"))
+        .args(["10000", "50"])
+        .output()
+        .map_err(|e| format!("cannot run the synth example: {e}"))?;
+    let playbook = dir.join("synthetic-10000.yaml");
+    std::fs::write(&playbook, synth.stdout).map_err(|e| e.to_string())?;
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M"])
+        .arg(root().join("target/release/blackstart"))
+        .args([
+            "drill",
+            &playbook.display().to_string(),
+            "--speed",
+            "100000",
+            "--state-dir",
+        ])
+        .arg(dir.join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run /usr/bin/time (Debian package time): {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let mut fields = last.split_whitespace();
+    let (Some(secs), Some(kib)) = (
+        fields.next(),
+        fields.next().and_then(|k| k.parse::<f64>().ok()),
+    ) else {
+        return Err(format!("the drill did not finish: {stderr}"));
+    };
+    println!();
+    println!("10,000-system drill (synthetic playbook, --speed 100000):");
+    println!("| wall time | peak RSS |");
+    println!("|---:|---:|");
+    println!("| {secs} s | {:.0} MiB |", kib / 1024.0);
+    Ok(())
+}
+
+/// blackstart apply against ninja -j 64 on the same DAG, alternately.
+fn bench_vs_ninja() -> Result<(), String> {
+    ensure_ninja()?;
+    run(
+        &cargo(),
+        &["build", "--release", "--locked", "-p", "blackstart"],
+    )?;
+    let dir = root().join("target/bench-ninja");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (yaml, ninja) = dag(1000);
+    let playbook = dir.join("dag.yaml");
+    std::fs::write(&playbook, yaml).map_err(|e| e.to_string())?;
+    let bin = root().join("target/release/blackstart");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        let build = dir.join(format!("ninja-{round}"));
+        std::fs::create_dir_all(&build).map_err(|e| e.to_string())?;
+        std::fs::write(build.join("build.ninja"), &ninja).map_err(|e| e.to_string())?;
+        theirs.push(timed(
+            "ninja",
+            &["-C", &build.display().to_string(), "-j", "64"],
+        )?);
+        let state = dir.join(format!("state-{round}"));
+        ours.push(timed(
+            &bin.display().to_string(),
+            &[
+                "apply",
+                &playbook.display().to_string(),
+                "--state-dir",
+                &state.display().to_string(),
+                "--run-id",
+                "dag",
+            ],
+        )?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut ours), median(&mut theirs));
+    println!();
+    println!("1,000-node DAG of `sleep 0.02`, 64 at once, 5 alternating rounds, median wall time:");
+    println!("| blackstart apply (journal on) | ninja -j 64 | ratio |");
+    println!("|---:|---:|---:|");
+    println!("| {a:.3} s | {b:.3} s | {:.2} |", a / b);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "test" => test(),
         "bench" => bench(),
+        "bench-ninja" => bench_vs_ninja(),
+        "bench-drill" => bench_drill(),
         "ci" => ci(),
         _ => {
             eprintln!("usage: cargo xtask <test|bench|ci>");
             eprintln!("  test   everything the suite needs, then every test");
             eprintln!("  bench  run the benchmarks and print the README's table");
+            eprintln!("  bench-ninja, bench-drill  one of them alone");
             eprintln!("  ci     cargo fmt --check, clippy -D warnings, then test");
             return ExitCode::from(2);
         }
