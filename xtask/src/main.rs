@@ -35,8 +35,85 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// What the local-lab tests run: real services from Debian's packages.
+const LAB_PACKAGES: [&str; 4] = ["postgresql", "redis-server", "nginx", "python3"];
+
+fn lab_installed() -> bool {
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|v| v.path().join("bin/postgres").exists())
+        })
+        .unwrap_or(false);
+    let on_path = |program: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    postgres
+        && [
+            "redis-server",
+            "redis-cli",
+            "nginx",
+            "python3",
+            "pg_isready",
+        ]
+        .iter()
+        .all(|p| on_path(p))
+}
+
+/// Installs the lab's packages when missing, without letting them start
+/// system-wide services of their own (policy-rc.d says no to every start).
+fn ensure_lab() -> Result<(), String> {
+    if lab_installed() {
+        return Ok(());
+    }
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").map_err(|e| {
+            format!("cannot install the lab's packages ({e}); run as root or install them yourself: apt-get install {}", LAB_PACKAGES.join(" "))
+        })?;
+        let _ = Command::new("chmod")
+            .args(["+x", "/usr/sbin/policy-rc.d"])
+            .status();
+    }
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(LAB_PACKAGES);
+    let mut result = run("apt-get", &args);
+    if result.is_err() {
+        // The package lists may be stale on a fresh machine.
+        result = run("apt-get", &["update", "-q"]).and_then(|()| run("apt-get", &args));
+    }
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result?;
+    if lab_installed() {
+        Ok(())
+    } else {
+        Err(
+            "the lab's packages installed, but postgres, redis-server or nginx is still missing"
+                .into(),
+        )
+    }
+}
+
 fn test() -> Result<(), String> {
-    run(&cargo(), &["test", "--workspace", "--locked"])
+    ensure_lab()?;
+    eprintln!("$ BLACKSTART_LAB=1 {} test --workspace --locked", cargo());
+    let status = Command::new(cargo())
+        .args(["test", "--workspace", "--locked"])
+        .env("BLACKSTART_LAB", "1")
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the tests failed ({status})"))
+    }
 }
 
 fn ci() -> Result<(), String> {
@@ -283,6 +360,7 @@ fn main() -> ExitCode {
         "bench" => bench(),
         "bench-ninja" => bench_vs_ninja(),
         "bench-drill" => bench_drill(),
+        "lab" => ensure_lab(),
         "ci" => ci(),
         _ => {
             eprintln!("usage: cargo xtask <test|bench|ci>");

@@ -263,6 +263,8 @@ async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static st
 /// What the progress lines compare between two looks at a run.
 #[derive(Default)]
 struct Seen {
+    /// Per stage: the roles its gate waits for.
+    roles: Vec<Vec<String>>,
     stages: Vec<(StagePhase, usize)>,
     systems: Vec<(SystemPhase, Option<String>)>,
 }
@@ -270,7 +272,14 @@ struct Seen {
 /// Plain progress lines, one per change, for a terminal or a log; a last
 /// round when told to stop, so the final transitions are shown too.
 async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let roles = engine
+        .plan()
+        .stages
+        .iter()
+        .map(|s| s.gate.approvals.clone())
+        .collect();
     let mut seen = engine.with_state(|s| Seen {
+        roles,
         stages: s
             .stages
             .iter()
@@ -295,13 +304,15 @@ async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Rec
 }
 
 fn print_changes(seen: &mut Seen, now: &RunState) {
-    for (before, n) in seen.stages.iter_mut().zip(&now.stages) {
+    for ((before, n), roles) in seen.stages.iter_mut().zip(&now.stages).zip(&seen.roles) {
         if before.0 != n.phase {
             eprintln!("stage {}: {:?}", n.name, n.phase);
-            if n.phase == StagePhase::Gate {
+            if n.phase == StagePhase::Gate && !roles.is_empty() {
                 eprintln!(
-                    "  gate: held; approve with `blackstart approve {} {} --by NAME --role ROLE`",
-                    now.run, n.name
+                    "  gate: waiting for approval by {}: `blackstart approve {} {} --by NAME --role ROLE`",
+                    roles.join(", "),
+                    now.run,
+                    n.name
                 );
             }
         }
