@@ -119,3 +119,43 @@ fn flapping_during_the_soak_fails_the_gate() {
     );
     assert_eq!(phase(&s, "full-feed"), "Skipped");
 }
+
+#[test]
+fn log_format_json_gives_one_json_object_per_transition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = blackstart(&[
+        "--log-format",
+        "json",
+        "drill",
+        "playbooks/third-party-reconnect.yaml",
+        "--speed",
+        "20000",
+        "--state-dir",
+        dir,
+        "--run-id",
+        "j1",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let healthy = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "system" && l["fields"]["phase"] == "Healthy")
+        .count();
+    assert_eq!(healthy, 11, "{}", run.stderr);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["fields"]["run"].is_null() || l["fields"]["run"] == "j1")
+    );
+    assert!(
+        lines.last().unwrap()["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the plant saw")
+    );
+}

@@ -39,6 +39,16 @@ mod runs;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How runs report progress: `text` (a live view on a terminal, plain
+    /// lines otherwise) or `json` (one JSON object per transition, for machines).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,8 +288,35 @@ impl CliError {
     }
 }
 
+/// Logs go to standard error: JSON lines at info with `--log-format json`
+/// (every recorded transition), otherwise warnings only, since people get
+/// the progress view instead.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::fmt;
+    let json = format == LogFormat::Json;
+    runs::set_json(json);
+    let result = if json {
+        fmt()
+            .json()
+            .with_writer(io::stderr)
+            .with_max_level(tracing::Level::INFO)
+            .try_init()
+    } else {
+        use std::io::IsTerminal as _;
+        fmt()
+            .with_writer(io::stderr)
+            .with_ansi(io::stderr().is_terminal())
+            .with_max_level(tracing::Level::WARN)
+            .try_init()
+    };
+    if let Err(e) = result {
+        eprintln!("blackstart: logging is off: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -19,6 +19,26 @@ use blackstart_model::Plan;
 
 use crate::{CliError, exit};
 
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether progress and notes go out as JSON log lines.
+pub fn set_json(json: bool) {
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A note for the person (or, with `--log-format json`, a log line).
+fn note(text: &str) {
+    if json() {
+        tracing::info!("{text}");
+    } else {
+        eprintln!("blackstart: {text}");
+    }
+}
+
 /// How often the engine looks for approvals and confirmations.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -78,10 +98,10 @@ pub fn apply(
         plan: Box::new(plan),
     };
     let journal = FileJournal::create(&dir, &started)?;
-    eprintln!(
-        "blackstart: run {run} started; journal {}",
+    note(&format!(
+        "run {run} started; journal {}",
         journal.path().display()
-    );
+    ));
     let records = journal.load()?;
     drive(&runtime()?, journal, &records, &dir, Mode::Run, None)
 }
@@ -111,21 +131,21 @@ pub fn drill(
         plan: Box::new(drilled),
     };
     let journal = FileJournal::create(&dir, &started)?;
-    eprintln!(
-        "blackstart: drill {run} of {} against the simulated plant at {} ({} systems, {speed}x speed); journal {}",
+    note(&format!(
+        "drill {run} of {} against the simulated plant at {} ({} systems, {speed}x speed); journal {}",
         plan.playbook,
         plant.url(),
         plan.system_count(),
         journal.path().display()
-    );
+    ));
     let records = journal.load()?;
     let steward = (!manual).then_some("drill");
     let code = drive(&rt, journal, &records, &dir, Mode::Run, steward);
     let counts = plant.counts();
-    eprintln!(
-        "blackstart: the plant saw {} starts, {} stops, {} health probes",
+    note(&format!(
+        "the plant saw {} starts, {} stops, {} health probes",
         counts.starts, counts.stops, counts.probes
-    );
+    ));
     drop(plant);
     code
 }
@@ -134,10 +154,7 @@ pub fn drill(
 pub fn resume(state_dir: &Path, run: &str) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     let (journal, records) = FileJournal::open(&dir)?;
-    eprintln!(
-        "blackstart: resuming run {run} from event {}",
-        records.len()
-    );
+    note(&format!("resuming run {run} from event {}", records.len()));
     drive(&runtime()?, journal, &records, &dir, Mode::Run, None)
 }
 
@@ -172,10 +189,10 @@ fn drive(
         let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
         let ctrl_c = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("blackstart: pausing: no new starts; steps under way finish or time out (Ctrl-C again to quit at once)");
+                note("pausing: no new starts; steps under way finish or time out (Ctrl-C again to quit at once)");
                 pause.send_replace(true);
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("blackstart: quitting; `blackstart resume` carries on from the journal");
+                    note("quitting; `blackstart resume` carries on from the journal");
                     std::process::exit(130);
                 }
             }
@@ -194,24 +211,23 @@ fn drive(
         let run = &state.run;
         Ok(match (mode, phase) {
             (_, RunPhase::Succeeded) => {
-                eprintln!("blackstart: run {run} succeeded");
+                note(&format!("run {run} succeeded"));
                 exit::SUCCESS
             }
             (Mode::Rollback, RunPhase::RolledBack)
                 if state.systems.iter().all(|s| s.phase != SystemPhase::Failed || !s.started) =>
             {
-                eprintln!("blackstart: run {run} rolled back");
+                note(&format!("run {run} rolled back"));
                 exit::SUCCESS
             }
             (_, RunPhase::Paused) => {
-                eprintln!("blackstart: run {run} is paused: `blackstart resume {run}` carries on, `blackstart rollback {run}` undoes it");
+                note(&format!("run {run} is paused: `blackstart resume {run}` carries on, `blackstart rollback {run}` undoes it"));
                 exit::FAILED
             }
             (_, phase) => {
-                eprintln!(
-                    "blackstart: run {run} ended {phase:?}{}",
+                note(&format!("run {run} ended {phase:?}{}",
                     state.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-                );
+                ));
                 exit::FAILED
             }
         })
@@ -269,9 +285,15 @@ struct Seen {
     systems: Vec<(SystemPhase, Option<String>)>,
 }
 
-/// Plain progress lines, one per change, for a terminal or a log; a last
-/// round when told to stop, so the final transitions are shown too.
+/// Shows a run's progress until told to stop, then a last round so the
+/// final transitions are shown too: a live view on a terminal, plain lines
+/// for a log, nothing with `--log-format json` (the engine's log has it all).
 async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use std::io::IsTerminal as _;
+    if json() {
+        let _ = stop.changed().await;
+        return;
+    }
     let roles = engine
         .plan()
         .stages
@@ -291,41 +313,126 @@ async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Rec
             .map(|_| (SystemPhase::Pending, None))
             .collect(),
     });
+    let live = std::io::stderr().is_terminal().then(|| Live::new(&engine));
     loop {
         let stopping = tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => false,
             _ = stop.changed() => true,
         };
-        engine.with_state(|now| print_changes(&mut seen, now));
+        engine.with_state(|now| match &live {
+            Some(view) => view.update(&mut seen, now),
+            None => print_changes(&mut seen, now, &mut |line| eprintln!("{line}")),
+        });
         if stopping {
+            if let Some(view) = &live {
+                view.finish();
+            }
             return;
         }
     }
 }
 
-fn print_changes(seen: &mut Seen, now: &RunState) {
+/// The live view: a bar per stage (healthy systems of all), what is under
+/// way beside it, and notable transitions printed above the bars.
+struct Live {
+    multi: indicatif::MultiProgress,
+    bars: Vec<indicatif::ProgressBar>,
+}
+
+impl Live {
+    fn new(engine: &Engine<FileJournal>) -> Live {
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>24.bold} [{bar:30.green/white}] {pos:>5}/{len:<5} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let bars = engine
+            .plan()
+            .stages
+            .iter()
+            .map(|stage| {
+                let bar = multi.add(indicatif::ProgressBar::new(stage.systems.len() as u64));
+                bar.set_style(style.clone());
+                bar.set_prefix(stage.name.clone());
+                bar.set_message("pending");
+                bar
+            })
+            .collect();
+        Live { multi, bars }
+    }
+
+    fn update(&self, seen: &mut Seen, now: &RunState) {
+        // Failures, gates and manual steps go above the bars; the rest is in the bars.
+        print_changes(seen, now, &mut |line| {
+            let notable = [
+                "Failed",
+                "RolledBack",
+                "Skipped",
+                "waiting",
+                "confirm",
+                "approved",
+                "Paused",
+            ];
+            if notable.iter().any(|w| line.contains(w)) {
+                let _ = self.multi.println(line);
+            }
+        });
+        for (bar, stage) in self.bars.iter().zip(&now.stages) {
+            let mine = now.systems.iter().filter(|s| s.stage == stage.name);
+            let healthy = mine
+                .clone()
+                .filter(|s| s.phase == SystemPhase::Healthy)
+                .count();
+            let busy: Vec<&str> = mine
+                .filter(|s| {
+                    matches!(
+                        s.phase,
+                        SystemPhase::Verifying | SystemPhase::Starting | SystemPhase::Stopping
+                    )
+                })
+                .map(|s| s.id.as_str())
+                .take(3)
+                .collect();
+            bar.set_position(healthy as u64);
+            let mut message = format!("{:?}", stage.phase);
+            if !busy.is_empty() {
+                message.push_str(&format!(": {}", busy.join(", ")));
+            }
+            bar.set_message(message);
+        }
+    }
+
+    /// Leaves the bars as they are: `finish` would draw a rolled-back or
+    /// skipped stage as complete.
+    fn finish(&self) {
+        for bar in &self.bars {
+            bar.abandon();
+        }
+    }
+}
+
+fn print_changes(seen: &mut Seen, now: &RunState, out: &mut dyn FnMut(String)) {
+    let role_of = |role: Option<&str>| role.map(|r| format!(" as {r}")).unwrap_or_default();
     for ((before, n), roles) in seen.stages.iter_mut().zip(&now.stages).zip(&seen.roles) {
         if before.0 != n.phase {
-            eprintln!("stage {}: {:?}", n.name, n.phase);
+            out(format!("stage {}: {:?}", n.name, n.phase));
             if n.phase == StagePhase::Gate && !roles.is_empty() {
-                eprintln!(
+                out(format!(
                     "  gate: waiting for approval by {}: `blackstart approve {} {} --by NAME --role ROLE`",
                     roles.join(", "),
                     now.run,
                     n.name
-                );
+                ));
             }
         }
         for a in n.approvals.iter().skip(before.1) {
-            eprintln!(
+            out(format!(
                 "stage {}: approved by {}{}",
                 n.name,
                 a.by,
-                a.role
-                    .as_deref()
-                    .map(|r| format!(" as {r}"))
-                    .unwrap_or_default()
-            );
+                role_of(a.role.as_deref())
+            ));
         }
         *before = (n.phase, n.approvals.len());
     }
@@ -336,12 +443,12 @@ fn print_changes(seen: &mut Seen, now: &RunState) {
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
-            eprintln!("  {} [{}]: {:?}{reason}", n.id, n.stage, n.phase);
+            out(format!("  {} [{}]: {:?}{reason}", n.id, n.stage, n.phase));
             if reason.contains("waiting for confirmation") {
-                eprintln!(
+                out(format!(
                     "    confirm with `blackstart confirm {} {} --by NAME`",
                     now.run, n.id
-                );
+                ));
             }
             *before = (n.phase, n.reason.clone());
         }
@@ -474,10 +581,10 @@ pub fn approve(
             path: dir.dir.display().to_string(),
             source,
         })?;
-    eprintln!(
-        "blackstart: approval of `{stage}` by {by}{} handed to run {run}; the running apply or the next resume records it",
+    note(&format!(
+        "approval of `{stage}` by {by}{} handed to run {run}; the running apply or the next resume records it",
         role.map(|r| format!(" as {r}")).unwrap_or_default()
-    );
+    ));
     Ok(exit::SUCCESS)
 }
 
@@ -509,7 +616,9 @@ pub fn confirm(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8
             path: dir.dir.display().to_string(),
             source,
         })?;
-    eprintln!("blackstart: confirmation of `{system}` by {by} handed to run {run}");
+    note(&format!(
+        "confirmation of `{system}` by {by} handed to run {run}"
+    ));
     Ok(exit::SUCCESS)
 }
 
@@ -518,10 +627,10 @@ pub fn audit(state_dir: &Path, run: &str, verify: bool, markdown: bool) -> Resul
     let dir = run_dir(state_dir, run)?;
     let records = match journal::read(&dir) {
         Err(JournalError::Corrupt { path, line, reason }) if verify => {
-            eprintln!(
-                "blackstart: {}:{line}: verification failed: {reason}",
+            note(&format!(
+                "{}:{line}: verification failed: {reason}",
                 path.display()
-            );
+            ));
             return Ok(exit::FAILED);
         }
         other => other?,

@@ -310,7 +310,12 @@ impl<S: RunStore> Inner<S> {
             .store
             .append(&event)
             .map_err(|e| EngineError::Store(e.to_string()))?;
-        self.lock().apply(record.seq, &event)?;
+        let run = {
+            let mut state = self.lock();
+            state.apply(record.seq, &event)?;
+            state.run.clone()
+        };
+        log(&run, record.seq, &event);
         self.changed.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -663,6 +668,54 @@ async fn start_task<S: RunStore + 'static>(
         return Ok(Task::NotStarted);
     }
     engine.inner.bring_up(&sys).await
+}
+
+/// Every recorded transition as a structured log event, for `--log-format
+/// json` and whoever else subscribes. Output is at debug: it can be long.
+fn log(run: &str, seq: u64, event: &Event) {
+    match event {
+        Event::RunStarted {
+            playbook,
+            playbook_hash,
+            ..
+        } => {
+            tracing::info!(run, seq, playbook = %playbook, playbook_hash = %playbook_hash, "run started");
+        }
+        Event::Run { phase, reason } => {
+            tracing::info!(run, seq, phase = ?phase, reason = reason.as_deref(), "run")
+        }
+        Event::Stage {
+            stage,
+            phase,
+            reason,
+        } => {
+            tracing::info!(run, seq, stage = %stage, phase = ?phase, reason = reason.as_deref(), "stage");
+        }
+        Event::System {
+            system,
+            phase,
+            reason,
+        } => {
+            tracing::info!(run, seq, system = %system, phase = ?phase, reason = reason.as_deref(), "system");
+        }
+        Event::Output {
+            system,
+            step,
+            exit_code,
+            output,
+        } => {
+            tracing::debug!(run, seq, system = %system, step = %step, exit_code = ?exit_code, output = %output, "output");
+        }
+        Event::Approved { stage, by, role } => {
+            tracing::info!(run, seq, stage = %stage, by = %by, role = role.as_deref(), "approved");
+        }
+        Event::Confirmed { system, by } => {
+            tracing::info!(run, seq, system = %system, by = %by, "confirmed")
+        }
+        Event::TornWriteDiscarded { bytes } => {
+            tracing::warn!(run, seq, bytes, "torn write discarded")
+        }
+    }
 }
 
 fn known_stage(plan: &Plan, name: &str) -> bool {
