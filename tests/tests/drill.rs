@@ -6,8 +6,13 @@
 use blackstart_tests::blackstart;
 
 fn status(state_dir: &str, run: &str) -> serde_json::Value {
+    try_status(state_dir, run).unwrap()
+}
+
+/// The run's status, or None while it has not started yet.
+fn try_status(state_dir: &str, run: &str) -> Option<serde_json::Value> {
     let out = blackstart(&["status", run, "--state-dir", state_dir, "--format", "json"]);
-    serde_json::from_str(&out.stdout).unwrap()
+    serde_json::from_str(&out.stdout).ok()
 }
 
 fn phase(status: &serde_json::Value, id: &str) -> String {
@@ -157,5 +162,83 @@ fn log_format_json_gives_one_json_object_per_transition() {
             .as_str()
             .unwrap()
             .starts_with("the plant saw")
+    );
+}
+
+#[test]
+fn manual_approvals_make_a_drill_wait_for_people() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let mut drill = std::process::Command::new(blackstart_tests::binary())
+        .current_dir(blackstart_tests::root())
+        .args([
+            "drill",
+            "playbooks/third-party-reconnect.yaml",
+            "--speed",
+            "20000",
+            "--manual-approvals",
+            "--state-dir",
+            dir,
+            "--run-id",
+            "m1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut approved = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drill did not finish: {:?}",
+            try_status(dir, "m1")
+        );
+        if let Some(code) = drill.try_wait().unwrap() {
+            assert_eq!(code.code(), Some(0));
+            break;
+        }
+        let Some(s) = try_status(dir, "m1") else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
+        for stage in s["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|st| st["phase"] == "Gate")
+        {
+            let name = stage["name"].as_str().unwrap().to_owned();
+            if !approved.contains(&name) {
+                for role in ["security-lead", "dpo", "ciso"] {
+                    let _ = blackstart(&[
+                        "approve",
+                        "m1",
+                        &name,
+                        "--by",
+                        "carol",
+                        "--role",
+                        role,
+                        "--state-dir",
+                        dir,
+                    ]);
+                }
+                approved.push(name);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let s = status(dir, "m1");
+    assert_eq!(s["phase"], "Succeeded");
+    let by: Vec<&str> = s["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|st| st["approvals"].as_array().unwrap())
+        .map(|a| a["by"].as_str().unwrap())
+        .collect();
+    assert!(
+        !by.is_empty() && by.iter().all(|b| *b == "carol"),
+        "only people approved: {by:?}"
     );
 }

@@ -314,3 +314,63 @@ fn stale_plans_are_refused_and_rollback_undoes_a_run() {
     assert_eq!(lab.status("r4")["phase"], "RolledBack");
     assert_eq!(lab.run(&["status", "no-such-run"]).code, 2);
 }
+
+#[test]
+fn ctrl_c_pauses_gracefully_and_resume_carries_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    let slow = |id: &str, deps: &str| {
+        format!(
+            "    - {{ id: {id}, site: dc, dependsOn: [{deps}], start: {{ exec: {{ command: [sh, -c, \"echo start {id} >> {d}/log; sleep 0.8; echo done {id} >> {d}/log\"] }} }} }}\n"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: {{ name: slow }}\nspec:\n  sites: [ {{ id: dc }} ]\n  systems:\n{}{}{}  stages:\n    - {{ name: all, select: {{ sites: [dc] }} }}\n",
+        slow("one", ""),
+        slow("two", "one"),
+        slow("three", "two")
+    );
+    std::fs::write(tmp.path().join("slow.yaml"), yaml).unwrap();
+    let lab = Lab { tmp };
+    let mut apply = lab.spawn(&[
+        "apply",
+        &lab.tmp.path().join("slow.yaml").display().to_string(),
+        "--run-id",
+        "c1",
+    ]);
+    lab.wait("c1", "one starting", |s| {
+        phase_of(s, "systems", "id", "one") == "Starting"
+    });
+    let sigint = Command::new("kill")
+        .args(["-INT", &apply.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sigint.success());
+    assert_eq!(wait_exit(&mut apply), 1, "a paused run exits 1");
+    let status = lab.status("c1");
+    assert_eq!(status["phase"], "Paused", "{status}");
+    assert_eq!(
+        phase_of(&status, "systems", "id", "one"),
+        "Healthy",
+        "the step under way finished"
+    );
+    assert_eq!(
+        phase_of(&status, "systems", "id", "two"),
+        "Pending",
+        "nothing new started"
+    );
+    assert_eq!(lab.log(), ["start one", "done one"]);
+    assert_eq!(lab.run(&["resume", "c1"]).code, 0);
+    assert_eq!(lab.status("c1")["phase"], "Succeeded");
+    assert_eq!(
+        lab.log(),
+        [
+            "start one",
+            "done one",
+            "start two",
+            "done two",
+            "start three",
+            "done three"
+        ]
+    );
+}
