@@ -87,3 +87,13 @@ pub fn blackstart_stdin(args: &[&str], input: &[u8]) -> Run {
         .expect("the binary finishes")
         .into()
 }
+
+/// A system's phase in `status --format json` output, or "" if it is not there.
+pub fn system_phase(status: &serde_json::Value, id: &str) -> String {
+    status["systems"]
+        .as_array()
+        .and_then(|systems| systems.iter().find(|s| s["id"] == id))
+        .and_then(|s| s["phase"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}

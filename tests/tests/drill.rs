@@ -3,7 +3,7 @@
 // Helpers outside #[test] functions unwrap too: their failing is the test failing.
 #![allow(clippy::unwrap_used)]
 
-use blackstart_tests::blackstart;
+use blackstart_tests::{blackstart, system_phase};
 
 fn status(state_dir: &str, run: &str) -> serde_json::Value {
     try_status(state_dir, run).unwrap()
@@ -13,18 +13,6 @@ fn status(state_dir: &str, run: &str) -> serde_json::Value {
 fn try_status(state_dir: &str, run: &str) -> Option<serde_json::Value> {
     let out = blackstart(&["status", run, "--state-dir", state_dir, "--format", "json"]);
     serde_json::from_str(&out.stdout).ok()
-}
-
-fn phase(status: &serde_json::Value, id: &str) -> String {
-    status["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap()["phase"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]
@@ -81,14 +69,18 @@ fn a_failing_system_rolls_its_stage_back_and_keeps_earlier_stages() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     let s = status(dir, "d2");
     assert_eq!(s["phase"], "RolledBack");
-    assert_eq!(phase(&s, "identity"), "Healthy", "corporate core stays up");
     assert_eq!(
-        phase(&s, "erp-finance"),
+        system_phase(&s, "identity"),
+        "Healthy",
+        "corporate core stays up"
+    );
+    assert_eq!(
+        system_phase(&s, "erp-finance"),
         "Healthy",
         "business systems stay up"
     );
-    assert_eq!(phase(&s, "wolv-engine-mes"), "RolledBack");
-    assert_eq!(phase(&s, "sol-mes"), "Skipped");
+    assert_eq!(system_phase(&s, "wolv-engine-mes"), "RolledBack");
+    assert_eq!(system_phase(&s, "sol-mes"), "Skipped");
     assert!(
         s["reason"].as_str().unwrap().contains("wolv-engine-mes"),
         "{s}"
@@ -122,7 +114,7 @@ fn flapping_during_the_soak_fails_the_gate() {
             .contains("minimal-feed: unhealthy during the soak"),
         "{s}"
     );
-    assert_eq!(phase(&s, "full-feed"), "Skipped");
+    assert_eq!(system_phase(&s, "full-feed"), "Skipped");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use blackstart_tests::{Run, binary, root};
+use blackstart_tests::{Run, binary, root, system_phase};
 
 struct Lab {
     tmp: tempfile::TempDir,
@@ -54,18 +54,6 @@ impl Drop for Lab {
                 .output();
         }
     }
-}
-
-fn phase(status: &serde_json::Value, id: &str) -> String {
-    status["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap()["phase"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// The body of GET http://127.0.0.1:PORT/healthz, or None if nothing answers.
@@ -165,9 +153,9 @@ fn the_local_lab_restarts_real_services() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     let status = lab.status("lab2");
     assert_eq!(status["phase"], "RolledBack");
-    assert_eq!(phase(&status, "web"), "RolledBack");
-    assert_eq!(phase(&status, "app"), "RolledBack");
-    assert_eq!(phase(&status, "postgres"), "Healthy");
+    assert_eq!(system_phase(&status, "web"), "RolledBack");
+    assert_eq!(system_phase(&status, "app"), "RolledBack");
+    assert_eq!(system_phase(&status, "postgres"), "Healthy");
     assert!(
         status["reason"]
             .as_str()

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blackstart_tests::{Run, binary};
+use blackstart_tests::{Run, binary, system_phase};
 
 /// A lab whose systems log their starts and stops; `app` waits for an
 /// approval of the data stage, and `web` for a person's confirmation.
@@ -178,11 +178,7 @@ fn a_run_steered_from_a_second_terminal() {
     let status = lab.status("r1");
     assert_eq!(status["phase"], "Succeeded");
     for id in ["db", "app", "web"] {
-        assert_eq!(
-            phase_of(&status, "systems", "id", id),
-            "Healthy",
-            "{status}"
-        );
+        assert_eq!(system_phase(&status, id), "Healthy", "{status}");
     }
     assert_eq!(lab.log(), ["start db", "start app"]);
     assert_eq!(
@@ -244,14 +240,14 @@ fn kill_9_then_resume_finishes_without_restarting_healthy_systems() {
     let mut resume = lab.spawn(&["resume", "r2"]);
     // Kill again mid-start of app, then resume once more.
     lab.wait("r2", "app starting", |s| {
-        phase_of(s, "systems", "id", "app") == "Starting"
+        system_phase(s, "app") == "Starting"
     });
     resume.kill().unwrap();
     resume.wait().unwrap();
     std::thread::sleep(Duration::from_millis(400)); // app's own start finishes meanwhile
     let mut resume = lab.spawn(&["resume", "r2"]);
     lab.wait("r2", "the manual step", |s| {
-        phase_of(s, "systems", "id", "web") == "Starting"
+        system_phase(s, "web") == "Starting"
     });
     assert_eq!(lab.run(&["confirm", "r2", "web", "--by", "olga"]).code, 0);
     assert_eq!(wait_exit(&mut resume), 0);
@@ -299,7 +295,7 @@ fn stale_plans_are_refused_and_rollback_undoes_a_run() {
     });
     assert_eq!(lab.run(&["approve", "r4", "data", "--by", "alice"]).code, 0);
     lab.wait("r4", "web waiting", |s| {
-        phase_of(s, "systems", "id", "web") == "Starting"
+        system_phase(s, "web") == "Starting"
     });
     assert_eq!(lab.run(&["confirm", "r4", "web", "--by", "olga"]).code, 0);
     assert_eq!(wait_exit(&mut apply), 0);
@@ -339,7 +335,7 @@ fn ctrl_c_pauses_gracefully_and_resume_carries_on() {
         "c1",
     ]);
     lab.wait("c1", "one starting", |s| {
-        phase_of(s, "systems", "id", "one") == "Starting"
+        system_phase(s, "one") == "Starting"
     });
     let sigint = Command::new("kill")
         .args(["-INT", &apply.id().to_string()])
@@ -350,12 +346,12 @@ fn ctrl_c_pauses_gracefully_and_resume_carries_on() {
     let status = lab.status("c1");
     assert_eq!(status["phase"], "Paused", "{status}");
     assert_eq!(
-        phase_of(&status, "systems", "id", "one"),
+        system_phase(&status, "one"),
         "Healthy",
         "the step under way finished"
     );
     assert_eq!(
-        phase_of(&status, "systems", "id", "two"),
+        system_phase(&status, "two"),
         "Pending",
         "nothing new started"
     );
