@@ -261,7 +261,10 @@ async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static st
                     .reason
                     .as_deref()
                     .is_some_and(|r| r.starts_with("waiting for confirmation"));
-                if waiting && sys.confirmed_by.is_none() && asked.insert(sys.id.clone()) {
+                if waiting
+                    && sys.confirmed_by.is_none()
+                    && asked.insert(format!("{}/{:?}", sys.id, sys.phase))
+                {
                     requests.push(Request::Confirm {
                         system: sys.id.clone(),
                         by: by.to_owned(),

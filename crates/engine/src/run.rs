@@ -275,11 +275,33 @@ impl<S: RunStore + 'static> Engine<S> {
                 Err(e) => failure = failure.or(Some(format!("a start task failed: {e}"))),
             }
         }
+        if failure.is_some() {
+            self.mark_cancelled(stage)?;
+        }
         Ok(match failure {
             Some(reason) => Starts::Failed(reason),
             None if not_started => Starts::Paused,
             None => Starts::AllHealthy,
         })
+    }
+
+    /// Says what became of the starts a failure cancelled: one cancelled
+    /// while verifying never started (Skipped); one cancelled mid-start
+    /// may have started (Failed, and a rollback stops it).
+    fn mark_cancelled(&self, stage: &PlannedStage) -> Result<(), EngineError> {
+        let cancelled: Vec<(String, SystemPhase)> = self.inner.with_cancelled(stage);
+        for (id, phase) in cancelled {
+            let (phase, reason) = match phase {
+                SystemPhase::Verifying => (
+                    SystemPhase::Skipped,
+                    "cancelled before it started: the stage failed",
+                ),
+                _ => (SystemPhase::Failed, "start cancelled: the stage failed"),
+            };
+            self.inner
+                .system_event(&id, phase, Some(reason.to_owned()))?;
+        }
+        Ok(())
     }
 
     /// Records people's requests as events while the run goes on.
@@ -331,6 +353,17 @@ impl<S: RunStore> Inner<S> {
             phase,
             reason,
         })
+    }
+
+    /// The stage's systems caught mid-verify or mid-start.
+    fn with_cancelled(&self, stage: &PlannedStage) -> Vec<(String, SystemPhase)> {
+        let state = self.lock();
+        stage
+            .systems
+            .iter()
+            .filter_map(|s| state.system(&s.id).map(|st| (s.id.clone(), st.phase)))
+            .filter(|(_, phase)| matches!(phase, SystemPhase::Verifying | SystemPhase::Starting))
+            .collect()
     }
 
     fn system_started(&self, id: &str) -> bool {
@@ -589,6 +622,20 @@ impl<S: RunStore> Inner<S> {
                 )?;
                 continue;
             };
+            if let Action::Manual(m) = stop {
+                self.system_event(
+                    id,
+                    SystemPhase::Stopping,
+                    Some(format!("waiting for confirmation: {}", m.instruction)),
+                )?;
+                let system = id.clone();
+                self.wait_until(move |s| {
+                    s.system(&system).is_some_and(|s| s.confirmed_by.is_some())
+                })
+                .await;
+                self.system_event(id, SystemPhase::RolledBack, None)?;
+                continue;
+            }
             let outcome = run_action(stop, &self.cx).await;
             self.output(id, "stop", &outcome)?;
             if outcome.ok {

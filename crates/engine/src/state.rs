@@ -178,6 +178,10 @@ impl RunState {
                 s.phase = *phase;
                 s.reason = reason.clone();
                 s.started |= *phase == SystemPhase::Starting;
+                // A manual stop needs its own confirmation, not the start's.
+                if *phase == SystemPhase::Stopping {
+                    s.confirmed_by = None;
+                }
             }
             Event::Approved { stage, by, role } => self
                 .stages

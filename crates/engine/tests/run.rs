@@ -483,3 +483,62 @@ async fn rollback_of_a_finished_run_stops_everything_dependents_first() {
     );
     assert_eq!(state.phase, RunPhase::RolledBack);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_cancels_starts_in_flight_and_manual_stops_wait_for_a_person() {
+    let yaml = format!(
+        "{HEAD}  systems:\n    - {{ id: gateway, site: dc, start: {{ manual: {{ instruction: Reconnect the gateway }} }}, stop: {{ manual: {{ instruction: Disconnect the gateway }} }} }}\n    - {{ id: slow, site: dc, dependsOn: [gateway], start: {{ exec: {{ command: [sleep, \"30\"] }} }}, stop: {{ noop: {{}} }} }}\n    - {{ id: bad, site: dc, dependsOn: [gateway], start: {{ exec: {{ command: [sh, -c, \"sleep 0.3; exit 1\"] }} }} }}\n  stages:\n    - {{ name: all, select: {{ sites: [dc] }}, gate: {{ onFailure: rollback }} }}\n"
+    );
+    let (lab, engine) = lab(&yaml);
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+    let inbox = Inbox::new(&lab.dir);
+    let wait_for = |what: &'static str, ready: &dyn Fn(&RunState) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready(&engine.state()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                engine.state()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the manual start", &|s| {
+        s.system("gateway")
+            .is_some_and(|g| g.reason.as_deref().is_some_and(|r| r.contains("Reconnect")))
+    });
+    inbox
+        .submit(&Request::Confirm {
+            system: "gateway".into(),
+            by: "olga".into(),
+        })
+        .unwrap();
+    // `bad` fails, which cancels `slow` mid-start; the rollback then waits at the gateway.
+    wait_for("the manual stop", &|s| {
+        s.system("gateway")
+            .is_some_and(|g| g.phase == SystemPhase::Stopping && g.confirmed_by.is_none())
+    });
+    let slow = engine.state().system("slow").unwrap().clone();
+    assert_eq!(
+        slow.phase,
+        SystemPhase::RolledBack,
+        "cancelled mid-start, then stopped: {slow:?}"
+    );
+    inbox
+        .submit(&Request::Confirm {
+            system: "gateway".into(),
+            by: "olga".into(),
+        })
+        .unwrap();
+    assert_eq!(run.await.unwrap().unwrap(), RunPhase::RolledBack);
+    let state = lab.state();
+    assert_eq!(
+        state.system("gateway").unwrap().phase,
+        SystemPhase::RolledBack
+    );
+    let records = journal::read(&lab.dir).unwrap();
+    assert!(records.iter().any(|r| matches!(&r.event, Event::System { system, reason: Some(reason), .. } if system == "slow" && reason == "start cancelled: the stage failed")));
+}
