@@ -69,6 +69,19 @@ impl Lab {
     }
 }
 
+/// Waits, at most 10 s, until the engine's state satisfies `ready`.
+async fn wait_for(engine: &Engine<FileJournal>, what: &str, ready: impl Fn(&RunState) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.with_state(&ready) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            engine.state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts a run of `yaml`, where `{dir}` stands for the test's directory.
 fn lab(yaml: &str) -> (Lab, Engine<FileJournal>) {
     let tmp = tempfile::tempdir().unwrap();
@@ -298,33 +311,24 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
         async move { engine.run().await }
     });
     let inbox = Inbox::new(&lab.dir);
-    let wait_for = |what: &'static str, ready: &dyn Fn(&RunState) -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !ready(&engine.state()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                engine.state()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for("the manual step", &|s| {
+    wait_for(&engine, "the manual step", |s| {
         s.system("plc").is_some_and(|p| {
             p.reason
                 .as_deref()
                 .is_some_and(|r| r.starts_with("waiting for confirmation"))
         })
-    });
+    })
+    .await;
     inbox
         .submit(&Request::Confirm {
             system: "plc".into(),
             by: "olga".into(),
         })
         .unwrap();
-    wait_for("the gate", &|s| {
+    wait_for(&engine, "the gate", |s| {
         s.stage("ot").is_some_and(|st| st.phase == StagePhase::Gate)
-    });
+    })
+    .await;
     inbox
         .submit(&Request::Approve {
             stage: "ot".into(),
@@ -332,7 +336,7 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
             role: Some("incident-commander".into()),
         })
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         engine.state().stage("ot").unwrap().phase,
         StagePhase::Gate,
@@ -495,21 +499,11 @@ async fn a_failure_cancels_starts_in_flight_and_manual_stops_wait_for_a_person()
         async move { engine.run().await }
     });
     let inbox = Inbox::new(&lab.dir);
-    let wait_for = |what: &'static str, ready: &dyn Fn(&RunState) -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !ready(&engine.state()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                engine.state()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for("the manual start", &|s| {
+    wait_for(&engine, "the manual start", |s| {
         s.system("gateway")
             .is_some_and(|g| g.reason.as_deref().is_some_and(|r| r.contains("Reconnect")))
-    });
+    })
+    .await;
     inbox
         .submit(&Request::Confirm {
             system: "gateway".into(),
@@ -517,10 +511,11 @@ async fn a_failure_cancels_starts_in_flight_and_manual_stops_wait_for_a_person()
         })
         .unwrap();
     // `bad` fails, which cancels `slow` mid-start; the rollback then waits at the gateway.
-    wait_for("the manual stop", &|s| {
+    wait_for(&engine, "the manual stop", |s| {
         s.system("gateway")
             .is_some_and(|g| g.phase == SystemPhase::Stopping && g.confirmed_by.is_none())
-    });
+    })
+    .await;
     let slow = engine.state().system("slow").unwrap().clone();
     assert_eq!(
         slow.phase,
