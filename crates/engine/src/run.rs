@@ -170,11 +170,7 @@ impl<S: RunStore + 'static> Engine<S> {
             } else {
                 StagePhase::Skipped
             };
-            self.inner.emit(Event::Stage {
-                stage: stage.name.clone(),
-                phase,
-                reason: None,
-            })?;
+            self.inner.stage_event(&stage.name, phase, None)?;
         }
         self.inner.end(RunPhase::RolledBack, reason)
     }
@@ -193,31 +189,19 @@ impl<S: RunStore + 'static> Engine<S> {
             if phase == Some(StagePhase::Succeeded) {
                 continue;
             }
-            inner.emit(Event::Stage {
-                stage: stage.name.clone(),
-                phase: StagePhase::Running,
-                reason: None,
-            })?;
+            inner.stage_event(&stage.name, StagePhase::Running, None)?;
             match self.start_stage(stage).await? {
                 Starts::AllHealthy => {}
                 Starts::Paused => return inner.pause_run("paused by the commander"),
                 Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
             }
-            inner.emit(Event::Stage {
-                stage: stage.name.clone(),
-                phase: StagePhase::Gate,
-                reason: None,
-            })?;
+            inner.stage_event(&stage.name, StagePhase::Gate, None)?;
             match inner.hold_gate(stage).await? {
                 Starts::AllHealthy => {}
                 Starts::Paused => return inner.pause_run("paused at the gate by the commander"),
                 Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
             }
-            inner.emit(Event::Stage {
-                stage: stage.name.clone(),
-                phase: StagePhase::Succeeded,
-                reason: None,
-            })?;
+            inner.stage_event(&stage.name, StagePhase::Succeeded, None)?;
         }
         inner.end(RunPhase::Succeeded, "")
     }
@@ -364,6 +348,19 @@ impl<S: RunStore> Inner<S> {
             .filter_map(|s| state.system(&s.id).map(|st| (s.id.clone(), st.phase)))
             .filter(|(_, phase)| matches!(phase, SystemPhase::Verifying | SystemPhase::Starting))
             .collect()
+    }
+
+    fn stage_event(
+        &self,
+        stage: &str,
+        phase: StagePhase,
+        reason: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.emit(Event::Stage {
+            stage: stage.to_owned(),
+            phase,
+            reason,
+        })
     }
 
     fn system_started(&self, id: &str) -> bool {
@@ -573,27 +570,15 @@ impl<S: RunStore> Inner<S> {
         match stage.gate.on_failure {
             OnFailure::Rollback => {
                 self.stop_systems(&stage.rollback_order).await?;
-                self.emit(Event::Stage {
-                    stage: stage.name.clone(),
-                    phase: StagePhase::RolledBack,
-                    reason: Some(reason.clone()),
-                })?;
+                self.stage_event(&stage.name, StagePhase::RolledBack, Some(reason.clone()))?;
                 self.end(RunPhase::RolledBack, &reason)
             }
             OnFailure::Pause => {
-                self.emit(Event::Stage {
-                    stage: stage.name.clone(),
-                    phase: StagePhase::Failed,
-                    reason: Some(reason.clone()),
-                })?;
+                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
                 self.pause_run(&reason)
             }
             OnFailure::Abort => {
-                self.emit(Event::Stage {
-                    stage: stage.name.clone(),
-                    phase: StagePhase::Failed,
-                    reason: Some(reason.clone()),
-                })?;
+                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
                 self.end(RunPhase::Failed, &reason)
             }
         }
@@ -675,11 +660,7 @@ impl<S: RunStore> Inner<S> {
                 self.system_event(&id, SystemPhase::Skipped, None)?;
             }
             for name in stages {
-                self.emit(Event::Stage {
-                    stage: name,
-                    phase: StagePhase::Skipped,
-                    reason: None,
-                })?;
+                self.stage_event(&name, StagePhase::Skipped, None)?;
             }
         }
         let reason = (!reason.is_empty()).then(|| reason.to_owned());
