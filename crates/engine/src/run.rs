@@ -384,24 +384,19 @@ impl<S: RunStore> Inner<S> {
         for (token, request) in self.requests.pending().map_err(EngineError::Requests)? {
             let event = match request {
                 Request::Approve { stage, by, role } => {
-                    let state = self.lock();
-                    let known = state.stage(&stage);
-                    let repeat = known
-                        .is_some_and(|s| s.approvals.iter().any(|a| a.by == by && a.role == role));
-                    drop(state);
-                    (known_stage(&self.plan, &stage) && !repeat).then_some(Event::Approved {
-                        stage,
-                        by,
-                        role,
-                    })
+                    // Unknown stages and repeated approvals are acknowledged and dropped.
+                    let fresh = self
+                        .lock()
+                        .stage(&stage)
+                        .is_some_and(|s| !s.approvals.iter().any(|a| a.by == by && a.role == role));
+                    fresh.then_some(Event::Approved { stage, by, role })
                 }
                 Request::Confirm { system, by } => {
-                    let known = self.plan.systems().any(|(_, s)| s.id == system);
-                    let repeat = self
+                    let fresh = self
                         .lock()
                         .system(&system)
-                        .is_some_and(|s| s.confirmed_by.is_some());
-                    (known && !repeat).then_some(Event::Confirmed { system, by })
+                        .is_some_and(|s| s.confirmed_by.is_none());
+                    fresh.then_some(Event::Confirmed { system, by })
                 }
             };
             if let Some(event) = event {
@@ -586,6 +581,11 @@ impl<S: RunStore> Inner<S> {
 
     /// Stops, in the order given, every listed system that was started.
     async fn stop_systems(&self, order: &[String]) -> Result<(), EngineError> {
+        let planned: HashMap<&str, &PlannedSystem> = self
+            .plan
+            .systems()
+            .map(|(_, s)| (s.id.as_str(), s))
+            .collect();
         for id in order {
             let (started, phase) = {
                 let state = self.lock();
@@ -595,7 +595,7 @@ impl<S: RunStore> Inner<S> {
             if !started || phase == Some(SystemPhase::RolledBack) {
                 continue;
             }
-            let Some((_, sys)) = self.plan.systems().find(|(_, s)| &s.id == id) else {
+            let Some(sys) = planned.get(id.as_str()) else {
                 continue;
             };
             self.system_event(id, SystemPhase::Stopping, None)?;
@@ -744,10 +744,6 @@ fn log(run: &str, seq: u64, event: &Event) {
             tracing::warn!(run, seq, bytes, "torn write discarded")
         }
     }
-}
-
-fn known_stage(plan: &Plan, name: &str) -> bool {
-    plan.stages.iter().any(|s| s.name == name)
 }
 
 /// Whether every required role has an approval. An approval without a role
