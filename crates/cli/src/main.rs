@@ -24,6 +24,7 @@ mod exit {
     pub const LOCKED: u8 = 4;
 }
 
+mod cluster;
 mod runs;
 
 #[derive(Debug, Parser)]
@@ -169,9 +170,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
         format: DiagFormat,
     },
+    /// Run the Kubernetes operator: Playbooks and RestartRuns in, restarts out.
+    #[command(
+        after_help = "Examples:\n  blackstart operator\n  blackstart operator --namespace restart --listen 0.0.0.0:8080\n\nThe operator watches RestartRuns (in NS, or in every namespace), plans each\nfrom its Playbook, and drives it with the same engine as `apply`, keeping\nthe run's journal in the RestartRun's status. Replicas elect a leader on the\nLease `blackstart-operator`; only the leader drives runs. It serves /metrics\n(Prometheus), /healthz and /readyz on --listen. It talks to the cluster of\nits pod, or of the kubeconfig when run outside one.\n\nInstall the CRDs and RBAC from manifests/ first; see the README's\n\"Kubernetes operator\" section."
+    )]
+    Operator {
+        /// Watch RestartRuns in this namespace only; every namespace when not given.
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Where /metrics, /healthz and /readyz are served.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// The namespace of the leader-election Lease; the client's default when not given.
+        #[arg(long, value_name = "NS")]
+        lease_namespace: Option<String>,
+        /// This replica's name in the Lease and in Events; $POD_NAME or the host name by default.
+        #[arg(long, value_name = "NAME")]
+        identity: Option<String>,
+    },
     /// Approve a stage's gate, from any terminal, while `apply` waits.
     #[command(
-        after_help = "Examples:\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander\n\n--role may be left out when the gate needs a single role."
+        after_help = "Examples:\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander\n  blackstart approve ir-2025-09 engine-plant --by alice --k8s --namespace restart\n\n--role may be left out when the gate needs a single role. With --k8s the\napproval is appended to the RestartRun's spec.approvals, as the kubectl\npatch in the README does."
     )]
     Approve {
         run: String,
@@ -182,6 +201,13 @@ enum Command {
         /// The gate role approved as.
         #[arg(long)]
         role: Option<String>,
+        /// Approve a RestartRun in the cluster (the kubeconfig's) instead
+        /// of a run in --state-dir.
+        #[arg(long)]
+        k8s: bool,
+        /// The RestartRun's namespace; the kubeconfig's when not given.
+        #[arg(long, requires = "k8s", value_name = "NS")]
+        namespace: Option<String>,
         #[command(flatten)]
         state: StateDir,
     },
@@ -481,8 +507,25 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             stage,
             by,
             role,
+            k8s: true,
+            namespace,
+            state: _,
+        } => cluster::approve(&run, &stage, &by, role, namespace),
+        Command::Approve {
+            run,
+            stage,
+            by,
+            role,
+            k8s: false,
             state,
+            namespace: _,
         } => runs::approve(&state.state_dir, &run, &stage, &by, role),
+        Command::Operator {
+            namespace,
+            listen,
+            lease_namespace,
+            identity,
+        } => cluster::operator(namespace, listen, lease_namespace, identity),
         Command::Confirm {
             run,
             system,

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
-use blackstart_engine::step::StepContext;
+use blackstart_engine::step::{StepContext, kubernetes::Cluster};
 use blackstart_engine::{
     Engine, Event, FileJournal, Inbox, JournalError, Request, RunDir, RunPhase, RunState,
     StagePhase, SystemPhase,
 };
 use blackstart_model::Plan;
+use blackstart_model::playbook::{Action, Check};
 
 use crate::{CliError, exit};
 
@@ -31,7 +32,7 @@ fn json() -> bool {
 }
 
 /// A note for the person (or, with `--log-format json`, a log line).
-fn note(text: &str) {
+pub fn note(text: &str) {
     if json() {
         tracing::info!("{text}");
     } else {
@@ -170,6 +171,34 @@ enum Mode {
     Rollback,
 }
 
+/// The cluster of the kubeconfig (or the pod's own), when the run's plan
+/// has kubernetes steps; a plan without them never needs one.
+async fn cluster_for(records: &[Record]) -> Result<Option<Cluster>, CliError> {
+    let Some(plan) = plan_of(records) else {
+        return Ok(None);
+    };
+    let uses_kubernetes = plan.systems().any(|(_, s)| {
+        let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
+        actions
+            .into_iter()
+            .any(|a| matches!(a, Action::Kubernetes(_)))
+            || s.verify
+                .iter()
+                .chain(&s.health)
+                .any(|c| matches!(c, Check::Kubernetes(_)))
+    });
+    if !uses_kubernetes {
+        return Ok(None);
+    }
+    let client = kube::Client::try_default().await.map_err(|e| {
+        CliError::Runtime(format!(
+            "the playbook has kubernetes steps, but no cluster is reachable (kubeconfig or in-cluster config): {e}"
+        ))
+    })?;
+    let namespace = client.default_namespace().to_owned();
+    Ok(Some(Cluster { client, namespace }))
+}
+
 /// Runs the engine to the end of the run (or a pause) with progress lines;
 /// a `steward` name approves every gate and confirms every manual step.
 fn drive(
@@ -183,6 +212,10 @@ fn drive(
     rt.block_on(async {
         let (pause, paused) = tokio::sync::watch::channel(false);
         let cx = StepContext::new(Secrets::from_env(), STEP_TIMEOUT).map_err(CliError::Runtime)?;
+        let cx = match cluster_for(records).await? {
+            Some(cluster) => cx.with_cluster(cluster),
+            None => cx,
+        };
         let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
         let progress = tokio::spawn(progress(engine.clone(), stopped));

@@ -49,6 +49,56 @@ pub struct Record {
     pub hash: String,
 }
 
+impl Record {
+    /// The record that follows `prev` (the first when `None`), stamped now:
+    /// for stores other than the file journal, so that every store keeps
+    /// the same hash chain and the same audit holds for all.
+    pub fn next(prev: Option<&Record>, event: Event) -> Record {
+        let (seq, prev) = prev.map_or((1, GENESIS), |r| (r.seq + 1, r.hash.as_str()));
+        let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let (_, hash) = encode(seq, &at, prev, &event);
+        Record {
+            seq,
+            at,
+            prev: prev.to_owned(),
+            event,
+            hash,
+        }
+    }
+
+    /// Checks records kept outside a journal file: each matches its own
+    /// hash, and each follows the one before. The error names the first
+    /// record that does not.
+    pub fn verify_chain(records: &[Record]) -> Result<(), String> {
+        let mut prev: Option<&Record> = None;
+        for r in records {
+            let (want_seq, want_prev) = prev.map_or((1, GENESIS), |p| (p.seq + 1, p.hash.as_str()));
+            if r.seq != want_seq {
+                return Err(format!(
+                    "event {} where event {want_seq} should be: a record was removed, added or moved",
+                    r.seq
+                ));
+            }
+            if r.prev != want_prev {
+                return Err(format!(
+                    "event {} does not follow the hash of event {}: the chain is broken",
+                    r.seq,
+                    want_seq - 1
+                ));
+            }
+            let (_, hash) = encode(r.seq, &r.at, &r.prev, &r.event);
+            if hash != r.hash {
+                return Err(format!(
+                    "event {} does not match its hash (recorded {}, content hashes to {hash}): it was changed",
+                    r.seq, r.hash
+                ));
+            }
+            prev = Some(r);
+        }
+        Ok(())
+    }
+}
+
 /// The part of a record its hash covers, in the order it is written.
 #[derive(Serialize)]
 struct Body<'a> {

@@ -20,6 +20,9 @@ pub async fn round(checks: &[Check], cx: &StepContext) -> Outcome {
     for check in checks {
         let outcome = run_check(check, cx).await;
         if !outcome.ok {
+            if let Some(hook) = &cx.on_probe_failure {
+                (hook.0)();
+            }
             return outcome;
         }
     }

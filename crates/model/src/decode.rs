@@ -169,6 +169,18 @@ impl Decode for u16 {
     }
 }
 
+impl Decode for bool {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                wrong_type(node, "true or false", cx);
+                None
+            }
+        }
+    }
+}
+
 impl Decode for Duration {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         match &node.value {
@@ -579,11 +591,26 @@ impl Decode for System {
         let start_timeout = f.opt("startTimeout", cx);
         let probe = f.or_default("probe", cx);
         let verify = f.or_default("verify", cx);
-        let start = f.req("start", cx);
+        let start: Option<At<Action>> = f.req("start", cx);
         let stop = f.opt("stop", cx);
         let health = f.or_default("health", cx);
         f.finish(cx);
         let (At(id, id_pos), At(site, site_pos)) = (id?, site?);
+        let At(start, start_pos) = start?;
+        if let Action::Kubernetes(k) = &start
+            && k.replicas.is_none()
+            && !k.rollout_restart
+        {
+            cx.diags.push(
+                Diagnostic::error(
+                    start_pos,
+                    format!("system `{id}`: a kubernetes start needs `replicas` or `rolloutRestart`"),
+                )
+                .with_ids([id.clone()])
+                .with_help("e.g. start: { kubernetes: { kind: Deployment, name: dealer-portal, replicas: 3 } }"),
+            );
+            return None;
+        }
         let (depends_on, dep_pos) = split(depends_on.unwrap_or_default());
         Some(System {
             id,
@@ -596,7 +623,7 @@ impl Decode for System {
             start_timeout,
             probe,
             verify,
-            start: start?,
+            start,
             stop,
             health,
             src: SystemSrc {
@@ -615,6 +642,7 @@ impl Decode for Action {
         Some(match kind {
             "exec" => Action::Exec(Exec::decode(body, cx)?),
             "http" => Action::Http(decode_http(body, "an http action", cx)?),
+            "kubernetes" => Action::Kubernetes(KubernetesAction::decode(body, cx)?),
             "manual" => Action::Manual(Manual::decode(body, cx)?),
             _ => Action::Noop(Noop::decode(body, cx)?),
         })
@@ -627,6 +655,7 @@ impl Decode for Check {
         Some(match kind {
             "http" => Check::Http(decode_http(body, "an http check", cx)?),
             "tcp" => Check::Tcp(Tcp::decode(body, cx)?),
+            "kubernetes" => Check::Kubernetes(Workload::decode(body, cx)?),
             _ => Check::Exec(Exec::decode(body, cx)?),
         })
     }
@@ -756,6 +785,90 @@ impl Decode for Tcp {
             );
         }
         Some(Tcp { address })
+    }
+}
+
+impl Decode for WorkloadKind {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        named(
+            node,
+            "workload kind",
+            &WorkloadKind::NAMES,
+            WorkloadKind::from_name,
+            cx,
+        )
+    }
+}
+
+/// A Kubernetes object name: a DNS label or subdomain, as the API server
+/// will insist; said here, with a position, rather than mid-run.
+fn check_object_name(what: &str, At(name, pos): &At<String>, cx: &mut Cx<'_>) {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        cx.diags.push(
+            Diagnostic::error(*pos, format!("{what} {name:?} is not a Kubernetes name"))
+                .with_help("use lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit"),
+        );
+    }
+}
+
+impl Decode for Workload {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a kubernetes check", cx)?;
+        let kind = f.req("kind", cx);
+        let name: Option<At<String>> = f.req("name", cx);
+        let namespace: Option<At<String>> = f.opt("namespace", cx);
+        f.finish(cx);
+        let name = name?;
+        check_object_name("name", &name, cx);
+        if let Some(ns) = &namespace {
+            check_object_name("namespace", ns, cx);
+        }
+        Some(Workload {
+            kind: kind?,
+            name: name.0,
+            namespace: namespace.map(|At(ns, _)| ns),
+        })
+    }
+}
+
+impl Decode for KubernetesAction {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a kubernetes action", cx)?;
+        let kind = f.req("kind", cx);
+        let name: Option<At<String>> = f.req("name", cx);
+        let namespace: Option<At<String>> = f.opt("namespace", cx);
+        let replicas = f.opt("replicas", cx);
+        let rollout_restart = f.or_default("rolloutRestart", cx);
+        f.finish(cx);
+        let name = name?;
+        check_object_name("name", &name, cx);
+        if let Some(ns) = &namespace {
+            check_object_name("namespace", ns, cx);
+        }
+        if replicas.is_some() && rollout_restart {
+            cx.diags.push(
+                Diagnostic::error(
+                    node.pos,
+                    "a kubernetes action either scales (`replicas`) or restarts (`rolloutRestart`), not both",
+                )
+                .with_help("use two systems if both must happen, one depending on the other"),
+            );
+            return None;
+        }
+        Some(KubernetesAction {
+            kind: kind?,
+            name: name.0,
+            namespace: namespace.map(|At(ns, _)| ns),
+            replicas,
+            rollout_restart,
+        })
     }
 }
 

@@ -184,6 +184,27 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// In a CRD: text as people write it, checked by the API server with the
+/// same grammar as [`Duration::from_str`] (units largest first, once each).
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$",
+            "minLength": 2,
+            "description": "a duration such as 500ms, 30s, 10m or 1h30m",
+        })
+    }
+}
+
 /// Serializes a duration as seconds, the JSON plan's unit.
 pub mod as_secs {
     use super::Duration;

@@ -530,8 +530,8 @@ fn env_names(pb: &Playbook) -> Vec<String> {
             match action {
                 Action::Exec(e) => exec_strings(e, &mut add),
                 Action::Http(h) => http_strings(h, &mut add),
+                Action::Kubernetes(_) | Action::Noop(_) => {}
                 Action::Manual(m) => add(&m.instruction),
-                Action::Noop(_) => {}
             }
         }
         for check in sys.verify.iter().chain(&sys.health) {
@@ -539,6 +539,7 @@ fn env_names(pb: &Playbook) -> Vec<String> {
                 Check::Http(h) => http_strings(h, &mut add),
                 Check::Tcp(t) => add(&t.address),
                 Check::Exec(e) => exec_strings(e, &mut add),
+                Check::Kubernetes(_) => {}
             }
         }
     }

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::Pos;
@@ -44,7 +45,7 @@ pub struct Metadata {
     pub annotations: Labels,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaybookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +58,7 @@ pub struct PlaybookSpec {
 }
 
 /// Settings every system inherits unless it sets its own.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Defaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +77,7 @@ impl Defaults {
 
 /// Kubernetes probe semantics, each field optional so that a system can
 /// override only what differs from the defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProbeSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,7 +138,7 @@ pub struct ProbePolicy {
 /// The start timeout a system gets when neither it nor the defaults set one.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(600);
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Site {
     pub id: String,
@@ -155,7 +156,7 @@ pub struct SiteSrc {
     pub id: Pos,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct System {
     pub id: String,
@@ -201,22 +202,24 @@ impl SystemSrc {
 }
 
 /// Something to do: start a system, stop it, or tell a person to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Action {
     Exec(Exec),
     Http(Http),
+    Kubernetes(KubernetesAction),
     Manual(Manual),
     Noop(Noop),
 }
 
 impl Action {
-    pub const KINDS: [&'static str; 4] = ["exec", "http", "manual", "noop"];
+    pub const KINDS: [&'static str; 5] = ["exec", "http", "kubernetes", "manual", "noop"];
 
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Exec(_) => "exec",
             Action::Http(_) => "http",
+            Action::Kubernetes(_) => "kubernetes",
             Action::Manual(_) => "manual",
             Action::Noop(_) => "noop",
         }
@@ -227,6 +230,7 @@ impl Action {
         match self {
             Action::Exec(e) => format!("exec {}", e.command.join(" ")),
             Action::Http(h) => format!("{} {}", h.method_or(Method::Post), h.url),
+            Action::Kubernetes(k) => k.summary(),
             Action::Manual(m) => format!("manual: {}", m.instruction),
             Action::Noop(_) => "noop".to_owned(),
         }
@@ -234,22 +238,24 @@ impl Action {
 }
 
 /// Something to check: health while a system runs, integrity before it starts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Check {
     Http(Http),
     Tcp(Tcp),
     Exec(Exec),
+    Kubernetes(Workload),
 }
 
 impl Check {
-    pub const KINDS: [&'static str; 3] = ["http", "tcp", "exec"];
+    pub const KINDS: [&'static str; 4] = ["http", "tcp", "exec", "kubernetes"];
 
     pub fn kind(&self) -> &'static str {
         match self {
             Check::Http(_) => "http",
             Check::Tcp(_) => "tcp",
             Check::Exec(_) => "exec",
+            Check::Kubernetes(_) => "kubernetes",
         }
     }
 
@@ -264,13 +270,14 @@ impl Check {
             }
             Check::Tcp(t) => format!("tcp {}", t.address),
             Check::Exec(e) => format!("exec {}", e.command.join(" ")),
+            Check::Kubernetes(w) => format!("{w} ready"),
         }
     }
 }
 
 /// Run a program: argv, never a shell, so a value can never be re-parsed
 /// as shell syntax.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Exec {
     pub command: Vec<String>,
@@ -283,7 +290,7 @@ pub struct Exec {
 }
 
 /// An HTTP request: a webhook as an action, a health endpoint as a check.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Http {
     pub url: String,
@@ -314,14 +321,14 @@ impl Http {
 /// The value at a JSON pointer (RFC 6901) in the response body must equal
 /// `equals`; a string compares with a JSON string, anything else with the
 /// value's JSON text.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JsonMatch {
     pub pointer: String,
     pub equals: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Get,
@@ -361,15 +368,110 @@ impl std::fmt::Display for Method {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tcp {
     /// `host:port`; a connection accepted within the timeout is healthy.
     pub address: String,
 }
 
+/// A workload in the cluster blackstart talks to: the operator's own, or the
+/// kubeconfig's for the CLI. As a check, it is healthy when its rollout is
+/// done: the controller has seen the latest spec and every desired replica
+/// is updated, ready and available.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// The run's own namespace when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    #[default]
+    Deployment,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    pub const NAMES: [&'static str; 2] = ["Deployment", "StatefulSet"];
+
+    pub fn from_name(name: &str) -> Option<WorkloadKind> {
+        match name {
+            "Deployment" => Some(WorkloadKind::Deployment),
+            "StatefulSet" => Some(WorkloadKind::StatefulSet),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Scale a Deployment or StatefulSet, or restart its pods.
+///
+/// With `replicas`, the workload is scaled to that count, and the count it
+/// had before is kept on it (annotation `blackstart.dev/replicas-before`).
+/// With `rolloutRestart`, its pods are replaced the way `kubectl rollout
+/// restart` does. With neither, which only a stop may do, it is scaled back
+/// to the count it had before blackstart scaled it (0 if it never did).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesAction {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// The run's own namespace when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollout_restart: bool,
+}
+
+impl KubernetesAction {
+    pub fn workload(&self) -> Workload {
+        Workload {
+            kind: self.kind,
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let w = self.workload();
+        match (self.replicas, self.rollout_restart) {
+            (_, true) => format!("rollout restart {w}"),
+            (Some(n), false) => format!("scale {w} to {n}"),
+            (None, false) => format!("scale {w} back to its replicas before"),
+        }
+    }
+}
+
 /// A step a person does and confirms with `blackstart confirm`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manual {
     pub instruction: String,
@@ -379,7 +481,27 @@ pub struct Manual {
 #[serde(deny_unknown_fields)]
 pub struct Noop {}
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// An empty object. Written by hand because the derived schema says
+/// `additionalProperties: false`, which a CRD may not; the API server's
+/// strict field validation refuses unknown fields here all the same.
+impl JsonSchema for Noop {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Noop".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "nothing to do: `noop: {}`",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Stage {
     pub name: String,
@@ -409,7 +531,7 @@ pub struct StageSrc {
 
 /// Which systems a stage starts; every given criterion must hold (AND), and
 /// within one criterion any listed value matches (OR).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Selector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -443,7 +565,7 @@ impl Selector {
 }
 
 /// What must hold before the next stage may begin, and what happens if not.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gate {
     /// How long every system's health must stay green after the last start.
@@ -458,7 +580,7 @@ pub struct Gate {
 
 /// What a failed stage does. `pause` is the default: in an incident, nothing
 /// is stopped or abandoned without a person deciding it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OnFailure {
     /// Stop what the stage started, dependents first; the run ends RolledBack.

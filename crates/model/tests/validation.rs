@@ -35,6 +35,50 @@ fn a_small_valid_playbook() {
 }
 
 #[test]
+fn kubernetes_actions_and_checks() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - id: portal
+      site: hq
+      start: {{ kubernetes: {{ kind: Deployment, name: dealer-portal, namespace: dealers, replicas: 3 }} }}
+      stop: {{ kubernetes: {{ kind: Deployment, name: dealer-portal, namespace: dealers }} }}
+      health: [ {{ kubernetes: {{ kind: Deployment, name: dealer-portal, namespace: dealers }} }} ]
+    - id: parts
+      site: hq
+      start: {{ kubernetes: {{ kind: StatefulSet, name: parts-db, rolloutRestart: true }} }}
+    - id: feed
+      site: hq
+      start: {{ kubernetes: {{ kind: Deployment, name: feed }} }}
+    - id: both
+      site: hq
+      start: {{ kubernetes: {{ kind: Deployment, name: both, replicas: 1, rolloutRestart: true }} }}
+    - id: odd
+      site: hq
+      start: {{ kubernetes: {{ kind: DaemonSet, name: Odd_Name, replicas: -1, rolloutRestart: yes }} }}
+      health: [ {{ kubernetes: {{ kind: Deployment, name: odd, namespece: x }} }} ]
+  stages:
+    - {{ name: all, select: {{ sites: [hq] }} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "\
+pb.yaml:19:14: error: system `feed`: a kubernetes start needs `replicas` or `rolloutRestart`
+  help: e.g. start: { kubernetes: { kind: Deployment, name: dealer-portal, replicas: 3 } }
+pb.yaml:22:28: error: a kubernetes action either scales (`replicas`) or restarts (`rolloutRestart`), not both
+  help: use two systems if both must happen, one depending on the other
+pb.yaml:25:36: error: unknown workload kind \"DaemonSet\"; expected one of: Deployment, StatefulSet
+pb.yaml:25:53: error: name \"Odd_Name\" is not a Kubernetes name
+  help: use lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit
+pb.yaml:25:73: error: -1 is out of range: expected a whole number from 0 to 4294967295
+pb.yaml:25:93: error: expected true or false, found a string
+pb.yaml:26:62: error: unknown field `namespece` in a kubernetes check
+  help: did you mean `namespace`?
+"
+    );
+}
+
+#[test]
 fn every_type_and_field_problem_in_one_pass() {
     let yaml = pb("  sites:
     - { id: hq, nmae: Head office }
@@ -67,11 +111,11 @@ pb.yaml:11:21: error: bad duration \"5 minutes\": unknown unit (use ms, s, m or 
 pb.yaml:14:57: error: expectStatus 999 is not an HTTP status (100 to 599)
 pb.yaml:14:70: error: unknown HTTP method \"FETCH\"; expected one of: GET, HEAD, POST, PUT, PATCH, DELETE
 pb.yaml:15:11: error: `ping` is not a kind of check
-  help: expected one of: http, tcp, exec
+  help: expected one of: http, tcp, exec, kubernetes
 pb.yaml:16:11: error: expected a string, found an integer
   help: quote it to make it text: \"42\"
 pb.yaml:18:16: error: `run` is not a kind of action
-  help: expected one of: exec, http, manual, noop
+  help: expected one of: exec, http, kubernetes, manual, noop
 pb.yaml:22:20: error: maxParallel must be at least 1
 pb.yaml:23:26: error: unknown onFailure \"retry\"; expected one of: rollback, pause, abort
 "

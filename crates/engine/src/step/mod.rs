@@ -9,6 +9,7 @@
 
 mod exec;
 mod http;
+pub mod kubernetes;
 mod tcp;
 
 use std::future::Future;
@@ -61,6 +62,20 @@ pub struct StepContext {
     pub http: reqwest::Client,
     /// Used when the step sets no timeout of its own.
     pub timeout: Duration,
+    /// Where kubernetes steps go; they fail, saying why, without one.
+    pub cluster: Option<kubernetes::Cluster>,
+    /// Told of every failed probe round, for metrics.
+    pub on_probe_failure: Option<ProbeHook>,
+}
+
+/// Something told of each failed probe round (the operator counts them).
+#[derive(Clone)]
+pub struct ProbeHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ProbeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeHook")
+    }
 }
 
 impl StepContext {
@@ -69,7 +84,17 @@ impl StepContext {
             secrets,
             http: http::client()?,
             timeout,
+            cluster: None,
+            on_probe_failure: None,
         })
+    }
+
+    /// The same context, with a cluster for kubernetes steps.
+    pub fn with_cluster(self, cluster: kubernetes::Cluster) -> StepContext {
+        StepContext {
+            cluster: Some(cluster),
+            ..self
+        }
     }
 
     /// The step's own timeout if it has one, else the context's.
@@ -95,6 +120,7 @@ pub async fn run_action(action: &Action, cx: &StepContext) -> Outcome {
             .run(cx)
             .await
         }
+        Action::Kubernetes(k) => kubernetes::act(k, cx).await,
         // A manual step waits for a person's confirmation, which comes
         // through the run's store; the scheduler handles it, not a step.
         Action::Manual(m) => Outcome::failed(format!(
@@ -118,6 +144,7 @@ pub async fn run_check(check: &Check, cx: &StepContext) -> Outcome {
         }
         Check::Tcp(t) => t.run(cx).await,
         Check::Exec(e) => e.run(cx).await,
+        Check::Kubernetes(w) => kubernetes::ready(w, cx).await,
     }
 }
 

@@ -1,0 +1,193 @@
+//! Kubernetes workloads as steps: scale a Deployment or StatefulSet, restart
+//! its pods, and check that its rollout is done.
+//!
+//! Both kinds are read as untyped objects: the fields a restart needs
+//! (`spec.replicas`, `metadata.generation`, the status counts) have the same
+//! names in both, so one code path serves both and neither kind's full type
+//! is decoded on every probe. What a stop must restore is kept on the
+//! workload itself, in an annotation, so it survives a crashed CLI or a
+//! rescheduled operator with nothing else to remember.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+use blackstart_model::playbook::{KubernetesAction, Workload, WorkloadKind};
+
+use super::{Outcome, StepContext};
+
+/// The replicas a workload had before blackstart first scaled it.
+pub const REPLICAS_BEFORE: &str = "blackstart.dev/replicas-before";
+/// What `kubectl rollout restart` sets on the pod template.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The field manager blackstart's patches are recorded under.
+pub const FIELD_MANAGER: &str = "blackstart";
+
+/// The cluster kubernetes steps talk to, and the namespace of workloads
+/// that name none.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn api(cluster: &Cluster, w: &Workload) -> Api<DynamicObject> {
+    let resource = match w.kind {
+        WorkloadKind::Deployment => {
+            ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
+        }
+        WorkloadKind::StatefulSet => {
+            ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&())
+        }
+    };
+    let ns = w.namespace.as_deref().unwrap_or(&cluster.namespace);
+    Api::namespaced_with(cluster.client.clone(), ns, &resource)
+}
+
+fn cluster<'a>(cx: &'a StepContext, what: &str) -> Result<&'a Cluster, Outcome> {
+    cx.cluster.as_ref().ok_or_else(|| {
+        Outcome::failed(format!(
+            "{what}: no Kubernetes cluster to talk to (no kubeconfig or in-cluster config was found)"
+        ))
+    })
+}
+
+/// Says what went wrong with an API call in one line: the API server's own
+/// message when it sent one.
+fn api_error(w: &Workload, e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{w}: {} ({})", s.message, s.code),
+        other => format!("{w}: {other}"),
+    }
+}
+
+async fn with_timeout(
+    cx: &StepContext,
+    w: &Workload,
+    step: impl Future<Output = Outcome>,
+) -> Outcome {
+    match tokio::time::timeout(cx.timeout, step).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::failed(format!(
+            "{w}: the API server did not answer within {}",
+            humantime::format_duration(cx.timeout)
+        )),
+    }
+}
+
+/// Runs a kubernetes start or stop.
+pub(super) async fn act(a: &KubernetesAction, cx: &StepContext) -> Outcome {
+    let w = a.workload();
+    let cluster = match cluster(cx, &a.summary()) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let api = api(cluster, &w);
+    with_timeout(cx, &w, async {
+        let patch = if a.rollout_restart {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
+        } else {
+            let current = match api.get(&a.name).await {
+                Ok(obj) => obj,
+                Err(e) => return Outcome::failed(api_error(&w, &e)),
+            };
+            let replicas = current
+                .data
+                .pointer("/spec/replicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            let before = current
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REPLICAS_BEFORE))
+                .and_then(|v| v.parse::<u64>().ok());
+            match a.replicas {
+                // Remember the first count only: a start repeated after a
+                // crash must not overwrite it with its own.
+                Some(n) => match before {
+                    Some(_) => json!({"spec": {"replicas": n}}),
+                    None => json!({
+                        "metadata": {"annotations": {REPLICAS_BEFORE: replicas.to_string()}},
+                        "spec": {"replicas": n},
+                    }),
+                },
+                None => json!({
+                    "metadata": {"annotations": {REPLICAS_BEFORE: null}},
+                    "spec": {"replicas": before.unwrap_or(0)},
+                }),
+            }
+        };
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match api.patch(&a.name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Outcome::ok(a.summary()),
+            Err(e) => Outcome::failed(api_error(&w, &e)),
+        }
+    })
+    .await
+}
+
+/// Whether the workload's rollout is done, as `kubectl rollout status` judges it.
+pub(super) async fn ready(w: &Workload, cx: &StepContext) -> Outcome {
+    let cluster = match cluster(cx, &w.to_string()) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let api = api(cluster, w);
+    with_timeout(cx, w, async {
+        match api.get(&w.name).await {
+            Ok(obj) => judge(w, &obj),
+            Err(e) => Outcome::failed(api_error(w, &e)),
+        }
+    })
+    .await
+}
+
+/// The rollout is done when the controller has seen the latest spec and
+/// every desired replica is updated, ready and available.
+pub fn judge(w: &Workload, obj: &DynamicObject) -> Outcome {
+    let count = |path: &str| obj.data.pointer(path).and_then(Value::as_i64).unwrap_or(0);
+    let desired = obj
+        .data
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let observed = count("/status/observedGeneration");
+    if observed < generation {
+        return Outcome::failed(format!(
+            "{w}: its controller has not seen the latest spec yet (generation {generation}, observed {observed})"
+        ));
+    }
+    let updated = count("/status/updatedReplicas");
+    let ready = count("/status/readyReplicas");
+    let available = count("/status/availableReplicas");
+    let total = count("/status/replicas");
+    if updated < desired {
+        return Outcome::failed(format!("{w}: {updated} of {desired} replicas updated"));
+    }
+    if total > updated {
+        return Outcome::failed(format!(
+            "{w}: {} old replicas still running",
+            total - updated
+        ));
+    }
+    if ready < desired || available < desired {
+        return Outcome::failed(format!(
+            "{w}: {ready} of {desired} replicas ready, {available} available"
+        ));
+    }
+    Outcome::ok(format!("{w}: {desired} of {desired} replicas ready"))
+}

@@ -1,0 +1,693 @@
+//! The controller: RestartRuns in, engines driving them out.
+//!
+//! Reconcile is short, as kube-runtime wants it: it makes sure that each
+//! unfinished RestartRun has one live driver and hands the driver the
+//! latest spec. The driver is a task that owns the run's [`Engine`] for as
+//! long as the run goes on: it starts it, pauses it when the spec says so,
+//! rolls it back when asked, and records a failure-pause in the spec so a
+//! person resumes by setting `paused` back to false. A driver that dies (its
+//! store failed, the operator restarted) is replaced on the next pass by
+//! one that resumes from the journal in the status: the same fold as
+//! `blackstart resume`, so healthy systems are never started again.
+//!
+//! Two replicas never drive the same run: only the holder of the Lease runs
+//! this controller, and the store refuses to write over a journal that
+//! someone else extended.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use blackstart_engine::step::{ProbeHook, StepContext, kubernetes::Cluster};
+use blackstart_engine::{Engine, Event, Record, RunPhase, StagePhase, SystemPhase};
+use blackstart_model::Plan;
+
+use crate::crd::{FINALIZER, Playbook, RestartRun, RestartRunSpec};
+use crate::metrics::Metrics;
+use crate::requests::SpecRequests;
+use crate::store::{StatusStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("RestartRun {0} has no namespace; RestartRuns are namespaced")]
+    NoNamespace(String),
+    #[error("cannot patch RestartRun {run}: {source}")]
+    Patch { run: String, source: kube::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("RestartRun {run}: {reason}")]
+    Engine { run: String, reason: String },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Timings a test shortens.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a driver looks for new approvals.
+    pub poll: Duration,
+    /// The timeout of a step that sets none.
+    pub step_timeout: Duration,
+    /// How long a deleted run may take to pause before its work is cut.
+    pub drain: Duration,
+    /// How often a live run is looked at again without any change.
+    pub recheck: Duration,
+    /// How soon a run whose Playbook is missing or invalid is tried again.
+    pub retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            poll: Duration::from_millis(500),
+            step_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(30),
+            recheck: Duration::from_secs(60),
+            retry: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    drivers: Mutex<HashMap<String, Driver>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handles of one run's driver task.
+struct Driver {
+    uid: String,
+    spec: watch::Sender<RestartRunSpec>,
+    stop: watch::Sender<bool>,
+    generation: Arc<AtomicI64>,
+    task: JoinHandle<()>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Context {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            settings,
+            drivers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn drivers(&self) -> MutexGuard<'_, HashMap<String, Driver>> {
+        self.drivers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a driver is at work on the run `namespace/name`.
+    pub fn driving(&self, key: &str) -> bool {
+        self.drivers()
+            .get(key)
+            .is_some_and(|d| !d.task.is_finished())
+    }
+
+    /// Stops every driver at once, without waiting: for an operator that
+    /// lost its lease, whose work another replica resumes.
+    pub fn abandon(&self) {
+        for (_, d) in self.drivers().drain() {
+            d.task.abort();
+        }
+    }
+}
+
+fn key(run: &RestartRun) -> String {
+    format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any())
+}
+
+/// One pass over one RestartRun.
+pub async fn reconcile(run: Arc<RestartRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled();
+    let ns = run
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(run.name_any()))?;
+    let api: Api<RestartRun> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.metrics.set_phase(&key(&run), &run.phase());
+    finalizer(&api, FINALIZER, run, |event| async {
+        match event {
+            Finalizer::Apply(run) => apply(run, &ctx, &api).await,
+            Finalizer::Cleanup(run) => cleanup(&run, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// What a failed reconcile does: try again soon.
+pub fn error_policy(run: Arc<RestartRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed();
+    tracing::warn!(run = %key(&run), error = %error, "reconcile failed");
+    Action::requeue(ctx.settings.retry)
+}
+
+async fn apply(
+    run: Arc<RestartRun>,
+    ctx: &Context,
+    api: &Api<RestartRun>,
+) -> Result<Action, Error> {
+    let key = key(&run);
+    let uid = run.uid().unwrap_or_default();
+    let generation = run.metadata.generation.unwrap_or(0);
+    {
+        let mut drivers = ctx.drivers();
+        if let Some(d) = drivers.get(&key) {
+            if d.uid == uid && !d.task.is_finished() {
+                d.generation.store(generation, Ordering::Relaxed);
+                d.spec.send_if_modified(|spec| {
+                    let changed = *spec != run.spec;
+                    if changed {
+                        spec.clone_from(&run.spec);
+                    }
+                    changed
+                });
+                return Ok(Action::requeue(ctx.settings.recheck));
+            }
+            drivers.remove(&key);
+        }
+    }
+    let phase = run.phase();
+    let finished = matches!(&*phase, "Succeeded" | "Failed" | "RolledBack");
+    if finished && !(run.spec.rollback && phase != "RolledBack") {
+        return Ok(Action::await_change());
+    }
+    let generation = Arc::new(AtomicI64::new(generation));
+    let (heralds, herald_rx) = mpsc::unbounded_channel();
+    let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?;
+    let playbook_name = if store.records().is_empty() {
+        match plan_for(&run, ctx).await {
+            Ok(plan) => {
+                let name = plan.playbook.clone();
+                store
+                    .append_async(&Event::RunStarted {
+                        run: run.name_any(),
+                        playbook: plan.playbook.clone(),
+                        playbook_hash: plan.playbook_hash.clone(),
+                        plan: Box::new(plan),
+                    })
+                    .await?;
+                name
+            }
+            Err(problem) => {
+                not_started(&run, ctx, api, &problem).await?;
+                return Ok(Action::requeue(ctx.settings.retry));
+            }
+        }
+    } else {
+        run.spec.playbook_ref.name.clone()
+    };
+    let records = store.records();
+    let ns = run.namespace().unwrap_or_default();
+    let counter = ctx.metrics.probe_failures(&playbook_name);
+    let cx = StepContext::new(
+        blackstart_engine::secrets::Secrets::from_env(),
+        ctx.settings.step_timeout,
+    )
+    .map_err(|reason| Error::Engine {
+        run: key.clone(),
+        reason,
+    })?
+    .with_cluster(Cluster {
+        client: ctx.client.clone(),
+        namespace: ns,
+    });
+    let cx = StepContext {
+        on_probe_failure: Some(ProbeHook(Arc::new(move || {
+            counter.inc();
+        }))),
+        ..cx
+    };
+    let (spec_tx, spec_rx) = watch::channel(run.spec.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (pause_tx, pause_rx) = watch::channel(run.spec.paused);
+    let requests = Arc::new(SpecRequests::new(spec_rx.clone(), &records));
+    let engine =
+        Engine::new(store, &records, cx, requests, pause_rx, ctx.settings.poll).map_err(|e| {
+            Error::Engine {
+                run: key.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    let herald = Herald {
+        recorder: ctx.recorder.clone(),
+        reference: run.object_ref(&()),
+        metrics: Arc::clone(&ctx.metrics),
+        playbook: playbook_name,
+        run: key.clone(),
+    };
+    tokio::spawn(herald.announce(herald_rx));
+    let driver = Steering {
+        engine,
+        spec: spec_rx,
+        stop: stop_rx,
+        pause: pause_tx,
+        api: api.clone(),
+        name: run.name_any(),
+        recorder: ctx.recorder.clone(),
+        reference: run.object_ref(&()),
+    };
+    let task = tokio::spawn(driver.drive());
+    ctx.drivers().insert(
+        key,
+        Driver {
+            uid,
+            spec: spec_tx,
+            stop: stop_tx,
+            generation,
+            task,
+        },
+    );
+    Ok(Action::requeue(ctx.settings.recheck))
+}
+
+/// A deleted run: pause it, give its in-flight steps `drain` to finish,
+/// then cut what is left. Nothing is stopped: deleting a record of a
+/// restart must not undo the restart.
+async fn cleanup(run: &RestartRun, ctx: &Context) -> Result<Action, Error> {
+    let key = key(run);
+    let driver = ctx.drivers().remove(&key);
+    if let Some(d) = driver {
+        d.stop.send_replace(true);
+        let mut task = d.task;
+        if tokio::time::timeout(ctx.settings.drain, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+    ctx.metrics.forget(&key);
+    tracing::info!(run = %key, "run deleted; its driver stopped");
+    Ok(Action::await_change())
+}
+
+/// The plan of a new run, or why there is none yet.
+async fn plan_for(run: &RestartRun, ctx: &Context) -> Result<Plan, String> {
+    let ns = run.namespace().unwrap_or_default();
+    let name = &run.spec.playbook_ref.name;
+    let playbooks: Api<Playbook> = Api::namespaced(ctx.client.clone(), &ns);
+    let pb = match playbooks.get_opt(name).await {
+        Ok(Some(pb)) => pb,
+        Ok(None) => return Err(format!("Playbook {ns}/{name} does not exist")),
+        Err(e) => return Err(format!("cannot read Playbook {ns}/{name}: {e}")),
+    };
+    plan_playbook(&pb)
+}
+
+/// Checks a Playbook object exactly as `blackstart validate` checks a file
+/// (the object is rendered as JSON, which is YAML) and plans it.
+pub fn plan_playbook(pb: &Playbook) -> Result<Plan, String> {
+    let name = pb.name_any();
+    let doc = json!({
+        "apiVersion": blackstart_model::playbook::API_VERSION,
+        "kind": blackstart_model::playbook::KIND,
+        "metadata": {"name": name},
+        "spec": pb.spec,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    match blackstart_model::load(text.as_bytes()) {
+        Ok(valid) => Ok(Plan::build(valid)),
+        Err(diags) => {
+            let file = format!("Playbook {}/{name}", pb.namespace().unwrap_or_default());
+            let errors: Vec<String> = diags
+                .items
+                .iter()
+                .filter(|d| d.severity == blackstart_model::Severity::Error)
+                .map(|d| d.message.clone())
+                .collect();
+            Err(format!("{file} is not valid: {}", errors.join("; ")))
+        }
+    }
+}
+
+/// Says in the status and in an Event why a run cannot start yet.
+async fn not_started(
+    run: &RestartRun,
+    ctx: &Context,
+    api: &Api<RestartRun>,
+    problem: &str,
+) -> Result<(), Error> {
+    tracing::warn!(run = %key(run), problem, "run cannot start");
+    publish(
+        &ctx.recorder,
+        &run.object_ref(&()),
+        EventType::Warning,
+        "PlaybookNotUsable",
+        problem,
+        "Plan",
+    )
+    .await;
+    let patch = json!({"status": {
+        "phase": "Pending",
+        "reason": problem,
+        "observedGeneration": run.metadata.generation,
+    }});
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| Error::Patch {
+        run: key(run),
+        source,
+    })?;
+    Ok(())
+}
+
+async fn publish(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    // An Event's note is at most 1 KiB.
+    let mut note = note.to_owned();
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push('…');
+    }
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::warn!(reason, error = %e, "cannot publish a Kubernetes Event");
+    }
+}
+
+/// One run's driver: the engine and what steers it.
+struct Steering {
+    engine: Engine<StatusStore>,
+    spec: watch::Receiver<RestartRunSpec>,
+    stop: watch::Receiver<bool>,
+    pause: watch::Sender<bool>,
+    api: Api<RestartRun>,
+    name: String,
+    recorder: Recorder,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+}
+
+impl Steering {
+    async fn drive(mut self) {
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            let spec = self.spec.borrow().clone();
+            let phase = self.engine.with_state(|s| s.phase);
+            if spec.rollback {
+                if phase != RunPhase::RolledBack
+                    && let Err(e) = self
+                        .engine
+                        .rollback("rollback requested in the RestartRun's spec")
+                        .await
+                {
+                    self.failed(&e.to_string()).await;
+                }
+                return;
+            }
+            if phase.is_final() {
+                return;
+            }
+            if spec.paused && phase != RunPhase::Running {
+                if !self.wait_for_change().await {
+                    return;
+                }
+                continue;
+            }
+            self.pause.send_replace(spec.paused);
+            let result = {
+                let steer = steer(self.spec.clone(), self.stop.clone(), self.pause.clone());
+                tokio::select! {
+                    result = self.engine.run() => result,
+                    () = steer => continue,
+                }
+            };
+            match result {
+                Ok(RunPhase::Paused) => {
+                    let spec = self.spec.borrow().clone();
+                    if !spec.paused && !spec.rollback && !*self.stop.borrow() {
+                        self.record_failure_pause().await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.failed(&e.to_string()).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for a new spec or deletion; false when nothing can come.
+    async fn wait_for_change(&mut self) -> bool {
+        tokio::select! {
+            r = self.spec.changed() => r.is_ok(),
+            r = self.stop.changed() => r.is_ok(),
+        }
+    }
+
+    /// The engine paused itself (a stage failed and its gate says pause):
+    /// the spec says so too, so that resuming is setting it back to false.
+    async fn record_failure_pause(&mut self) {
+        let patch = json!({"spec": {"paused": true}});
+        match self
+            .api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                // Wait until the watch brings the paused spec back, so the
+                // loop does not resume on the stale one.
+                let mut spec = self.spec.clone();
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    _ = spec.wait_for(|s| s.paused || s.rollback) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+            Err(e) => {
+                publish(
+                    &self.recorder,
+                    &self.reference,
+                    EventType::Warning,
+                    "PauseNotRecorded",
+                    &format!("the run paused but spec.paused could not be set: {e}; set it to true, then false, to resume"),
+                    "Pause",
+                )
+                .await;
+                self.wait_for_change().await;
+            }
+        }
+    }
+
+    async fn failed(&self, reason: &str) {
+        tracing::error!(run = %self.name, reason, "driver stopped");
+        publish(
+            &self.recorder,
+            &self.reference,
+            EventType::Warning,
+            "DriverStopped",
+            &format!("{reason}; the operator resumes the run from its status"),
+            "Drive",
+        )
+        .await;
+    }
+}
+
+/// Keeps the engine's pause switch in line with the spec (and deletion)
+/// while the engine runs; never ends on its own.
+async fn steer(
+    mut spec: watch::Receiver<RestartRunSpec>,
+    mut stop: watch::Receiver<bool>,
+    pause: watch::Sender<bool>,
+) {
+    loop {
+        let alive = tokio::select! {
+            r = spec.changed() => r.is_ok(),
+            r = stop.changed() => r.is_ok(),
+        };
+        if !alive {
+            std::future::pending::<()>().await;
+        }
+        let s = spec.borrow().clone();
+        pause.send_replace(s.paused || s.rollback || *stop.borrow());
+    }
+}
+
+/// Turns a run's records into Kubernetes Events and stage metrics.
+struct Herald {
+    recorder: Recorder,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    metrics: Arc<Metrics>,
+    playbook: String,
+    run: String,
+}
+
+impl Herald {
+    async fn announce(self, mut records: mpsc::UnboundedReceiver<Record>) {
+        let mut stage_start: HashMap<String, std::time::SystemTime> = HashMap::new();
+        while let Some(record) = records.recv().await {
+            let at = humantime::parse_rfc3339(&record.at).ok();
+            if let Event::Stage { stage, phase, .. } = &record.event {
+                match phase {
+                    StagePhase::Running => {
+                        if let Some(at) = at {
+                            stage_start.insert(stage.clone(), at);
+                        }
+                    }
+                    StagePhase::Succeeded | StagePhase::Failed | StagePhase::RolledBack => {
+                        if let (Some(start), Some(end)) = (stage_start.remove(stage), at)
+                            && let Ok(took) = end.duration_since(start)
+                        {
+                            self.metrics
+                                .stage_finished(&self.playbook, took.as_secs_f64());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Event::Run { phase, .. } = &record.event {
+                self.metrics.set_phase(&self.run, &format!("{phase:?}"));
+            }
+            if let Some((type_, reason, note, action)) = describe(&record.event) {
+                publish(
+                    &self.recorder,
+                    &self.reference,
+                    type_,
+                    &reason,
+                    &note,
+                    action,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The Kubernetes Event for a record, if it is one people should see in
+/// `kubectl describe`: run and stage transitions, gates, approvals, failures.
+pub fn describe(event: &Event) -> Option<(EventType, String, String, &'static str)> {
+    use EventType::{Normal, Warning};
+    let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+    Some(match event {
+        Event::RunStarted {
+            playbook,
+            playbook_hash,
+            plan,
+            ..
+        } => (
+            Normal,
+            "Planned".into(),
+            format!(
+                "playbook {playbook} ({playbook_hash}): {} stages, {} systems",
+                plan.stages.len(),
+                plan.system_count()
+            ),
+            "Plan",
+        ),
+        Event::Run { phase, reason } => {
+            let type_ = match phase {
+                RunPhase::Failed | RunPhase::RolledBack => Warning,
+                _ => Normal,
+            };
+            (
+                type_,
+                format!("Run{phase:?}"),
+                format!("run {phase:?}{}", why(reason)),
+                "Run",
+            )
+        }
+        Event::Stage {
+            stage,
+            phase,
+            reason,
+        } => {
+            let (type_, reason_name, note) = match phase {
+                StagePhase::Running => (Normal, "StageStarted", format!("stage {stage} started")),
+                StagePhase::Gate => (
+                    Normal,
+                    "GateReached",
+                    format!(
+                        "stage {stage}: every system healthy; the gate holds (soak, approvals)"
+                    ),
+                ),
+                StagePhase::Succeeded => (
+                    Normal,
+                    "GatePassed",
+                    format!("stage {stage} passed its gate"),
+                ),
+                StagePhase::Failed => (
+                    Warning,
+                    "StageFailed",
+                    format!("stage {stage} failed{}", why(reason)),
+                ),
+                StagePhase::RolledBack => (
+                    Warning,
+                    "StageRolledBack",
+                    format!("stage {stage} rolled back{}", why(reason)),
+                ),
+                StagePhase::Pending | StagePhase::Skipped => return None,
+            };
+            (type_, reason_name.into(), note, "Stage")
+        }
+        Event::Approved { stage, by, role } => (
+            Normal,
+            "Approved".into(),
+            match role {
+                Some(r) => format!("stage {stage} approved by {by} as {r}"),
+                None => format!("stage {stage} approved by {by}"),
+            },
+            "Approve",
+        ),
+        Event::System {
+            system,
+            phase: SystemPhase::Failed,
+            reason,
+        } => (
+            Warning,
+            "SystemFailed".into(),
+            format!("system {system} failed{}", why(reason)),
+            "Start",
+        ),
+        _ => return None,
+    })
+}

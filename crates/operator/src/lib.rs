@@ -1,0 +1,139 @@
+//! blackstart as a Kubernetes operator.
+//!
+//! Platform teams apply the same playbook file the CLI reads as a
+//! `Playbook`, start a run by creating a `RestartRun`, and steer it with
+//! kubectl. The engine is the CLI's, unchanged: this crate only gives it a
+//! different [`RunStore`](blackstart_engine::RunStore) (the RestartRun's
+//! status, [`store`]) and a different request source (the RestartRun's
+//! spec, [`requests`]).
+//!
+//! - [`crd`]: the two resources, from which the CRDs are generated;
+//! - [`controller`]: reconcile, the per-run drivers, Kubernetes Events;
+//! - [`metrics`]: Prometheus metrics and the health endpoints;
+//! - [`run`]: the operator's main loop, behind a Lease so one replica leads.
+
+pub mod controller;
+pub mod crd;
+pub mod metrics;
+pub mod requests;
+pub mod steer;
+pub mod store;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use kube::runtime::events::Reporter;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+
+pub use controller::{Context, Error, Settings, reconcile};
+pub use crd::{Playbook, RestartRun};
+
+/// The name of the Lease replicas compete for, and of the Events' reporter.
+pub const NAME: &str = "blackstart-operator";
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch RestartRuns in this namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    /// The namespace of the Lease; the client's default when `None`.
+    pub lease_namespace: Option<String>,
+    /// This replica's name in the Lease and in Events (the pod's name).
+    pub identity: String,
+    pub settings: Settings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no Kubernetes API to talk to (no in-cluster config, no kubeconfig): {0}")]
+    Client(#[source] kube::Error),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("leader election on Lease {namespace}/{NAME} failed: {reason}")]
+    Lease { namespace: String, reason: String },
+    #[error(
+        "lost the Lease {namespace}/{NAME} to another replica; exiting so that only one drives runs"
+    )]
+    LostLease { namespace: String },
+}
+
+/// Runs the operator until a signal (graceful: runs pause where they are
+/// and resume from their status on the next leader) or a lost Lease.
+pub async fn run(opts: Options) -> Result<(), OperatorError> {
+    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| OperatorError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
+
+    let lease_ns = opts
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let lease_err = |reason: String| OperatorError::Lease {
+        namespace: lease_ns.clone(),
+        reason,
+    };
+    let manager = LeaseManagerBuilder::new(client.clone(), NAME)
+        .with_namespace(lease_ns.clone())
+        .with_identity(opts.identity.clone())
+        .build()
+        .await
+        .map_err(|e| lease_err(e.to_string()))?;
+    let (mut leading, _lease_task) = manager.watch().await;
+    tracing::info!(identity = %opts.identity, lease = %format!("{lease_ns}/{NAME}"), "waiting to lead");
+    if leading.wait_for(|l| *l).await.is_err() {
+        return Err(lease_err("the lease manager stopped".into()));
+    }
+    metrics.leading.store(true, Ordering::Relaxed);
+    tracing::info!(identity = %opts.identity, "leading: driving RestartRuns");
+
+    let runs: Api<RestartRun> = match &opts.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let reporter = Reporter {
+        controller: NAME.into(),
+        instance: Some(opts.identity.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        reporter,
+        Arc::clone(&metrics),
+        opts.settings,
+    ));
+    let controller = Controller::new(runs, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, controller::error_policy, Arc::clone(&ctx))
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(run = %obj.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        });
+    tokio::select! {
+        () = controller => Ok(()),
+        _ = leading.wait_for(|l| !*l) => {
+            ctx.abandon();
+            Err(OperatorError::LostLease { namespace: lease_ns })
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The operator's RunStore: a RestartRun's status subresource.
+//!
+//! Each event is one JSON Patch to the status: the record is appended to
+//! `status.journal` (nothing before it is ever sent again, so a patch stays
+//! small however long the run), and the summary kubectl shows (phase,
+//! stage, per-stage and per-system phases, conditions) is replaced with
+//! what the journal now folds to. Every patch carries the resourceVersion
+//! the store last saw, so the API server refuses it with 409 Conflict if
+//! the object changed since. A conflict is expected (a person approving
+//! bumps the version) and is retried after a fresh read, but only when the
+//! journal the API server holds is still exactly ours: if another process
+//! appended, this one stops writing rather than fork the run's history.
+//!
+//! The engine's store interface is synchronous (the file journal's fsync
+//! is), so the HTTP round trip runs inside `block_in_place`, which needs
+//! tokio's multi-threaded runtime; on any other the store says so instead
+//! of panicking.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use blackstart_engine::{Event, Record, RunPhase, RunState, RunStore, StagePhase};
+use blackstart_model::Plan;
+
+use crate::crd::{Condition, RestartRun, RestartRunStatus, StageStatus, SystemStatus};
+
+/// How often a conflicting status patch is tried again after a fresh read.
+pub const CONFLICT_RETRIES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot patch the status of RestartRun {run}: {source}")]
+    Patch { run: String, source: kube::Error },
+    #[error("cannot read RestartRun {run}: {source}")]
+    Read { run: String, source: kube::Error },
+    #[error(
+        "the journal of RestartRun {run} was written by someone else (it has {theirs} records, this operator {ours}); stopped writing so the run's history does not fork"
+    )]
+    Fenced {
+        run: String,
+        ours: usize,
+        theirs: usize,
+    },
+    #[error(
+        "RestartRun {run}: the status kept changing; gave up after {CONFLICT_RETRIES} conflicts"
+    )]
+    Contended { run: String },
+    #[error("RestartRun {run}: {reason}")]
+    Fold { run: String, reason: String },
+    #[error("the status store needs tokio's multi-threaded runtime")]
+    Runtime,
+}
+
+/// The RunStore of one RestartRun.
+pub struct StatusStore {
+    api: Api<RestartRun>,
+    name: String,
+    /// The generation of the spec the operator last acted on.
+    generation: Arc<AtomicI64>,
+    /// Every appended record goes here too, for Kubernetes Events and metrics.
+    heralds: Option<mpsc::UnboundedSender<Record>>,
+    /// Held from a record's making to its landing: appends come from many
+    /// tasks at once, and each record must follow the one before.
+    writer: tokio::sync::Mutex<()>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for StatusStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusStore")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    records: Vec<Record>,
+    state: Option<RunState>,
+    plan: Option<Plan>,
+    conditions: Vec<Condition>,
+    resource_version: Option<String>,
+}
+
+impl StatusStore {
+    /// A store for `run` as read from the API server: its journal, checked.
+    pub fn new(
+        api: Api<RestartRun>,
+        run: &RestartRun,
+        generation: Arc<AtomicI64>,
+        heralds: Option<mpsc::UnboundedSender<Record>>,
+    ) -> Result<StatusStore, StoreError> {
+        let name = run.metadata.name.clone().unwrap_or_default();
+        let status = run.status.clone().unwrap_or_default();
+        let records = status.journal;
+        Record::verify_chain(&records).map_err(|reason| StoreError::Fold {
+            run: name.clone(),
+            reason: format!("its journal does not verify: {reason}"),
+        })?;
+        let state = if records.is_empty() {
+            None
+        } else {
+            Some(
+                RunState::fold(records.iter().map(|r| (r.seq, &r.event))).map_err(|e| {
+                    StoreError::Fold {
+                        run: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            )
+        };
+        let plan = match records.first().map(|r| &r.event) {
+            Some(Event::RunStarted { plan, .. }) => Some((**plan).clone()),
+            _ => None,
+        };
+        Ok(StatusStore {
+            api,
+            name,
+            generation,
+            heralds,
+            writer: tokio::sync::Mutex::new(()),
+            inner: Mutex::new(Inner {
+                records,
+                state,
+                plan,
+                conditions: status.conditions,
+                resource_version: run.metadata.resource_version.clone(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.lock().records.clone()
+    }
+
+    /// Appends from async code: the same as [`RunStore::append`], without
+    /// blocking a runtime thread.
+    pub async fn append_async(&self, event: &Event) -> Result<Record, StoreError> {
+        let _writing = self.writer.lock().await;
+        let (record, next_state, ops, run_started) = self.prepare(event)?;
+        let mut attempt = 0;
+        loop {
+            let rv = self.lock().resource_version.clone();
+            let mut all = Vec::with_capacity(ops.len() + 1);
+            if let Some(rv) = rv {
+                // The precondition: the API server answers 409 if the
+                // object changed since this version.
+                all.push(PatchOperation::Replace(ReplaceOperation {
+                    path: pointer("/metadata/resourceVersion"),
+                    value: Value::String(rv),
+                }));
+            }
+            all.extend(ops.iter().cloned());
+            let patch = Patch::Json::<()>(json_patch::Patch(all));
+            match self
+                .api
+                .patch_status(&self.name, &PatchParams::default(), &patch)
+                .await
+            {
+                Ok(obj) => {
+                    let mut g = self.lock();
+                    g.resource_version = obj.metadata.resource_version.clone();
+                    g.records.push(record.clone());
+                    g.state = Some(next_state);
+                    if let Some(status) = obj.status {
+                        g.conditions = status.conditions;
+                    }
+                    if run_started && let Event::RunStarted { plan, .. } = &record.event {
+                        g.plan = Some((**plan).clone());
+                    }
+                    drop(g);
+                    if let Some(h) = &self.heralds {
+                        let _ = h.send(record.clone());
+                    }
+                    return Ok(record);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    self.refresh().await?;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Err(StoreError::Contended {
+                        run: self.name.clone(),
+                    });
+                }
+                Err(source) => {
+                    return Err(StoreError::Patch {
+                        run: self.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// After a conflict: takes the new resourceVersion if the journal on
+    /// the server is still ours, else refuses to write on.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let fresh = self
+            .api
+            .get_status(&self.name)
+            .await
+            .map_err(|source| StoreError::Read {
+                run: self.name.clone(),
+                source,
+            })?;
+        let theirs = fresh
+            .status
+            .as_ref()
+            .map(|s| s.journal.as_slice())
+            .unwrap_or(&[]);
+        let mut g = self.lock();
+        let same = theirs.len() == g.records.len()
+            && theirs.last().map(|r| &r.hash) == g.records.last().map(|r| &r.hash);
+        if !same {
+            return Err(StoreError::Fenced {
+                run: self.name.clone(),
+                ours: g.records.len(),
+                theirs: theirs.len(),
+            });
+        }
+        g.resource_version = fresh.metadata.resource_version;
+        Ok(())
+    }
+
+    /// The record for `event`, the state after it, and the patch that
+    /// writes both.
+    fn prepare(
+        &self,
+        event: &Event,
+    ) -> Result<(Record, RunState, Vec<PatchOperation>, bool), StoreError> {
+        let g = self.lock();
+        let record = Record::next(g.records.last(), event.clone());
+        let fold_err = |e: blackstart_engine::FoldError| StoreError::Fold {
+            run: self.name.clone(),
+            reason: e.to_string(),
+        };
+        let (state, plan) = match (&g.state, event) {
+            (None, Event::RunStarted { plan, .. }) => (
+                RunState::fold([(record.seq, &record.event)]).map_err(fold_err)?,
+                (**plan).clone(),
+            ),
+            (None, _) => {
+                return Err(StoreError::Fold {
+                    run: self.name.clone(),
+                    reason: "the first event of a run must be RunStarted".into(),
+                });
+            }
+            (Some(state), _) => {
+                let mut next = state.clone();
+                next.apply(record.seq, &record.event).map_err(fold_err)?;
+                let plan = g.plan.clone().ok_or_else(|| StoreError::Fold {
+                    run: self.name.clone(),
+                    reason: "the journal has no plan".into(),
+                })?;
+                (next, plan)
+            }
+        };
+        let mut records = g.records.clone();
+        records.push(record.clone());
+        let summary = summarize(
+            &state,
+            &plan,
+            &records,
+            &g.conditions,
+            self.generation.load(Ordering::Relaxed),
+        );
+        let first = g.records.is_empty();
+        drop(g);
+        let ops = if first {
+            let status = RestartRunStatus {
+                journal: vec![record.clone()],
+                ..summary
+            };
+            vec![add(
+                "/status",
+                serde_json::to_value(&status).unwrap_or(Value::Null),
+            )]
+        } else {
+            let mut ops = vec![add(
+                "/status/journal/-",
+                serde_json::to_value(&record).unwrap_or(Value::Null),
+            )];
+            let summary = serde_json::to_value(&summary).unwrap_or(Value::Null);
+            for field in SUMMARY_FIELDS {
+                let value = summary.get(field).cloned().unwrap_or(Value::Null);
+                ops.push(add(&format!("/status/{field}"), value));
+            }
+            ops
+        };
+        Ok((record, state, ops, first))
+    }
+}
+
+/// The status fields derived from the journal, replaced with each event.
+const SUMMARY_FIELDS: [&str; 10] = [
+    "phase",
+    "reason",
+    "planHash",
+    "stage",
+    "stages",
+    "systems",
+    "conditions",
+    "observedGeneration",
+    "startTime",
+    "completionTime",
+];
+
+fn pointer(path: &str) -> PointerBuf {
+    PointerBuf::parse(path).expect("status paths are valid JSON pointers")
+}
+
+fn add(path: &str, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: pointer(path),
+        value,
+    })
+}
+
+impl RunStore for StatusStore {
+    type Error = StoreError;
+
+    fn append(&self, event: &Event) -> Result<Record, StoreError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| StoreError::Runtime)?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(StoreError::Runtime);
+        }
+        tokio::task::block_in_place(|| handle.block_on(self.append_async(event)))
+    }
+
+    fn load(&self) -> Result<Vec<Record>, StoreError> {
+        Ok(self.records())
+    }
+}
+
+/// What kubectl shows, folded from the journal.
+pub fn summarize(
+    state: &RunState,
+    plan: &Plan,
+    records: &[Record],
+    previous: &[Condition],
+    generation: i64,
+) -> RestartRunStatus {
+    let phase = format!("{:?}", state.phase);
+    let stages: Vec<StageStatus> = state
+        .stages
+        .iter()
+        .map(|st| {
+            let roles = plan
+                .stages
+                .iter()
+                .find(|p| p.name == st.name)
+                .map(|p| p.gate.approvals.clone())
+                .unwrap_or_default();
+            let awaiting = if st.phase == StagePhase::Gate {
+                roles
+                    .iter()
+                    .filter(|role| {
+                        !st.approvals.iter().any(|a| match &a.role {
+                            Some(r) => r == *role,
+                            None => roles.len() == 1,
+                        })
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            StageStatus {
+                name: st.name.clone(),
+                phase: format!("{:?}", st.phase),
+                approvals: st
+                    .approvals
+                    .iter()
+                    .map(|a| match &a.role {
+                        Some(r) => format!("{} ({r})", a.by),
+                        None => a.by.clone(),
+                    })
+                    .collect(),
+                awaiting,
+            }
+        })
+        .collect();
+    // The stage under way: the last one that left Pending.
+    let stage = stages
+        .iter()
+        .rev()
+        .find(|s| s.phase != "Pending" && s.phase != "Skipped")
+        .map(|s| s.name.clone());
+    let awaiting: Vec<&str> = stages
+        .iter()
+        .flat_map(|s| s.awaiting.iter().map(String::as_str))
+        .collect();
+    let now = records.last().map(|r| r.at.clone()).unwrap_or_default();
+    let reason = state.reason.clone();
+    let finished = state.phase.is_final();
+    let mut conditions = Vec::new();
+    let mut set = |type_: &str, on: bool, why: &str, message: String| {
+        let status = if on { "True" } else { "False" };
+        let since = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+        conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: why.to_owned(),
+            message,
+            last_transition_time: since,
+            observed_generation: Some(generation),
+        });
+    };
+    let message = reason.clone().unwrap_or_default();
+    set(
+        "Progressing",
+        matches!(state.phase, RunPhase::Running),
+        &phase,
+        message.clone(),
+    );
+    set(
+        "AwaitingApproval",
+        !awaiting.is_empty(),
+        if awaiting.is_empty() {
+            "NoGateWaiting"
+        } else {
+            "GateWaiting"
+        },
+        if awaiting.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "stage `{}` waits for: {}",
+                stage.clone().unwrap_or_default(),
+                awaiting.join(", ")
+            )
+        },
+    );
+    set(
+        "Paused",
+        matches!(state.phase, RunPhase::Paused),
+        &phase,
+        message.clone(),
+    );
+    set(
+        "Succeeded",
+        matches!(state.phase, RunPhase::Succeeded),
+        &phase,
+        message,
+    );
+    RestartRunStatus {
+        phase: Some(phase),
+        reason,
+        plan_hash: Some(state.playbook_hash.clone()),
+        stage,
+        stages,
+        systems: state
+            .systems
+            .iter()
+            .map(|s| SystemStatus {
+                id: s.id.clone(),
+                stage: s.stage.clone(),
+                phase: format!("{:?}", s.phase),
+                reason: s.reason.clone(),
+            })
+            .collect(),
+        conditions,
+        observed_generation: Some(generation),
+        start_time: records.first().map(|r| r.at.clone()),
+        completion_time: finished.then_some(now),
+        journal: Vec::new(),
+    }
+}

@@ -1,0 +1,601 @@
+//! Reconcile scenarios against the mocked API server, one per behaviour.
+//! They run on tokio's multi-threaded runtime, as the operator does: the
+//! status store blocks in place while it patches.
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::json;
+
+use blackstart_engine::{Event, Record};
+
+use crate::crd::RestartRun;
+use crate::fixtures::{FakeApi, phase_is, plant, reconcile_until};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn journal(run: &RestartRun) -> Vec<Record> {
+    run.status.clone().unwrap_or_default().journal
+}
+
+fn stage_phase(run: &RestartRun, stage: &str) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.stages.iter().find(|st| st.name == stage))
+        .map(|st| st.phase.clone())
+        .unwrap_or_default()
+}
+
+fn replicas(fake: &FakeApi, deployment: &str) -> i64 {
+    fake.get("deployments", deployment)["spec"]["replicas"]
+        .as_i64()
+        .unwrap_or(-1)
+}
+
+/// How often each system was started, from the journal.
+fn starts(run: &RestartRun, system: &str) -> usize {
+    journal(run)
+        .iter()
+        .filter(|r| {
+            matches!(&r.event, Event::System { system: s, phase: blackstart_engine::SystemPhase::Starting, reason: None } if s == system)
+        })
+        .count()
+}
+
+fn condition(run: &RestartRun, type_: &str) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_gets_a_finalizer_then_its_plan_and_status() {
+    let fake = plant("{}", false);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| !journal(r).is_empty()).await;
+
+    let requests: Vec<(Method, String)> = fake
+        .log()
+        .into_iter()
+        .map(|l| (l.method, l.path))
+        .take(3)
+        .collect();
+    let base = "/apis/blackstart.dev/v1alpha1/namespaces/plant";
+    assert_eq!(
+        requests,
+        [
+            (Method::PATCH, format!("{base}/restartruns/run-1")),
+            (Method::GET, format!("{base}/playbooks/plant")),
+            (Method::PATCH, format!("{base}/restartruns/run-1/status")),
+        ],
+        "first the finalizer, then the playbook, then the plan into the status"
+    );
+    assert_eq!(
+        run.metadata.finalizers.as_deref(),
+        Some(&["blackstart.dev/run".to_owned()][..])
+    );
+    let status = run.status.clone().unwrap_or_default();
+    assert!(
+        status
+            .plan_hash
+            .as_deref()
+            .is_some_and(|h| h.starts_with("sha256:"))
+    );
+    assert_eq!(
+        status
+            .stages
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["data", "apps"]
+    );
+    assert_eq!(status.systems.len(), 3);
+    assert_eq!(status.observed_generation, Some(1));
+    match &status.journal[0].event {
+        Event::RunStarted { playbook, plan, .. } => {
+            assert_eq!(playbook, "plant");
+            assert_eq!(plan.system_count(), 3);
+        }
+        other => panic!("the first record is {other:?}"),
+    }
+    // The status write is a JSON Patch guarded by the resourceVersion read.
+    let write = fake
+        .log()
+        .into_iter()
+        .find(|l| l.path.ends_with("/status"))
+        .expect("a status write");
+    assert!(
+        write
+            .content_type
+            .starts_with("application/json-patch+json")
+    );
+    assert_eq!(write.body[0]["path"], json!("/metadata/resourceVersion"));
+    assert!(fake.events().iter().any(|(reason, _)| reason == "Planned"));
+    ctx.abandon();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_progress_in_order_and_scale_up_from_zero() {
+    let fake = plant("{}", false);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+
+    assert_eq!(replicas(&fake, "parts-db"), 1);
+    assert_eq!(replicas(&fake, "dealer-portal"), 2);
+    assert_eq!(replicas(&fake, "parts-api"), 2);
+    assert_eq!(
+        fake.get("deployments", "dealer-portal")["metadata"]["annotations"]["blackstart.dev/replicas-before"],
+        json!("0"),
+        "what a stop restores is kept on the workload"
+    );
+    // The database was healthy before either app started.
+    let records = journal(&run);
+    let position = |pred: &dyn Fn(&Event) -> bool| records.iter().position(|r| pred(&r.event));
+    let db_healthy = position(
+        &|e| matches!(e, Event::System { system, phase: blackstart_engine::SystemPhase::Healthy, .. } if system == "parts-db"),
+    );
+    let app_starting = position(
+        &|e| matches!(e, Event::System { system, phase: blackstart_engine::SystemPhase::Starting, .. } if system != "parts-db"),
+    );
+    assert!(db_healthy < app_starting, "{records:#?}");
+    Record::verify_chain(&records).expect("the status journal verifies");
+    assert_eq!(condition(&run, "Succeeded"), "True");
+    assert!(
+        run.status
+            .as_ref()
+            .and_then(|s| s.completion_time.as_ref())
+            .is_some()
+    );
+    let reasons: Vec<String> = fake.events().into_iter().map(|(r, _)| r).collect();
+    for wanted in ["StageStarted", "GateReached", "GatePassed", "RunSucceeded"] {
+        assert!(
+            reasons.iter().any(|r| r == wanted),
+            "no {wanted} Event in {reasons:?}"
+        );
+    }
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("blackstart_stage_duration_seconds_count{playbook=\"plant\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("blackstart_runs{phase=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_waits_for_its_approval_given_in_the_spec() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await;
+    assert_eq!(stage_phase(&run, "data"), "Gate");
+    assert_eq!(
+        run.status.as_ref().and_then(|s| s.stage.clone()).as_deref(),
+        Some("data")
+    );
+    // Waiting a while more starts nothing of the next stage.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |_| true).await;
+    assert_eq!(stage_phase(&run, "apps"), "Pending");
+    assert_eq!(replicas(&fake, "dealer-portal"), 0);
+
+    // What `blackstart approve --k8s` and the documented kubectl patch do.
+    fake.patch_spec(
+        "run-1",
+        json!({"approvals": [{"stage": "data", "by": "alice", "role": "incident-commander"}]}),
+    );
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    assert!(journal(&run).iter().any(|r| matches!(&r.event,
+        Event::Approved { stage, by, role } if stage == "data" && by == "alice" && role.as_deref() == Some("incident-commander"))));
+    assert_eq!(condition(&run, "AwaitingApproval"), "False");
+    assert!(
+        fake.events()
+            .iter()
+            .any(|(r, n)| r == "Approved" && n.contains("alice"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stage_rolls_back_by_scaling_down() {
+    let fake = plant("{}", true);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("RolledBack")).await;
+
+    assert_eq!(stage_phase(&run, "data"), "Succeeded");
+    assert_eq!(stage_phase(&run, "apps"), "RolledBack");
+    assert_eq!(replicas(&fake, "parts-db"), 1, "an earlier stage stays up");
+    assert_eq!(replicas(&fake, "dealer-portal"), 0, "back to what it was");
+    assert_eq!(replicas(&fake, "parts-api"), 0);
+    assert!(
+        fake.get("deployments", "parts-api")["metadata"]["annotations"]
+            .get("blackstart.dev/replicas-before")
+            .is_none(),
+        "a restored workload forgets what it was"
+    );
+    let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
+    assert!(reason.contains("dealer-portal"), "{reason}");
+    assert!(reason.contains("startTimeout"), "{reason}");
+    assert!(fake.events().iter().any(|(r, _)| r == "StageRolledBack"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restart_resumes_from_the_status() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let first = fake.context();
+    reconcile_until(&fake, &first, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await;
+    // The operator dies: its drivers and memory are gone, the status stays.
+    first.abandon();
+    drop(first);
+    let scaled_before = fake
+        .log()
+        .iter()
+        .filter(|l| l.method == Method::PATCH && l.path.ends_with("/deployments/parts-db"))
+        .count();
+
+    fake.patch_spec(
+        "run-1",
+        json!({"approvals": [{"stage": "data", "by": "alice"}]}),
+    );
+    let second = fake.context();
+    let run = reconcile_until(&fake, &second, "run-1", LIMIT, phase_is("Succeeded")).await;
+
+    assert_eq!(
+        starts(&run, "parts-db"),
+        1,
+        "a healthy system is not started again"
+    );
+    let scaled_after = fake
+        .log()
+        .iter()
+        .filter(|l| l.method == Method::PATCH && l.path.ends_with("/deployments/parts-db"))
+        .count();
+    assert_eq!(scaled_before, scaled_after, "parts-db was not scaled again");
+    assert_eq!(starts(&run, "dealer-portal"), 1);
+    Record::verify_chain(&journal(&run)).expect("one unbroken journal across both operators");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_on_a_status_patch_is_retried() {
+    let fake = plant("{}", false);
+    fake.conflict_next_status_patches(2);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+
+    let log = fake.log();
+    let conflicts = log.iter().filter(|l| l.status == 409).count();
+    assert_eq!(conflicts, 2);
+    // Each conflict is followed by a fresh read of the status.
+    let first = log
+        .iter()
+        .position(|l| l.status == 409)
+        .expect("a conflict");
+    assert_eq!(log[first + 1].method, Method::GET);
+    assert!(log[first + 1].path.ends_with("/restartruns/run-1/status"));
+    Record::verify_chain(&journal(&run)).expect("no record lost or doubled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_extended_by_someone_else_is_not_written_over() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await;
+    // A second writer appends a record the first does not know.
+    let mut records = journal(&run);
+    let extra = Record::next(
+        records.last(),
+        Event::Approved {
+            stage: "data".into(),
+            by: "mallory".into(),
+            role: None,
+        },
+    );
+    records.push(extra);
+    let api = fake.runs(&ctx);
+    let store = crate::store::StatusStore::new(
+        api,
+        &fake.run("run-1"),
+        std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)),
+        None,
+    )
+    .expect("a store on the current status");
+    let stale = crate::store::StatusStore::new(
+        fake.runs(&ctx),
+        &run,
+        std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)),
+        None,
+    )
+    .expect("a store on the old status");
+    store
+        .append_async(&Event::Approved {
+            stage: "data".into(),
+            by: "mallory".into(),
+            role: None,
+        })
+        .await
+        .expect("the current store appends");
+    let err = stale
+        .append_async(&Event::Approved {
+            stage: "data".into(),
+            by: "eve".into(),
+            role: None,
+        })
+        .await
+        .expect_err("the stale store must refuse");
+    assert!(err.to_string().contains("written by someone else"), "{err}");
+    ctx.abandon();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_playbook_is_reported_not_started() {
+    let fake = FakeApi::default();
+    fake.create(
+        "restartruns",
+        crate::fixtures::restart_run("run-1", "nowhere"),
+    );
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
+    })
+    .await;
+    assert_eq!(run.phase(), "Pending");
+    assert!(
+        run.status
+            .and_then(|s| s.reason)
+            .is_some_and(|r| r.contains("Playbook plant/nowhere does not exist"))
+    );
+    assert!(fake.events().iter().any(|(r, _)| r == "PlaybookNotUsable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_in_the_spec_holds_the_run_and_unpausing_resumes_it() {
+    let fake = plant("{}", false);
+    fake.patch_spec("run-1", json!({"paused": true}));
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| !journal(r).is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        replicas(&fake, "parts-db"),
+        0,
+        "a paused run starts nothing"
+    );
+    assert_eq!(run.phase(), "Pending");
+    fake.patch_spec("run-1", json!({"paused": false}));
+    reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_in_the_spec_stops_what_the_run_started() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let ctx = fake.context();
+    reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await;
+    assert_eq!(replicas(&fake, "parts-db"), 1);
+    fake.patch_spec("run-1", json!({"rollback": true}));
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("RolledBack")).await;
+    assert_eq!(replicas(&fake, "parts-db"), 0);
+    assert_eq!(stage_phase(&run, "apps"), "Skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_pause_is_written_into_the_spec() {
+    // The apps stage's gate pauses instead of rolling back.
+    let fake = FakeApi::default();
+    let (yaml, deployments) = crate::fixtures::plant_playbook("{}", true);
+    let yaml = yaml.replace(
+        "gate: { onFailure: rollback }",
+        "gate: { onFailure: pause }",
+    );
+    fake.create("playbooks", crate::fixtures::playbook(&yaml));
+    for d in deployments {
+        fake.create("deployments", d);
+    }
+    fake.create(
+        "restartruns",
+        crate::fixtures::restart_run("run-1", "plant"),
+    );
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| r.spec.paused).await;
+    assert_eq!(run.phase(), "Paused");
+    assert_eq!(condition(&run, "Paused"), "True");
+    ctx.abandon();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_run_stops_its_driver_and_releases_the_finalizer() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let ctx = fake.context();
+    reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await;
+    assert!(ctx.driving("plant/run-1"));
+    // What the API server does on `kubectl delete`: mark it, keep it.
+    let mut run = fake.run("run-1");
+    run.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-22T10:05:00Z".parse().expect("a timestamp"),
+    ));
+    let action = crate::controller::reconcile(std::sync::Arc::new(run), ctx.clone())
+        .await
+        .expect("cleanup succeeds");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert!(!ctx.driving("plant/run-1"));
+    let finalizers = fake.run("run-1").metadata.finalizers.unwrap_or_default();
+    assert!(finalizers.is_empty(), "{finalizers:?}");
+    assert_eq!(
+        replicas(&fake, "parts-db"),
+        1,
+        "deleting a run does not undo it"
+    );
+}
+
+#[test]
+fn the_crds_are_structural() {
+    for crd in crate::crd::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        for version in &crd.spec.versions {
+            let schema = version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .expect("every version has a schema");
+            let value = serde_json::to_value(schema).expect("a schema serializes");
+            let mut problems = Vec::new();
+            structural(&value, "", &mut problems);
+            assert!(problems.is_empty(), "{name}: {problems:#?}");
+            assert!(
+                version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+                    || name.starts_with("playbooks"),
+                "{name} has a status subresource"
+            );
+        }
+    }
+}
+
+/// The rules of a structural schema that a derived one can break: a type
+/// everywhere (unless unknown fields are kept), no `$ref`, no
+/// `additionalProperties: false`, not both `properties` and
+/// `additionalProperties`, and nothing but `required` (or hoisted
+/// properties without types) under `oneOf`/`anyOf`.
+fn structural(node: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
+    let Some(map) = node.as_object() else {
+        return;
+    };
+    let keeps_unknown = map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true))
+        || map.get("x-kubernetes-int-or-string") == Some(&json!(true));
+    if !map.contains_key("type") && !keeps_unknown {
+        problems.push(format!("{at}: no type"));
+    }
+    if map.contains_key("$ref") {
+        problems.push(format!("{at}: $ref"));
+    }
+    if map.get("additionalProperties") == Some(&json!(false)) {
+        problems.push(format!("{at}: additionalProperties: false"));
+    }
+    if map.contains_key("properties") && map.contains_key("additionalProperties") {
+        problems.push(format!("{at}: both properties and additionalProperties"));
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        for (i, sub) in map
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let allowed = sub
+                .as_object()
+                .is_some_and(|m| m.keys().all(|k| k == "required"));
+            if !allowed {
+                problems.push(format!("{at}/{key}/{i}: more than `required`: {sub}"));
+            }
+        }
+    }
+    if let Some(props) = map.get("properties").and_then(|p| p.as_object()) {
+        for (name, sub) in props {
+            structural(sub, &format!("{at}.{name}"), problems);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = map.get(key) {
+            structural(sub, &format!("{at}[{key}]"), problems);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_checks_the_run_then_appends_to_the_spec() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let ctx = fake.context();
+    reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await;
+    let client = ctx.client.clone();
+    let err = crate::steer::approve(
+        client.clone(),
+        crate::fixtures::NS,
+        "run-1",
+        "dta",
+        "alice",
+        None,
+    )
+    .await
+    .expect_err("an unknown stage is refused");
+    assert_eq!(
+        err.to_string(),
+        "run run-1 has no stage `dta`; its stages are: data, apps"
+    );
+    let err = crate::steer::approve(
+        client.clone(),
+        crate::fixtures::NS,
+        "run-1",
+        "data",
+        "alice",
+        Some("cfo".into()),
+    )
+    .await
+    .expect_err("a role the gate does not need is refused");
+    assert!(
+        err.to_string().contains("does not need approval by `cfo`"),
+        "{err}"
+    );
+    let err = crate::steer::approve(
+        client.clone(),
+        crate::fixtures::NS,
+        "run-9",
+        "data",
+        "alice",
+        None,
+    )
+    .await
+    .expect_err("an unknown run is refused");
+    assert!(matches!(err, crate::steer::SteerError::NotFound { .. }));
+
+    let role = crate::steer::approve(
+        client.clone(),
+        crate::fixtures::NS,
+        "run-1",
+        "data",
+        "alice",
+        None,
+    )
+    .await
+    .expect("approved");
+    assert_eq!(role.as_deref(), Some("incident-commander"));
+    crate::steer::approve(client, crate::fixtures::NS, "run-1", "data", "bob", None)
+        .await
+        .expect("a second approval appends");
+    let approvals = fake.run("run-1").spec.approvals;
+    assert_eq!(
+        approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    let records = journal(&run);
+    let approved: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Approved { by, .. } => Some(by.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(approved, ["alice", "bob"]);
+}
