@@ -221,6 +221,7 @@ fn bench() -> Result<(), String> {
     bench("blackstart-engine", "journal", &[])?;
     bench_vs_ninja()?;
     bench_drill()?;
+    bench_status()?;
     println!();
     println!("validate + plan of generated playbooks (50 sites), criterion mean:");
     println!("| systems | time | vs. 10x fewer |");
@@ -311,6 +312,61 @@ fn timed(program: &str, args: &[&str]) -> Result<f64, String> {
 }
 
 /// A 10,000-system drill at high speed: wall time and peak memory.
+/// How large a RestartRun's status grows: drills of the example playbook
+/// and of 1,000 generated systems, measured as the operator would store them.
+fn bench_status() -> Result<(), String> {
+    run(
+        &cargo(),
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "blackstart",
+            "-p",
+            "blackstart-model",
+            "-p",
+            "blackstart-operator",
+            "--examples",
+        ],
+    )?;
+    let dir = root().join("target/bench-status");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let synth = Command::new(root().join("target/release/examples/synth"))
+        .args(["1000", "20"])
+        .output()
+        .map_err(|e| format!("cannot run the synth example: {e}"))?;
+    let generated = dir.join("synthetic-1000.yaml");
+    std::fs::write(&generated, synth.stdout).map_err(|e| e.to_string())?;
+    let example = root().join("playbooks/global-restart.yaml");
+    println!();
+    println!("RestartRun status size after a drill (the API server takes at most 1.5 MiB):");
+    for (run_id, playbook) in [
+        ("global", example.as_path()),
+        ("generated", generated.as_path()),
+    ] {
+        let state = dir.join("state");
+        let drill = Command::new(root().join("target/release/blackstart"))
+            .arg("drill")
+            .arg(playbook)
+            .args(["--speed", "100000", "--run-id", run_id, "--state-dir"])
+            .arg(&state)
+            .output()
+            .map_err(|e| format!("cannot run blackstart: {e}"))?;
+        if !drill.status.success() {
+            return Err(format!("the drill of {} failed", playbook.display()));
+        }
+        let size = Command::new(root().join("target/release/examples/status_size"))
+            .arg(&state)
+            .arg(run_id)
+            .output()
+            .map_err(|e| format!("cannot run the status_size example: {e}"))?;
+        print!("- {}", String::from_utf8_lossy(&size.stdout));
+    }
+    Ok(())
+}
+
 fn bench_drill() -> Result<(), String> {
     run(
         &cargo(),
@@ -422,6 +478,7 @@ fn main() -> ExitCode {
         "bench" => bench(),
         "bench-ninja" => bench_vs_ninja(),
         "bench-drill" => bench_drill(),
+        "bench-status" => bench_status(),
         "lab" => ensure_lab(),
         "ci" => ci(),
         "crds" => crds(std::env::args().nth(2).as_deref() == Some("--check")),
@@ -429,7 +486,7 @@ fn main() -> ExitCode {
             eprintln!("usage: cargo xtask <test|bench|crds|ci>");
             eprintln!("  test   everything the suite needs, then every test");
             eprintln!("  bench  run the benchmarks and print the README's table");
-            eprintln!("  bench-ninja, bench-drill  one of them alone");
+            eprintln!("  bench-ninja, bench-drill, bench-status  one of them alone");
             eprintln!(
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"
             );

@@ -1,14 +1,14 @@
 //! blackstart's engine: what a run is made of and where it is kept.
 //!
-//! What is here so far: the run's record, which everything else stands on
-//! (the [`Event`]s of a run, the [`RunState`] folded from them, the one code
-//! path for `status`, `resume` and `audit`; the [`RunStore`] seam and
-//! [`FileJournal`], the CLI's store), and the steps a run takes on a system
-//! ([`step`]: exec, HTTP, TCP, noop; [`probe`]: Kubernetes probe semantics;
-//! [`secrets`]: placeholders resolved late and redacted everywhere). The
-//! scheduler that turns a `Plan` into steps and events comes next; it will
-//! only ever talk to a `RunStore`, so the operator can keep the same events
-//! in a RestartRun's status without the engine knowing.
+//! The run's record, which everything else stands on: the [`Event`]s of a
+//! run, the [`RunState`] folded from them (the one code path for `status`,
+//! `resume` and `audit`), the [`RunStore`] seam and [`FileJournal`], the
+//! CLI's store. The steps a run takes on a system ([`step`]: exec, HTTP,
+//! TCP, Kubernetes workloads, noop; [`probe`]: Kubernetes probe semantics;
+//! [`secrets`]: placeholders resolved late and redacted everywhere). And the
+//! scheduler ([`run`]) that turns a `Plan` into steps and events, talking
+//! only to a `RunStore`, so the operator keeps the same events in a
+//! RestartRun's status without the engine knowing.
 
 pub mod event;
 pub mod inbox;

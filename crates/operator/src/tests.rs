@@ -599,3 +599,91 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         .collect();
     assert_eq!(approved, ["alice", "bob"]);
 }
+
+/// `kubectl apply -f playbooks/x.yaml` must work: every example playbook
+/// reads as the Playbook resource, and planning the resource gives the
+/// plan the CLI gives for the file, to the hash.
+#[test]
+fn every_example_playbook_is_a_playbook_resource_with_the_same_plan() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files: Vec<std::path::PathBuf> = ["playbooks", "manifests/examples"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("the directory exists"))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("kind: Playbook")))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let resource: crate::crd::Playbook = serde_saphyr::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not a Playbook resource: {e}", path.display()));
+        let from_resource = crate::controller::plan_playbook(&resource)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let from_file = blackstart_model::Plan::build(
+            blackstart_model::load(text.as_bytes()).expect("the example is valid"),
+        );
+        assert_eq!(
+            from_resource.playbook_hash,
+            from_file.playbook_hash,
+            "{}",
+            path.display()
+        );
+        assert_eq!(from_resource, from_file, "{}", path.display());
+    }
+}
+
+#[test]
+fn a_rollout_is_ready_only_when_observed_updated_and_available() {
+    use blackstart_engine::step::kubernetes::judge;
+    use blackstart_model::playbook::{Workload, WorkloadKind};
+    let w = Workload {
+        kind: WorkloadKind::Deployment,
+        name: "portal".into(),
+        namespace: Some("dealers".into()),
+    };
+    let obj = |generation: i64, status: serde_json::Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "portal", "generation": generation},
+            "spec": {"replicas": 3},
+            "status": status,
+        }))
+        .expect("a valid object")
+    };
+    let full = json!({"observedGeneration": 5, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3});
+    assert!(judge(&w, &obj(5, full.clone())).ok);
+    let cases = [
+        (
+            obj(6, full),
+            "its controller has not seen the latest spec yet (generation 6, observed 5)",
+        ),
+        (
+            obj(
+                5,
+                json!({"observedGeneration": 5, "replicas": 4, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}),
+            ),
+            "replicas of an older spec still running: 1",
+        ),
+        (
+            obj(
+                5,
+                json!({"observedGeneration": 5, "replicas": 3, "updatedReplicas": 2, "readyReplicas": 3, "availableReplicas": 3}),
+            ),
+            "2 of 3 replicas updated",
+        ),
+        (
+            obj(
+                5,
+                json!({"observedGeneration": 5, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 1}),
+            ),
+            "3 of 3 replicas ready, 1 available",
+        ),
+    ];
+    for (o, want) in cases {
+        let outcome = judge(&w, &o);
+        assert!(!outcome.ok);
+        assert_eq!(outcome.detail, format!("Deployment dealers/portal: {want}"));
+    }
+}

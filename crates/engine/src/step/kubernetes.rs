@@ -180,7 +180,7 @@ pub fn judge(w: &Workload, obj: &DynamicObject) -> Outcome {
     }
     if total > updated {
         return Outcome::failed(format!(
-            "{w}: {} old replicas still running",
+            "{w}: replicas of an older spec still running: {}",
             total - updated
         ));
     }
