@@ -291,9 +291,45 @@ fn help_has_examples() {
         &["plan", "--help"],
         &["validate", "--help"],
         &["diff", "--help"],
+        &["operator", "--help"],
+        &["approve", "--help"],
     ] {
         let run = blackstart(args);
         assert_code(&run, 0);
         assert!(run.stdout.contains("Examples:"), "{args:?}: {}", run.stdout);
     }
+}
+
+#[test]
+fn cluster_commands_without_a_cluster_say_so() {
+    for args in [
+        &["approve", "run-1", "data", "--by", "alice", "--k8s"][..],
+        &["operator", "--listen", "127.0.0.1:0"],
+    ] {
+        let out = std::process::Command::new(blackstart_tests::binary())
+            .args(args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no Kubernetes API to talk to")
+                && stderr.contains("/nonexistent/kubeconfig"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // --namespace only means something with --k8s.
+    let run = blackstart(&[
+        "approve",
+        "run-1",
+        "data",
+        "--by",
+        "alice",
+        "--namespace",
+        "x",
+    ]);
+    assert_code(&run, 2);
 }

@@ -57,6 +57,19 @@ enum Task {
     Failed(String),
 }
 
+/// The request pump of a `run` under way. If that `run` is dropped before
+/// it ends (its task aborted), the pump goes with it rather than record
+/// requests for a run nobody drives.
+struct Pump(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
 /// Runs one run. Cheap to clone; clones drive the same run.
 pub struct Engine<S: RunStore + 'static> {
     inner: Arc<Inner<S>>,
@@ -138,12 +151,14 @@ impl<S: RunStore + 'static> Engine<S> {
 
     /// Runs (or resumes) the run until it ends or pauses.
     pub async fn run(&self) -> Result<RunPhase, EngineError> {
-        let pump = self.spawn_request_pump();
+        let mut pump = Pump(Some(self.spawn_request_pump()));
         let result = self.run_stages().await;
-        pump.abort();
-        // Wait until the pump is really gone: it holds the engine, and with
-        // it the store's lock, which a resume right after must be able to take.
-        let _ = pump.await;
+        if let Some(handle) = pump.0.take() {
+            handle.abort();
+            // Wait until the pump is really gone: it holds the engine, and with
+            // it the store's lock, which a resume right after must be able to take.
+            let _ = handle.await;
+        }
         result
     }
 

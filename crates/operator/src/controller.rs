@@ -41,7 +41,7 @@ use crate::store::{StatusStore, StoreError};
 pub enum Error {
     #[error("RestartRun {0} has no namespace; RestartRuns are namespaced")]
     NoNamespace(String),
-    #[error("cannot patch RestartRun {run}: {source}")]
+    #[error("cannot read or patch RestartRun {run}: {source}")]
     Patch { run: String, source: kube::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -199,7 +199,16 @@ async fn apply(
     if finished && !(run.spec.rollback && phase != "RolledBack") {
         return Ok(Action::await_change());
     }
-    let generation = Arc::new(AtomicI64::new(generation));
+    // The watch cache may lag behind what a driver that just died wrote:
+    // a new driver starts from the API server's own copy.
+    let run = api
+        .get(&run.name_any())
+        .await
+        .map_err(|source| Error::Patch {
+            run: key.clone(),
+            source,
+        })?;
+    let generation = Arc::new(AtomicI64::new(run.metadata.generation.unwrap_or(0)));
     let (heralds, herald_rx) = mpsc::unbounded_channel();
     let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?;
     let playbook_name = if store.records().is_empty() {

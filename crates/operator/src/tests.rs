@@ -60,17 +60,18 @@ async fn a_new_run_gets_a_finalizer_then_its_plan_and_status() {
         .log()
         .into_iter()
         .map(|l| (l.method, l.path))
-        .take(3)
+        .take(4)
         .collect();
     let base = "/apis/blackstart.dev/v1alpha1/namespaces/plant";
     assert_eq!(
         requests,
         [
             (Method::PATCH, format!("{base}/restartruns/run-1")),
+            (Method::GET, format!("{base}/restartruns/run-1")),
             (Method::GET, format!("{base}/playbooks/plant")),
             (Method::PATCH, format!("{base}/restartruns/run-1/status")),
         ],
-        "first the finalizer, then the playbook, then the plan into the status"
+        "first the finalizer, then a fresh read, the playbook, and the plan into the status"
     );
     assert_eq!(
         run.metadata.finalizers.as_deref(),
