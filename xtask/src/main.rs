@@ -312,33 +312,41 @@ fn timed(program: &str, args: &[&str]) -> Result<f64, String> {
 }
 
 /// A 10,000-system drill at high speed: wall time and peak memory.
+/// Builds `packages` in release mode, with their examples.
+fn build_examples(packages: &[&str]) -> Result<(), String> {
+    let mut args = vec!["build", "--release", "--locked"];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    args.push("--examples");
+    run(&cargo(), &args)
+}
+
+/// An empty directory at `path` under the workspace root.
+fn fresh_dir(path: &str) -> Result<PathBuf, String> {
+    let dir = root().join(path);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A generated playbook of `systems` across `sites`, written into `dir`.
+fn synth(systems: u32, sites: u32, dir: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(root().join("target/release/examples/synth"))
+        .args([systems.to_string(), sites.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run the synth example: {e}"))?;
+    let path = dir.join(format!("synthetic-{systems}.yaml"));
+    std::fs::write(&path, out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// How large a RestartRun's status grows: drills of the example playbook
 /// and of 1,000 generated systems, measured as the operator would store them.
 fn bench_status() -> Result<(), String> {
-    run(
-        &cargo(),
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "blackstart",
-            "-p",
-            "blackstart-model",
-            "-p",
-            "blackstart-operator",
-            "--examples",
-        ],
-    )?;
-    let dir = root().join("target/bench-status");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let synth = Command::new(root().join("target/release/examples/synth"))
-        .args(["1000", "20"])
-        .output()
-        .map_err(|e| format!("cannot run the synth example: {e}"))?;
-    let generated = dir.join("synthetic-1000.yaml");
-    std::fs::write(&generated, synth.stdout).map_err(|e| e.to_string())?;
+    build_examples(&["blackstart", "blackstart-model", "blackstart-operator"])?;
+    let dir = fresh_dir("target/bench-status")?;
+    let generated = synth(1000, 20, &dir)?;
     let example = root().join("playbooks/global-restart.yaml");
     println!();
     println!("RestartRun status size after a drill (the API server takes at most 1.5 MiB):");
@@ -368,28 +376,9 @@ fn bench_status() -> Result<(), String> {
 }
 
 fn bench_drill() -> Result<(), String> {
-    run(
-        &cargo(),
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "blackstart",
-            "-p",
-            "blackstart-model",
-            "--examples",
-        ],
-    )?;
-    let dir = root().join("target/bench-drill");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let synth = Command::new(root().join("target/release/examples/synth"))
-        .args(["10000", "50"])
-        .output()
-        .map_err(|e| format!("cannot run the synth example: {e}"))?;
-    let playbook = dir.join("synthetic-10000.yaml");
-    std::fs::write(&playbook, synth.stdout).map_err(|e| e.to_string())?;
+    build_examples(&["blackstart", "blackstart-model"])?;
+    let dir = fresh_dir("target/bench-drill")?;
+    let playbook = synth(10000, 50, &dir)?;
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%e %M"])
         .arg(root().join("target/release/blackstart"))

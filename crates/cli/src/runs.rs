@@ -583,30 +583,9 @@ pub fn approve(
     live(&state)?;
     let plan =
         plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
-    let Some(planned) = plan.stages.iter().find(|s| s.name == stage) else {
-        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-        return Err(CliError::Usage(format!(
-            "run {run} has no stage `{stage}`; its stages are: {}",
-            names.join(", ")
-        )));
-    };
-    let roles = &planned.gate.approvals;
-    let role = match role {
-        Some(r) if !roles.contains(&r) => {
-            return Err(CliError::Usage(format!(
-                "stage `{stage}` does not need approval by `{r}`; it needs: {}",
-                list(roles)
-            )));
-        }
-        None if roles.len() > 1 => {
-            return Err(CliError::Usage(format!(
-                "stage `{stage}` needs approvals by several roles ({}): say which with --role",
-                list(roles)
-            )));
-        }
-        None => roles.first().cloned(),
-        some => some,
-    };
+    let role = plan
+        .approval_role(run, stage, role)
+        .map_err(CliError::Usage)?;
     Inbox::new(&dir)
         .submit(&Request::Approve {
             stage: stage.to_owned(),
@@ -622,14 +601,6 @@ pub fn approve(
         role.map(|r| format!(" as {r}")).unwrap_or_default()
     ));
     Ok(exit::SUCCESS)
-}
-
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "no approval".to_owned()
-    } else {
-        items.join(", ")
-    }
 }
 
 /// `confirm RUN SYSTEM --by NAME`: a person did a manual step.

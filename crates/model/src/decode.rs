@@ -818,40 +818,40 @@ fn check_object_name(what: &str, At(name, pos): &At<String>, cx: &mut Cx<'_>) {
     }
 }
 
+/// The `kind`, `name` and `namespace` every kubernetes step names; the
+/// caller reads its other fields and finishes.
+fn workload_fields<'a>(f: &mut Fields<'a>, cx: &mut Cx<'a>) -> Option<Workload> {
+    let kind = f.req("kind", cx);
+    let name: Option<At<String>> = f.req("name", cx);
+    let namespace: Option<At<String>> = f.opt("namespace", cx);
+    let name = name?;
+    check_object_name("name", &name, cx);
+    if let Some(ns) = &namespace {
+        check_object_name("namespace", ns, cx);
+    }
+    Some(Workload {
+        kind: kind?,
+        name: name.0,
+        namespace: namespace.map(|At(ns, _)| ns),
+    })
+}
+
 impl Decode for Workload {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let mut f = Fields::of(node, "a kubernetes check", cx)?;
-        let kind = f.req("kind", cx);
-        let name: Option<At<String>> = f.req("name", cx);
-        let namespace: Option<At<String>> = f.opt("namespace", cx);
+        let workload = workload_fields(&mut f, cx);
         f.finish(cx);
-        let name = name?;
-        check_object_name("name", &name, cx);
-        if let Some(ns) = &namespace {
-            check_object_name("namespace", ns, cx);
-        }
-        Some(Workload {
-            kind: kind?,
-            name: name.0,
-            namespace: namespace.map(|At(ns, _)| ns),
-        })
+        workload
     }
 }
 
 impl Decode for KubernetesAction {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let mut f = Fields::of(node, "a kubernetes action", cx)?;
-        let kind = f.req("kind", cx);
-        let name: Option<At<String>> = f.req("name", cx);
-        let namespace: Option<At<String>> = f.opt("namespace", cx);
+        let workload = workload_fields(&mut f, cx);
         let replicas = f.opt("replicas", cx);
         let rollout_restart = f.or_default("rolloutRestart", cx);
         f.finish(cx);
-        let name = name?;
-        check_object_name("name", &name, cx);
-        if let Some(ns) = &namespace {
-            check_object_name("namespace", ns, cx);
-        }
         if replicas.is_some() && rollout_restart {
             cx.diags.push(
                 Diagnostic::error(
@@ -862,10 +862,15 @@ impl Decode for KubernetesAction {
             );
             return None;
         }
+        let Workload {
+            kind,
+            name,
+            namespace,
+        } = workload?;
         Some(KubernetesAction {
-            kind: kind?,
-            name: name.0,
-            namespace: namespace.map(|At(ns, _)| ns),
+            kind,
+            name,
+            namespace,
             replicas,
             rollout_restart,
         })

@@ -278,6 +278,46 @@ impl Plan {
         }
     }
 
+    /// The role an approval of `stage` by someone claiming `role` counts
+    /// for, or why it would count for nothing: the stage does not exist,
+    /// its gate does not need that role, or it needs several and none was
+    /// named. Both ways of approving (a journal's inbox, a RestartRun's
+    /// spec) ask this before they record anything.
+    pub fn approval_role(
+        &self,
+        run: &str,
+        stage: &str,
+        role: Option<String>,
+    ) -> Result<Option<String>, String> {
+        let Some(planned) = self.stages.iter().find(|s| s.name == stage) else {
+            let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "run {run} has no stage `{stage}`; its stages are: {}",
+                names.join(", ")
+            ));
+        };
+        let roles = &planned.gate.approvals;
+        let list = || {
+            if roles.is_empty() {
+                "no approval".to_owned()
+            } else {
+                roles.join(", ")
+            }
+        };
+        match role {
+            Some(r) if !roles.contains(&r) => Err(format!(
+                "stage `{stage}` does not need approval by `{r}`; it needs: {}",
+                list()
+            )),
+            None if roles.len() > 1 => Err(format!(
+                "stage `{stage}` needs approvals by several roles ({}): say which with --role",
+                list()
+            )),
+            None => Ok(roles.first().cloned()),
+            some => Ok(some),
+        }
+    }
+
     pub fn systems(&self) -> impl Iterator<Item = (&PlannedStage, &PlannedSystem)> {
         self.stages
             .iter()

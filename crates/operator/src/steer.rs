@@ -58,33 +58,9 @@ pub async fn approve(
             "run {run} has no plan yet (is the operator running, and does its Playbook exist?)"
         )));
     };
-    let Some(planned) = plan.stages.iter().find(|s| s.name == stage) else {
-        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-        return Err(SteerError::Refused(format!(
-            "run {run} has no stage `{stage}`; its stages are: {}",
-            names.join(", ")
-        )));
-    };
-    let roles = &planned.gate.approvals;
-    match &role {
-        Some(r) if !roles.contains(r) => {
-            return Err(SteerError::Refused(format!(
-                "stage `{stage}` does not need approval by `{r}`; it needs: {}",
-                if roles.is_empty() {
-                    "no approval".to_owned()
-                } else {
-                    roles.join(", ")
-                }
-            )));
-        }
-        None if roles.len() > 1 => {
-            return Err(SteerError::Refused(format!(
-                "stage `{stage}` needs approvals by several roles ({}): say which with --role",
-                roles.join(", ")
-            )));
-        }
-        _ => {}
-    }
+    let role = plan
+        .approval_role(run, stage, role)
+        .map_err(SteerError::Refused)?;
     let entry = ApprovalEntry {
         stage: stage.to_owned(),
         by: by.to_owned(),
@@ -112,5 +88,5 @@ pub async fn approve(
             )),
             other => SteerError::Api(other),
         })?;
-    Ok(role.or_else(|| roles.first().cloned()))
+    Ok(role)
 }

@@ -50,6 +50,14 @@ fn condition(run: &RestartRun, type_: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Reconciles run-1 until its first gate waits for an approval.
+async fn at_the_gate(fake: &FakeApi, ctx: &std::sync::Arc<crate::Context>) -> RestartRun {
+    reconcile_until(fake, ctx, "run-1", LIMIT, |r| {
+        condition(r, "AwaitingApproval") == "True"
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_run_gets_a_finalizer_then_its_plan_and_status() {
     let fake = plant("{}", false);
@@ -171,10 +179,7 @@ async fn stages_progress_in_order_and_scale_up_from_zero() {
 async fn a_gate_waits_for_its_approval_given_in_the_spec() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let ctx = fake.context();
-    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        condition(r, "AwaitingApproval") == "True"
-    })
-    .await;
+    let run = at_the_gate(&fake, &ctx).await;
     assert_eq!(stage_phase(&run, "data"), "Gate");
     assert_eq!(
         run.status.as_ref().and_then(|s| s.stage.clone()).as_deref(),
@@ -229,10 +234,7 @@ async fn a_failed_stage_rolls_back_by_scaling_down() {
 async fn an_operator_restart_resumes_from_the_status() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let first = fake.context();
-    reconcile_until(&fake, &first, "run-1", LIMIT, |r| {
-        condition(r, "AwaitingApproval") == "True"
-    })
-    .await;
+    at_the_gate(&fake, &first).await;
     // The operator dies: its drivers and memory are gone, the status stays.
     first.abandon();
     drop(first);
@@ -288,10 +290,7 @@ async fn a_conflict_on_a_status_patch_is_retried() {
 async fn a_journal_extended_by_someone_else_is_not_written_over() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let ctx = fake.context();
-    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        condition(r, "AwaitingApproval") == "True"
-    })
-    .await;
+    let run = at_the_gate(&fake, &ctx).await;
     // A second writer appends a record the first does not know.
     let mut records = journal(&run);
     let extra = Record::next(
@@ -380,10 +379,7 @@ async fn pause_in_the_spec_holds_the_run_and_unpausing_resumes_it() {
 async fn rollback_in_the_spec_stops_what_the_run_started() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let ctx = fake.context();
-    reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        condition(r, "AwaitingApproval") == "True"
-    })
-    .await;
+    at_the_gate(&fake, &ctx).await;
     assert_eq!(replicas(&fake, "parts-db"), 1);
     fake.patch_spec("run-1", json!({"rollback": true}));
     let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("RolledBack")).await;
@@ -419,10 +415,7 @@ async fn a_failure_pause_is_written_into_the_spec() {
 async fn deleting_a_run_stops_its_driver_and_releases_the_finalizer() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let ctx = fake.context();
-    reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        condition(r, "AwaitingApproval") == "True"
-    })
-    .await;
+    at_the_gate(&fake, &ctx).await;
     assert!(ctx.driving("plant/run-1"));
     // What the API server does on `kubectl delete`: mark it, keep it.
     let mut run = fake.run("run-1");
@@ -525,10 +518,7 @@ fn structural(node: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
 async fn approve_checks_the_run_then_appends_to_the_spec() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let ctx = fake.context();
-    reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        condition(r, "AwaitingApproval") == "True"
-    })
-    .await;
+    at_the_gate(&fake, &ctx).await;
     let client = ctx.client.clone();
     let err = crate::steer::approve(
         client.clone(),
