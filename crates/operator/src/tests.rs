@@ -678,3 +678,145 @@ fn a_rollout_is_ready_only_when_observed_updated_and_available() {
         assert_eq!(outcome.detail, format!("Deployment dealers/portal: {want}"));
     }
 }
+
+/// GETs `path` from the metrics server over a real socket.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut response = String::new();
+    tokio::time::timeout(LIMIT, stream.read_to_string(&mut response))
+        .await
+        .expect("answers in time")
+        .expect("reads");
+    response
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_served_over_http() {
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    metrics.set_phase("plant/run-1", "Running");
+    metrics.set_phase("plant/run-2", "Running");
+    metrics.set_phase("plant/run-1", "Succeeded");
+    metrics.probe_failures("plant").inc();
+    metrics.stage_finished("plant", 42.0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let server = tokio::spawn(crate::metrics::serve(
+        listener,
+        std::sync::Arc::clone(&metrics),
+    ));
+
+    let body = get(addr, "/metrics").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("application/openmetrics-text"), "{body}");
+    for line in [
+        "blackstart_runs{phase=\"Running\"} 1",
+        "blackstart_runs{phase=\"Succeeded\"} 1",
+        "blackstart_runs{phase=\"Failed\"} 0",
+        "blackstart_probe_failures_total{playbook=\"plant\"} 1",
+        "blackstart_stage_duration_seconds_count{playbook=\"plant\"} 1",
+        "blackstart_stage_duration_seconds_bucket{le=\"64.0\",playbook=\"plant\"} 1",
+    ] {
+        assert!(body.contains(line), "no `{line}` in {body}");
+    }
+    assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    let ready = get(addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("standby"),
+        "{ready}"
+    );
+    metrics
+        .leading
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(get(addr, "/readyz").await.contains("leading"));
+    assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_steps_scale_restart_restore_and_report_api_errors() {
+    use blackstart_engine::step::{StepContext, kubernetes::Cluster, run_action, run_check};
+    use blackstart_model::playbook::{Action, Check, KubernetesAction, Workload, WorkloadKind};
+    let fake = FakeApi::default();
+    let mut db = crate::fixtures::deployment("parts-db", false);
+    db["spec"]["replicas"] = json!(2);
+    fake.create("deployments", db);
+    let cx = StepContext::new(blackstart_engine::secrets::Secrets::from_env(), LIMIT)
+        .expect("a step context")
+        .with_cluster(Cluster {
+            client: fake.client(),
+            namespace: crate::fixtures::NS.into(),
+        });
+    let action = |replicas: Option<u32>, rollout_restart: bool, name: &str| {
+        Action::Kubernetes(KubernetesAction {
+            kind: WorkloadKind::Deployment,
+            name: name.into(),
+            namespace: None,
+            replicas,
+            rollout_restart,
+        })
+    };
+    let annotation = |f: &FakeApi| {
+        f.get("deployments", "parts-db")["metadata"]["annotations"]["blackstart.dev/replicas-before"].clone()
+    };
+
+    let outcome = run_action(&action(Some(5), false, "parts-db"), &cx).await;
+    assert!(outcome.ok, "{outcome:?}");
+    assert_eq!(replicas(&fake, "parts-db"), 5);
+    assert_eq!(annotation(&fake), json!("2"));
+    // A start repeated (a resume) keeps the first count.
+    assert!(
+        run_action(&action(Some(6), false, "parts-db"), &cx)
+            .await
+            .ok
+    );
+    assert_eq!(annotation(&fake), json!("2"));
+
+    let outcome = run_action(&action(None, true, "parts-db"), &cx).await;
+    assert_eq!(outcome.detail, "rollout restart Deployment parts-db");
+    let restarted = &fake.get("deployments", "parts-db")["spec"]["template"]["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/restartedAt"];
+    assert!(
+        restarted.as_str().is_some_and(|t| t.starts_with("20")),
+        "{restarted}"
+    );
+
+    let ready = Check::Kubernetes(Workload {
+        kind: WorkloadKind::Deployment,
+        name: "parts-db".into(),
+        namespace: None,
+    });
+    let outcome = run_check(&ready, &cx).await;
+    assert!(outcome.ok, "{outcome:?}");
+    assert_eq!(outcome.detail, "Deployment parts-db: 6 of 6 replicas ready");
+
+    // The stop: back to what it was before blackstart scaled it.
+    assert!(run_action(&action(None, false, "parts-db"), &cx).await.ok);
+    assert_eq!(replicas(&fake, "parts-db"), 2);
+    assert_eq!(annotation(&fake), serde_json::Value::Null);
+
+    let missing = run_action(&action(Some(1), false, "nowhere"), &cx).await;
+    assert!(!missing.ok);
+    assert!(
+        missing.detail.starts_with("Deployment nowhere: "),
+        "{}",
+        missing.detail
+    );
+    assert!(missing.detail.ends_with("(404)"), "{}", missing.detail);
+
+    let no_cluster = StepContext::new(blackstart_engine::secrets::Secrets::from_env(), LIMIT)
+        .expect("a step context");
+    let outcome = run_check(&ready, &no_cluster).await;
+    assert!(!outcome.ok);
+    assert!(
+        outcome.detail.contains("no Kubernetes cluster to talk to"),
+        "{}",
+        outcome.detail
+    );
+}
