@@ -820,3 +820,68 @@ async fn kubernetes_steps_scale_restart_restore_and_report_api_errors() {
         outcome.detail
     );
 }
+
+#[test]
+fn a_confirmation_in_the_spec_is_taken_once_even_across_an_operator_restart() {
+    use crate::crd::{ConfirmationEntry, RestartRunSpec};
+    use blackstart_engine::RequestSource;
+    let spec = RestartRunSpec {
+        confirmations: vec![
+            ConfirmationEntry {
+                system: "plc".into(),
+                by: "olga".into(),
+                at: None,
+            },
+            ConfirmationEntry {
+                system: "plc".into(),
+                by: "olga".into(),
+                at: None,
+            },
+        ],
+        ..RestartRunSpec::default()
+    };
+    let (tx, rx) = tokio::sync::watch::channel(spec.clone());
+    let confirmations = |source: &crate::requests::SpecRequests| {
+        source
+            .pending()
+            .expect("pending requests")
+            .into_iter()
+            .filter(|(_, r)| matches!(r, blackstart_engine::Request::Confirm { .. }))
+            .map(|(token, _)| token)
+            .collect::<Vec<_>>()
+    };
+    // A fresh operator, nothing recorded: both are offered.
+    let source = crate::requests::SpecRequests::new(rx.clone(), &[]);
+    let tokens = confirmations(&source);
+    assert_eq!(tokens.len(), 2);
+    source.ack(&tokens[0]).expect("acked");
+    assert_eq!(confirmations(&source), tokens[1..]);
+
+    // A restarted operator whose journal recorded one (the start's): only
+    // the second (the manual stop's) is still offered.
+    let started = Record::next(
+        None,
+        Event::Run {
+            phase: blackstart_engine::RunPhase::Running,
+            reason: None,
+        },
+    );
+    let confirmed = Record::next(
+        Some(&started),
+        Event::Confirmed {
+            system: "plc".into(),
+            by: "olga".into(),
+        },
+    );
+    let restarted = crate::requests::SpecRequests::new(rx, &[started, confirmed]);
+    assert_eq!(confirmations(&restarted), tokens[1..]);
+    // A confirmation added later is offered too.
+    tx.send_modify(|s| {
+        s.confirmations.push(ConfirmationEntry {
+            system: "gw".into(),
+            by: "ali".into(),
+            at: None,
+        })
+    });
+    assert_eq!(confirmations(&restarted).len(), 2);
+}
