@@ -72,20 +72,7 @@ impl Record {
     pub fn verify_chain(records: &[Record]) -> Result<(), String> {
         let mut prev: Option<&Record> = None;
         for r in records {
-            let (want_seq, want_prev) = prev.map_or((1, GENESIS), |p| (p.seq + 1, p.hash.as_str()));
-            if r.seq != want_seq {
-                return Err(format!(
-                    "event {} where event {want_seq} should be: a record was removed, added or moved",
-                    r.seq
-                ));
-            }
-            if r.prev != want_prev {
-                return Err(format!(
-                    "event {} does not follow the hash of event {}: the chain is broken",
-                    r.seq,
-                    want_seq - 1
-                ));
-            }
+            follows(prev, r)?;
             let (_, hash) = encode(r.seq, &r.at, &r.prev, &r.event);
             if hash != r.hash {
                 return Err(format!(
@@ -97,6 +84,26 @@ impl Record {
         }
         Ok(())
     }
+}
+
+/// Checks that `record` is the one that must come after `prev` (the first
+/// when `None`): the next number, and the previous record's hash.
+fn follows(prev: Option<&Record>, record: &Record) -> Result<(), String> {
+    let (want_seq, want_prev) = prev.map_or((1, GENESIS), |p| (p.seq + 1, p.hash.as_str()));
+    if record.seq != want_seq {
+        return Err(format!(
+            "event {} where event {want_seq} should be: a record was removed, added or moved",
+            record.seq
+        ));
+    }
+    if record.prev != want_prev {
+        return Err(format!(
+            "event {} does not follow the hash of event {}: the chain is broken",
+            record.seq,
+            want_seq - 1
+        ));
+    }
+    Ok(())
 }
 
 /// The part of a record its hash covers, in the order it is written.
@@ -240,23 +247,7 @@ fn scan(path: &Path, file: &mut File) -> Result<Scan, JournalError> {
             reason,
         };
         let record = decode(line).map_err(&corrupt)?;
-        let (want_seq, want_prev) = match records.last() {
-            Some(r) => (r.seq + 1, r.hash.as_str()),
-            None => (1, GENESIS),
-        };
-        if record.seq != want_seq {
-            return Err(corrupt(format!(
-                "event {} where event {want_seq} should be: a record was removed, added or moved",
-                record.seq
-            )));
-        }
-        if record.prev != want_prev {
-            return Err(corrupt(format!(
-                "event {} does not follow the hash of event {}: the chain is broken",
-                record.seq,
-                want_seq - 1
-            )));
-        }
+        follows(records.last(), &record).map_err(&corrupt)?;
         records.push(record);
     }
     Ok(Scan {
