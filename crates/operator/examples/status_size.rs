@@ -34,7 +34,14 @@ fn main() {
     };
     let status = RestartRunStatus {
         journal: records.clone(),
-        ..blackstart_operator::store::summarize(&state, plan, &records, &[], 1)
+        ..blackstart_operator::store::summarize(
+            &state,
+            plan,
+            &records[0].at,
+            &records[records.len() - 1].at,
+            &[],
+            1,
+        )
     };
     let total = serde_json::to_vec(&status).map_or(0, |v| v.len());
     let plan_bytes = serde_json::to_vec(&records[0]).map_or(0, |v| v.len());

@@ -151,7 +151,7 @@ pub async fn reconcile(run: Arc<RestartRun>, ctx: Arc<Context>) -> Result<Action
         .namespace()
         .ok_or_else(|| Error::NoNamespace(run.name_any()))?;
     let api: Api<RestartRun> = Api::namespaced(ctx.client.clone(), &ns);
-    ctx.metrics.set_phase(&key(&run), &run.phase());
+    ctx.metrics.set_phase(&key(&run), run.phase());
     finalizer(&api, FINALIZER, run, |event| async {
         match event {
             Finalizer::Apply(run) => apply(run, &ctx, &api).await,
@@ -194,9 +194,7 @@ async fn apply(
             drivers.remove(&key);
         }
     }
-    let phase = run.phase();
-    let finished = matches!(&*phase, "Succeeded" | "Failed" | "RolledBack");
-    if finished && !(run.spec.rollback && phase != "RolledBack") {
+    if run.has_ended() && !(run.spec.rollback && run.phase() != "RolledBack") {
         return Ok(Action::await_change());
     }
     // The watch cache may lag behind what a driver that just died wrote:
@@ -211,7 +209,8 @@ async fn apply(
     let generation = Arc::new(AtomicI64::new(run.metadata.generation.unwrap_or(0)));
     let (heralds, herald_rx) = mpsc::unbounded_channel();
     let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?;
-    let playbook_name = if store.records().is_empty() {
+    let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
+    let playbook_name = if new_run {
         match plan_for(&run, ctx).await {
             Ok(plan) => {
                 let name = plan.playbook.clone();

@@ -8,8 +8,6 @@
 //! is what the operator records, and the run's hash-chained journal lives in
 //! that status, so an operator that restarts resumes from the API server.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -208,11 +206,16 @@ fn journal_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 impl RestartRun {
     /// The phase, `Pending` before the operator has written any status.
-    pub fn phase(&self) -> Cow<'_, str> {
+    pub fn phase(&self) -> &str {
         self.status
             .as_ref()
             .and_then(|s| s.phase.as_deref())
-            .map_or(Cow::Borrowed("Pending"), Cow::Borrowed)
+            .unwrap_or("Pending")
+    }
+
+    /// Whether the run is over: Succeeded, Failed or RolledBack.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.phase(), "Succeeded" | "Failed" | "RolledBack")
     }
 }
 

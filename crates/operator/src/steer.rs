@@ -42,10 +42,10 @@ pub async fn approve(
             namespace: namespace.to_owned(),
             run: run.to_owned(),
         })?;
-    let phase = obj.phase();
-    if matches!(&*phase, "Succeeded" | "Failed" | "RolledBack") {
+    if obj.has_ended() {
         return Err(SteerError::Refused(format!(
-            "run {run} has ended ({phase}); there is nothing left to approve"
+            "run {run} has ended ({}); there is nothing left to approve",
+            obj.phase()
         )));
     }
     let journal = obj

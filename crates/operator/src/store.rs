@@ -82,7 +82,6 @@ impl std::fmt::Debug for StatusStore {
 struct Inner {
     records: Vec<Record>,
     state: Option<RunState>,
-    plan: Option<Plan>,
     conditions: Vec<Condition>,
     resource_version: Option<String>,
 }
@@ -114,10 +113,6 @@ impl StatusStore {
                 })?,
             )
         };
-        let plan = match records.first().map(|r| &r.event) {
-            Some(Event::RunStarted { plan, .. }) => Some((**plan).clone()),
-            _ => None,
-        };
         Ok(StatusStore {
             api,
             name,
@@ -127,7 +122,6 @@ impl StatusStore {
             inner: Mutex::new(Inner {
                 records,
                 state,
-                plan,
                 conditions: status.conditions,
                 resource_version: run.metadata.resource_version.clone(),
             }),
@@ -146,7 +140,7 @@ impl StatusStore {
     /// blocking a runtime thread.
     pub async fn append_async(&self, event: &Event) -> Result<Record, StoreError> {
         let _writing = self.writer.lock().await;
-        let (record, next_state, ops, run_started) = self.prepare(event)?;
+        let (record, next_state, ops) = self.prepare(event)?;
         let mut attempt = 0;
         loop {
             let rv = self.lock().resource_version.clone();
@@ -173,9 +167,6 @@ impl StatusStore {
                     g.state = Some(next_state);
                     if let Some(status) = obj.status {
                         g.conditions = status.conditions;
-                    }
-                    if run_started && let Event::RunStarted { plan, .. } = &record.event {
-                        g.plan = Some((**plan).clone());
                     }
                     drop(g);
                     if let Some(h) = &self.heralds {
@@ -237,40 +228,41 @@ impl StatusStore {
     fn prepare(
         &self,
         event: &Event,
-    ) -> Result<(Record, RunState, Vec<PatchOperation>, bool), StoreError> {
+    ) -> Result<(Record, RunState, Vec<PatchOperation>), StoreError> {
         let g = self.lock();
         let record = Record::next(g.records.last(), event.clone());
         let fold_err = |e: blackstart_engine::FoldError| StoreError::Fold {
             run: self.name.clone(),
             reason: e.to_string(),
         };
-        let (state, plan) = match (&g.state, event) {
-            (None, Event::RunStarted { plan, .. }) => (
-                RunState::fold([(record.seq, &record.event)]).map_err(fold_err)?,
-                (**plan).clone(),
-            ),
-            (None, _) => {
-                return Err(StoreError::Fold {
-                    run: self.name.clone(),
-                    reason: "the first event of a run must be RunStarted".into(),
-                });
-            }
-            (Some(state), _) => {
+        // The plan is the first record's: the one being made, or the one kept.
+        let (state, plan) = match (&g.state, g.records.first()) {
+            (Some(state), Some(first)) => {
                 let mut next = state.clone();
                 next.apply(record.seq, &record.event).map_err(fold_err)?;
-                let plan = g.plan.clone().ok_or_else(|| StoreError::Fold {
-                    run: self.name.clone(),
-                    reason: "the journal has no plan".into(),
-                })?;
-                (next, plan)
+                (next, &first.event)
             }
+            // A new run: its first record must be RunStarted, as the fold says.
+            _ => (
+                RunState::fold([(record.seq, &record.event)]).map_err(fold_err)?,
+                &record.event,
+            ),
         };
-        let mut records = g.records.clone();
-        records.push(record.clone());
+        let Event::RunStarted { plan, .. } = plan else {
+            return Err(StoreError::Fold {
+                run: self.name.clone(),
+                reason: "the first event of a run must be RunStarted".into(),
+            });
+        };
+        let started = g
+            .records
+            .first()
+            .map_or(record.at.as_str(), |r| r.at.as_str());
         let summary = summarize(
             &state,
-            &plan,
-            &records,
+            plan,
+            started,
+            &record.at,
             &g.conditions,
             self.generation.load(Ordering::Relaxed),
         );
@@ -297,7 +289,7 @@ impl StatusStore {
             }
             ops
         };
-        Ok((record, state, ops, first))
+        Ok((record, state, ops))
     }
 }
 
@@ -343,10 +335,12 @@ impl RunStore for StatusStore {
 }
 
 /// What kubectl shows, folded from the journal.
+/// `started` is when the run's first record was made, `now` its latest's.
 pub fn summarize(
     state: &RunState,
     plan: &Plan,
-    records: &[Record],
+    started: &str,
+    now: &str,
     previous: &[Condition],
     generation: i64,
 ) -> RestartRunStatus {
@@ -400,7 +394,6 @@ pub fn summarize(
         .iter()
         .flat_map(|s| s.awaiting.iter().map(String::as_str))
         .collect();
-    let now = records.last().map(|r| r.at.clone()).unwrap_or_default();
     let reason = state.reason.clone();
     let finished = state.phase.is_final();
     let mut conditions = Vec::new();
@@ -409,7 +402,7 @@ pub fn summarize(
         let since = previous
             .iter()
             .find(|c| c.type_ == type_ && c.status == status)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+            .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
         conditions.push(Condition {
             type_: type_.to_owned(),
             status: status.to_owned(),
@@ -474,8 +467,8 @@ pub fn summarize(
             .collect(),
         conditions,
         observed_generation: Some(generation),
-        start_time: records.first().map(|r| r.at.clone()),
-        completion_time: finished.then_some(now),
+        start_time: Some(started.to_owned()),
+        completion_time: finished.then(|| now.to_owned()),
         journal: Vec::new(),
     }
 }
