@@ -159,7 +159,12 @@ fn missing_files_and_bad_usage_exit_2() {
     );
     let run = blackstart(&["validate", "playbooks"]);
     assert_code(&run, 2);
-    assert!(run.stderr.contains("it is a directory"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("playbooks is a directory; a playbook must be a regular file"),
+        "{}",
+        run.stderr
+    );
     let run = blackstart(&["plan", GLOBAL, "--format", "pdf"]);
     assert_code(&run, 2);
     let run = blackstart(&["frobnicate"]);

@@ -98,7 +98,7 @@ enum Command {
     /// Run a playbook: stage by stage, each system started once what it
     /// depends on is healthy, each gate held until it passes.
     #[command(
-        after_help = "Examples:\n  blackstart apply playbooks/local-lab.yaml\n  blackstart plan playbooks/global-restart.yaml -o plan.json   # reviewed in a PR\n  blackstart apply playbooks/global-restart.yaml --plan plan.json --run-id ir-2025-09\n\nCtrl-C pauses gracefully (no new starts; steps under way finish); `resume` carries on.\nFrom another terminal: `status`, `approve`, `confirm`.\nExits 0 when the run succeeds, 1 when it fails, rolls back or pauses, 3 when --plan no longer matches, 4 when the run is locked."
+        after_help = "Examples:\n  blackstart apply playbooks/local-lab.yaml\n  blackstart plan playbooks/global-restart.yaml -o plan.json   # reviewed in a PR\n  blackstart apply playbooks/global-restart.yaml --plan plan.json --run-id ir-2025-09\n\nEvery ${env:NAME} the playbook reads must be set before anything starts (else exit 2); steps\nget a clean environment: PATH, HOME, LANG, TZ, what they declare, and `inheritEnv`.\nCtrl-C or SIGTERM pauses gracefully (no new starts; steps under way finish); `resume` carries\non. A second one kills the steps under way, journals them interrupted and exits 130.\nFrom another terminal: `status`, `approve`, `confirm`.\nExits 0 when the run succeeds, 1 when it fails, rolls back or pauses, 3 when --plan no longer matches, 4 when the run is locked."
     )]
     Apply {
         /// The playbook file.
@@ -143,19 +143,39 @@ enum Command {
     },
     /// Carry on a paused or interrupted run from its journal.
     #[command(
-        after_help = "Examples:\n  blackstart resume ir-2025-09\n\nSystems already healthy are not started again; those a crash caught mid-step are probed first."
+        after_help = "Examples:\n  blackstart resume ir-2025-09\n  blackstart resume ir-2025-09 --playbook playbooks/global-restart.yaml\n\nThe playbook file `apply` ran is read again and planned: the run resumes only if that\nplan is the journal's (else exit 3). With neither that file nor --playbook readable,\n--trust-journal resumes from the journal's own copy of the plan.\n\nSystems already healthy are not started again. A start a crash cut short is waited for\nwhile its process still runs, then probed; it is started again only when it certainly\nended and health says the system is down, or when its action is idempotent. A system\nwithout health checks waits for `confirm` or `retry`. A run whose rollback began\nfinishes its rollback."
     )]
     Resume {
         run: String,
+        #[command(flatten)]
+        trust: TrustArgs,
         #[command(flatten)]
         state: StateDir,
     },
     /// Stop everything a paused, failed or finished run started, dependents first.
     #[command(
-        after_help = "Examples:\n  blackstart rollback ir-2025-09\n\nExits 0 when every stop action succeeded, 1 otherwise."
+        after_help = "Examples:\n  blackstart rollback ir-2025-09 --by alice\n\nThe rollback is journaled, with what it will stop, before the first stop; a rollback cut\nshort (a crash, Ctrl-C) is finished by running it again, or by `resume`, and no system is\nstopped twice. A run rolled back already is left as it is.\nExits 0 when every stop action succeeded, 1 otherwise, 3 when the playbook no longer\nmatches the journal."
     )]
     Rollback {
         run: String,
+        /// Who asks for the rollback; recorded in the journal.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Start again a system whose start a crash left unknown.
+    #[command(
+        after_help = "Examples:\n  blackstart retry ir-2025-09 wolv-plc-gateway --by olga\n\nFor a system without health checks whose start was cut short by a crash: the run waits\nfor `confirm` (it is up) or `retry` (start it again, as a new attempt). Works from any\nterminal while `apply` or `resume` waits, like `approve`."
+    )]
+    Retry {
+        run: String,
+        system: String,
+        /// Who asks; recorded in the journal.
+        #[arg(long)]
+        by: String,
         #[command(flatten)]
         state: StateDir,
     },
@@ -224,18 +244,34 @@ enum Command {
     },
     /// The run's timeline for the post-incident review, or a check of its hash chain.
     #[command(
-        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n\n--verify exits 1 and names the first record that does not match."
+        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n  blackstart audit ir-2025-09 --verify --head 3f1c…\n\n--verify prints `head: SEQ SHA256` and exits 0 when the chain is intact; it exits 1 and\nsays why when a record was changed, the journal is empty or ends in an unfinished write,\nrecords follow that do not continue the chain, or the --head record is not in it."
     )]
     Audit {
         run: String,
-        /// Check every record against its hash and the chain; print nothing else.
+        /// Check every record against its hash and the chain, and print the head.
         #[arg(long)]
         verify: bool,
+        /// With --verify: fail unless the record with this hash (a head kept
+        /// earlier, as notifications carry it) is in the chain.
+        #[arg(long, value_name = "SHA256", requires = "verify")]
+        head: Option<String>,
         #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
         format: AuditFormat,
         #[command(flatten)]
         state: StateDir,
     },
+}
+
+/// How `resume` and `rollback` make sure the journal's plan is the playbook's.
+#[derive(Debug, clap::Args)]
+struct TrustArgs {
+    /// The playbook to check the journal against [default: the file `apply` ran].
+    #[arg(long, value_name = "FILE")]
+    playbook: Option<PathBuf>,
+    /// Go on from the journal's own copy of the plan when no playbook file
+    /// can be read (the journal cannot prove itself: say why you trust it).
+    #[arg(long)]
+    trust_journal: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -278,8 +314,19 @@ enum DiffFormat {
 enum CliError {
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: io::Error },
-    #[error("{path} is {size} bytes; a playbook may be at most {} MiB", MAX_INPUT_BYTES / (1024 * 1024))]
-    TooLarge { path: String, size: u64 },
+    #[error("{path} is {size} bytes; {what} may be at most {} MiB", limit / (1024 * 1024))]
+    TooLarge {
+        path: String,
+        what: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{path} is {kind}; {what} must be a regular file")]
+    NotRegular {
+        path: String,
+        what: String,
+        kind: &'static str,
+    },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: io::Error },
     /// The diagnostics were printed already; this carries the count.
@@ -291,6 +338,9 @@ enum CliError {
     StalePlan { reviewed: String, now: String },
     #[error("{0}")]
     Usage(String),
+    /// The journal's plan is not what its playbook compiles to.
+    #[error("{0}")]
+    Mismatch(String),
     #[error(transparent)]
     Journal(#[from] blackstart_engine::JournalError),
     #[error(transparent)]
@@ -299,12 +349,21 @@ enum CliError {
     Runtime(String),
 }
 
+impl From<TrustArgs> for runs::Trust {
+    fn from(t: TrustArgs) -> runs::Trust {
+        runs::Trust {
+            playbook: t.playbook,
+            trust_journal: t.trust_journal,
+        }
+    }
+}
+
 impl CliError {
     fn exit_code(&self) -> u8 {
         use blackstart_engine::JournalError as J;
         match self {
             CliError::Write { .. } | CliError::Runtime(_) | CliError::Engine(_) => exit::FAILED,
-            CliError::StalePlan { .. } => exit::STALE_PLAN,
+            CliError::StalePlan { .. } | CliError::Mismatch(_) => exit::STALE_PLAN,
             CliError::Journal(J::Locked { .. }) => exit::LOCKED,
             CliError::Journal(J::Io { .. } | J::Corrupt { .. } | J::Poisoned { .. }) => {
                 exit::FAILED
@@ -363,41 +422,75 @@ fn display(path: &Path) -> String {
     }
 }
 
-/// Reads at most one byte past the limit, so a huge file or an endless
-/// stream such as /dev/zero is refused in bounded time and memory.
+/// The largest JSON plan `apply --plan` reads: a 100,000-system plan is
+/// about 100 MB.
+const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads a playbook (or standard input), refusing what is not a regular
+/// file or is over the size limit before reading a byte of it.
 fn read_limited(path: &Path) -> Result<Vec<u8>, CliError> {
+    read_regular(path, MAX_INPUT_BYTES as u64, "a playbook")
+}
+
+/// Reads a file that must be regular and at most `limit` bytes: a FIFO
+/// would hang the read and a device such as /dev/zero never ends, so both
+/// are refused after an open that cannot block (O_NONBLOCK) and an fstat.
+/// Standard input (`-`) is read up to one byte past the limit.
+fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, CliError> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
     let name = display(path);
     let read_err = |source| CliError::Read {
         path: name.clone(),
         source,
     };
-    let limit = MAX_INPUT_BYTES as u64 + 1;
+    let too_large = |size| CliError::TooLarge {
+        path: name.clone(),
+        what: what.to_owned(),
+        size,
+        limit,
+    };
     let mut bytes = Vec::new();
     if path == Path::new("-") {
         io::stdin()
             .lock()
-            .take(limit)
+            .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(read_err)?;
     } else {
-        let file = std::fs::File::open(path).map_err(read_err)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
-        if meta.is_dir() {
-            return Err(read_err(io::Error::other("it is a directory")));
-        }
-        if meta.len() > MAX_INPUT_BYTES as u64 {
-            return Err(CliError::TooLarge {
+        let kind = meta.file_type();
+        let not_regular = if kind.is_dir() {
+            Some("a directory")
+        } else if kind.is_fifo() {
+            Some("a FIFO (named pipe)")
+        } else if kind.is_char_device() || kind.is_block_device() {
+            Some("a device")
+        } else if kind.is_socket() {
+            Some("a socket")
+        } else if !kind.is_file() {
+            Some("not a regular file")
+        } else {
+            None
+        };
+        if let Some(kind) = not_regular {
+            return Err(CliError::NotRegular {
                 path: name,
-                size: meta.len(),
+                what: what.to_owned(),
+                kind,
             });
         }
-        file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
+        if meta.len() > limit {
+            return Err(too_large(meta.len()));
+        }
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(read_err)?;
     }
-    if bytes.len() as u64 > MAX_INPUT_BYTES as u64 {
-        return Err(CliError::TooLarge {
-            path: name,
-            size: bytes.len() as u64,
-        });
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
 }
@@ -449,6 +542,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             print_warnings(&file, &validated);
             runs::apply(
                 Plan::build(validated),
+                &file,
                 plan.as_deref(),
                 &state.state_dir,
                 run_id,
@@ -490,6 +584,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             }
             runs::drill(
                 plan,
+                &file,
                 &faults,
                 speed,
                 &state.state_dir,
@@ -497,8 +592,21 @@ fn run(cli: Cli) -> Result<u8, CliError> {
                 manual_approvals,
             )
         }
-        Command::Resume { run, state } => runs::resume(&state.state_dir, &run),
-        Command::Rollback { run, state } => runs::rollback(&state.state_dir, &run),
+        Command::Resume { run, trust, state } => {
+            runs::resume(&state.state_dir, &run, &trust.into())
+        }
+        Command::Rollback {
+            run,
+            by,
+            trust,
+            state,
+        } => runs::rollback(&state.state_dir, &run, &trust.into(), by.as_deref()),
+        Command::Retry {
+            run,
+            system,
+            by,
+            state,
+        } => runs::retry(&state.state_dir, &run, &system, &by),
         Command::Status { run, state, format } => {
             runs::status(&state.state_dir, &run, matches!(format, DiagFormat::Json))
         }
@@ -535,12 +643,13 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Audit {
             run,
             verify,
+            head,
             format,
             state,
         } => runs::audit(
             &state.state_dir,
             &run,
-            verify,
+            verify.then_some(head.as_deref()),
             matches!(format, AuditFormat::Markdown),
         ),
         Command::Validate { file, format } => validate(&file, format),
@@ -615,6 +724,7 @@ fn empty_plan(like: &Plan) -> Plan {
         estimated_duration: blackstart_model::Duration::ZERO,
         critical_path: Vec::new(),
         env: Vec::new(),
+        inherit_env: Vec::new(),
         stages: Vec::new(),
     }
 }

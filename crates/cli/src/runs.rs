@@ -1,16 +1,21 @@
-//! The run commands: apply, resume, rollback, status, approve, confirm, audit.
+//! The run commands: apply, resume, rollback, retry, status, approve,
+//! confirm, audit.
 //!
 //! Wiring only: the engine runs, the journal keeps, the inbox carries
 //! requests; this module picks the files, prints progress for a person and
-//! turns outcomes into DESIGN.md's exit codes.
+//! turns outcomes into DESIGN.md's exit codes. What it checks itself is
+//! what only a command line has: that the playbook file a run is resumed
+//! with still compiles to the journal's plan, and that every secret is set
+//! before anything starts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::{StepContext, kubernetes::Cluster};
+use blackstart_engine::event::{AttemptResult, StepKind};
 use blackstart_engine::{
     Engine, Event, FileJournal, Inbox, JournalError, Request, RunDir, RunPhase, RunState,
     StagePhase, SystemPhase,
@@ -65,18 +70,73 @@ fn default_run_id(plan: &Plan) -> String {
     format!("{}-{}", plan.playbook, stamp.to_lowercase())
 }
 
+/// How `resume` and `rollback` check the journal against its playbook.
+#[derive(Debug, Default)]
+pub struct Trust {
+    /// Instead of the playbook file `apply` journaled.
+    pub playbook: Option<PathBuf>,
+    /// Go on without a readable playbook.
+    pub trust_journal: bool,
+}
+
+/// The playbook file as the journal records it: absolute, so `resume`
+/// finds it from any directory; none for standard input.
+fn journaled_path(file: &Path) -> Option<String> {
+    (file != Path::new("-"))
+        .then(|| std::fs::canonicalize(file).ok())
+        .flatten()
+        .map(|p| p.display().to_string())
+}
+
+/// The secrets a (non-drill) run needs, every one resolved and registered
+/// for redaction before anything starts; a missing one is refused (exit 2)
+/// with every name that is missing. Values the plan passes through
+/// `inheritEnv` are redacted too.
+fn secrets_for(plan: &Plan, drill: bool) -> Result<Secrets, CliError> {
+    let secrets = Secrets::from_env();
+    if drill {
+        return Ok(secrets);
+    }
+    if let Err(missing) = secrets.preload(plan.env.iter().map(String::as_str)) {
+        let list: Vec<String> = missing.iter().map(|n| format!("${{env:{n}}}")).collect();
+        return Err(CliError::Usage(format!(
+            "the playbook reads {}, which {} not set; nothing was started: set {} and run again",
+            list.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "them" },
+        )));
+    }
+    let inherited = plan.inherit_env.iter().chain(plan.systems().flat_map(|(_, s)| {
+        let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
+        actions
+            .filter_map(|a| match a {
+                Action::Exec(e) => Some(&e.inherit_env),
+                _ => None,
+            })
+            .chain(s.verify.iter().chain(&s.health).filter_map(|c| match c {
+                Check::Exec(e) => Some(&e.inherit_env),
+                _ => None,
+            }))
+            .flatten()
+    }));
+    let values: Vec<String> = inherited
+        .filter(|n| !blackstart_engine::step::ALWAYS_INHERITED.contains(&n.as_str()))
+        .filter_map(|n| std::env::var(n).ok())
+        .collect();
+    secrets.register(values);
+    Ok(secrets)
+}
+
 /// `apply FILE [--plan plan.json]`: starts a new run of a playbook.
 pub fn apply(
     plan: Plan,
+    file: &Path,
     reviewed: Option<&Path>,
     state_dir: &Path,
     run_id: Option<String>,
 ) -> Result<u8, CliError> {
     if let Some(path) = reviewed {
-        let bytes = std::fs::read(path).map_err(|source| CliError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = crate::read_regular(path, crate::MAX_PLAN_BYTES, "a plan")?;
         let reviewed: Plan = serde_json::from_slice(&bytes).map_err(|e| {
             CliError::Usage(format!(
                 "{} is not a blackstart JSON plan: {e}",
@@ -90,6 +150,7 @@ pub fn apply(
             });
         }
     }
+    let secrets = secrets_for(&plan, false)?;
     let run = run_id.unwrap_or_else(|| default_run_id(&plan));
     let dir = run_dir(state_dir, &run)?;
     let started = Event::RunStarted {
@@ -97,6 +158,8 @@ pub fn apply(
         playbook: plan.playbook.clone(),
         playbook_hash: plan.playbook_hash.clone(),
         plan: Box::new(plan),
+        playbook_path: journaled_path(file),
+        drill: false,
     };
     let journal = FileJournal::create(&dir, &started)?;
     note(&format!(
@@ -104,7 +167,7 @@ pub fn apply(
         journal.path().display()
     ));
     let records = journal.load()?;
-    drive(&runtime()?, journal, &records, &dir, Mode::Run, None)
+    drive(&runtime()?, journal, &records, &dir, Mode::Run, None, secrets)
 }
 
 /// `drill FILE`: the real engine, probes and journal against the simulated
@@ -112,6 +175,7 @@ pub fn apply(
 /// `manual` is set.
 pub fn drill(
     plan: Plan,
+    file: &Path,
     faults: &std::collections::HashMap<String, blackstart_sim::Fault>,
     speed: f64,
     state_dir: &Path,
@@ -130,6 +194,8 @@ pub fn drill(
         playbook: plan.playbook.clone(),
         playbook_hash: plan.playbook_hash.clone(),
         plan: Box::new(drilled),
+        playbook_path: journaled_path(file),
+        drill: true,
     };
     let journal = FileJournal::create(&dir, &started)?;
     note(&format!(
@@ -141,7 +207,8 @@ pub fn drill(
     ));
     let records = journal.load()?;
     let steward = (!manual).then_some("drill");
-    let code = drive(&rt, journal, &records, &dir, Mode::Run, steward);
+    let secrets = secrets_for(&plan, true)?;
+    let code = drive(&rt, journal, &records, &dir, Mode::Run, steward, secrets);
     let counts = plant.counts();
     note(&format!(
         "the plant saw {} starts, {} stops, {} health probes",
@@ -151,24 +218,117 @@ pub fn drill(
     code
 }
 
+/// Opens a run's journal for `resume` or `rollback`, after making sure its
+/// plan is what the playbook compiles to: the journal alone cannot prove
+/// itself (whoever rewrites a record can re-hash the chain after it), the
+/// reviewed playbook file can.
+fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>), CliError> {
+    let (journal, records) = FileJournal::open(dir)?;
+    let Some(Event::RunStarted {
+        playbook_hash,
+        plan,
+        playbook_path,
+        drill,
+        ..
+    }) = records.first().map(|r| &r.event)
+    else {
+        return Err(CliError::Runtime("the journal holds no plan".into()));
+    };
+    if &plan.playbook_hash != playbook_hash {
+        return Err(CliError::Mismatch(format!(
+            "the journal of run {} is not consistent: its plan is for {}, its run for {playbook_hash}; the journal was altered, nothing was done",
+            dir.run, plan.playbook_hash
+        )));
+    }
+    let path = trust
+        .playbook
+        .clone()
+        .or_else(|| playbook_path.as_ref().map(PathBuf::from));
+    let bytes = match &path {
+        Some(p) => match crate::read_limited(p) {
+            Ok(b) => Some(b),
+            Err(e) if trust.trust_journal => {
+                note(&format!("{e}; going on from the journal's plan, as --trust-journal says"));
+                None
+            }
+            Err(e) => {
+                return Err(CliError::Mismatch(format!(
+                    "{e}: the journal's plan cannot be checked against its playbook; give the playbook with --playbook FILE, or --trust-journal to go on from the journal's own copy"
+                )));
+            }
+        },
+        None if trust.trust_journal => {
+            note("the journal names no playbook file; going on from its plan, as --trust-journal says");
+            None
+        }
+        None => {
+            return Err(CliError::Mismatch(format!(
+                "the journal of run {} names no playbook file to check its plan against (written by an older release, or from standard input); give it with --playbook FILE, or --trust-journal to go on from the journal's own copy",
+                dir.run
+            )));
+        }
+    };
+    if let (Some(bytes), Some(path)) = (bytes, &path) {
+        let fresh = Plan::build(blackstart_model::load(&bytes).map_err(|diags| {
+            CliError::Invalid {
+                path: path.display().to_string(),
+                diags,
+            }
+        })?);
+        if &fresh.playbook_hash != playbook_hash {
+            return Err(CliError::Mismatch(format!(
+                "{} is now {}, but run {} ran {playbook_hash}: the playbook changed since the run began; resume with the playbook it ran (--playbook FILE)",
+                path.display(),
+                fresh.playbook_hash,
+                dir.run
+            )));
+        }
+        // A drill's plan has the simulated plant's steps in place of the
+        // playbook's, so only the hash can be compared.
+        if !drill && fresh != **plan {
+            return Err(CliError::Mismatch(format!(
+                "the plan in the journal of run {} is not what {} compiles to, though the hashes agree: the journal was altered; nothing was done",
+                dir.run,
+                path.display()
+            )));
+        }
+    }
+    Ok((journal, records))
+}
+
+fn drill_of(records: &[Record]) -> bool {
+    matches!(records.first().map(|r| &r.event), Some(Event::RunStarted { drill: true, .. }))
+}
+
 /// `resume RUN`: carries on a paused or interrupted run.
-pub fn resume(state_dir: &Path, run: &str) -> Result<u8, CliError> {
+pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
-    let (journal, records) = FileJournal::open(&dir)?;
+    let (journal, records) = open_checked(&dir, trust)?;
+    let plan = plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let secrets = secrets_for(plan, drill_of(&records))?;
     note(&format!("resuming run {run} from event {}", records.len()));
-    drive(&runtime()?, journal, &records, &dir, Mode::Run, None)
+    drive(&runtime()?, journal, &records, &dir, Mode::Run, None, secrets)
 }
 
 /// `rollback RUN`: stops everything the run started, dependents first.
-pub fn rollback(state_dir: &Path, run: &str) -> Result<u8, CliError> {
+pub fn rollback(state_dir: &Path, run: &str, trust: &Trust, by: Option<&str>) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
-    let (journal, records) = FileJournal::open(&dir)?;
-    drive(&runtime()?, journal, &records, &dir, Mode::Rollback, None)
+    let (journal, records) = open_checked(&dir, trust)?;
+    let state = folded(&records)?;
+    if state.phase == RunPhase::RolledBack {
+        note(&format!("run {run} was rolled back already; nothing was changed"));
+        return Ok(exit::SUCCESS);
+    }
+    let plan = plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let secrets = secrets_for(plan, drill_of(&records))?;
+    let mode = Mode::Rollback(by.map(str::to_owned));
+    drive(&runtime()?, journal, &records, &dir, mode, None, secrets)
 }
 
 enum Mode {
     Run,
-    Rollback,
+    /// Who asked for it.
+    Rollback(Option<String>),
 }
 
 /// The cluster of the kubeconfig (or the pod's own), when the run's plan
@@ -208,10 +368,12 @@ fn drive(
     dir: &RunDir,
     mode: Mode,
     steward: Option<&'static str>,
+    secrets: Secrets,
 ) -> Result<u8, CliError> {
     rt.block_on(async {
         let (pause, paused) = tokio::sync::watch::channel(false);
-        let cx = StepContext::new(Secrets::from_env(), STEP_TIMEOUT).map_err(CliError::Runtime)?;
+        let mut cx = StepContext::new(secrets, STEP_TIMEOUT).map_err(CliError::Runtime)?;
+        cx.inherit_env = plan_of(records).map(|p| p.inherit_env.clone()).unwrap_or_default();
         let cx = match cluster_for(records).await? {
             Some(cluster) => cx.with_cluster(cluster),
             None => cx,
@@ -220,21 +382,18 @@ fn drive(
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
         let progress = tokio::spawn(progress(engine.clone(), stopped));
         let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
-        let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                note("pausing: no new starts; steps under way finish or time out (Ctrl-C again to quit at once)");
-                pause.send_replace(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    note("quitting; `blackstart resume` carries on from the journal");
-                    std::process::exit(130);
-                }
-            }
-        });
-        let phase = match mode {
+        let signals = tokio::spawn(on_signals(engine.clone(), pause));
+        let phase = match &mode {
             Mode::Run => engine.run().await?,
-            Mode::Rollback => engine.rollback("rolled back by the commander").await?,
+            Mode::Rollback(by) => {
+                let reason = match by {
+                    Some(by) => format!("rolled back as {by} asked"),
+                    None => "rolled back by the commander".to_owned(),
+                };
+                engine.rollback(&reason, by.as_deref()).await?
+            }
         };
-        ctrl_c.abort();
+        signals.abort();
         if let Some(s) = steward {
             s.abort();
         }
@@ -247,7 +406,7 @@ fn drive(
                 note(&format!("run {run} succeeded"));
                 exit::SUCCESS
             }
-            (Mode::Rollback, RunPhase::RolledBack)
+            (Mode::Rollback(_), RunPhase::RolledBack)
                 if state.systems.iter().all(|s| s.phase != SystemPhase::Failed || !s.started) =>
             {
                 note(&format!("run {run} rolled back"));
@@ -265,6 +424,36 @@ fn drive(
             }
         })
     })
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM: the first pauses (no new steps; steps under
+/// way finish), the second kills the steps under way, journals them as
+/// interrupted and exits 130, so nothing is left running that the journal
+/// does not know ended.
+async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        note("cannot listen for Ctrl-C or SIGTERM; they will kill blackstart without a pause");
+        return;
+    };
+    let mut next = async || {
+        tokio::select! {
+            _ = int.recv() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        }
+    };
+    let first = next().await;
+    note(&format!(
+        "{first}: pausing: no new starts; steps under way finish or time out (Ctrl-C again to stop them at once)"
+    ));
+    pause.send_replace(true);
+    let second = next().await;
+    let ended = engine.interrupt();
+    note(&format!(
+        "{second} again: {ended} step(s) under way killed and journaled as interrupted; `blackstart resume {}` carries on",
+        engine.with_state(|s| s.run.clone())
+    ));
+    std::process::exit(130);
 }
 
 /// Approves every gate and confirms every manual step, as `by`: what a drill
@@ -505,7 +694,16 @@ fn plan_of(records: &[Record]) -> Option<&Plan> {
 
 /// `status RUN`: where the run stands, read without taking its lock.
 pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
-    let records = journal::read(&run_dir(state_dir, run)?)?;
+    let scan = journal::read_scan(&run_dir(state_dir, run)?)?;
+    if let Some(rest) = &scan.rest {
+        note(&format!(
+            "the journal goes on past its valid chain (line {}: {}); this is the state up to event {}",
+            rest.line,
+            rest.reason,
+            scan.records.len()
+        ));
+    }
+    let records = scan.records;
     let state = folded(&records)?;
     if json {
         let mut text = serde_json::to_string_pretty(&state).expect("state always serializes");
@@ -629,28 +827,64 @@ pub fn confirm(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8
     Ok(exit::SUCCESS)
 }
 
-/// `audit RUN [--verify]`: the timeline for the post-incident review.
-pub fn audit(state_dir: &Path, run: &str, verify: bool, markdown: bool) -> Result<u8, CliError> {
+/// `retry RUN SYSTEM --by NAME`: a new start attempt of a system whose
+/// last start a crash left unknown.
+pub fn retry(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
-    let records = match journal::read(&dir) {
-        Err(JournalError::Corrupt { path, line, reason }) if verify => {
-            note(&format!(
-                "{}:{line}: verification failed: {reason}",
-                path.display()
-            ));
-            return Ok(exit::FAILED);
-        }
-        other => other?,
+    let records = journal::read(&dir)?;
+    let state = folded(&records)?;
+    live(&state)?;
+    let Some(sys) = state.system(system) else {
+        return Err(CliError::Usage(format!(
+            "run {run} has no system `{system}`"
+        )));
     };
-    if verify {
-        let last = records.last().map_or("none".to_owned(), |r| r.hash.clone());
-        println!(
-            "{}: {} events, hash chain intact, last hash {last}",
-            dir.journal().display(),
-            records.len()
-        );
-        return Ok(exit::SUCCESS);
+    let unknown = sys.phase == SystemPhase::Starting
+        && sys.step.as_ref().is_some_and(|a| {
+            a.step == StepKind::Start
+                && matches!(
+                    a.result,
+                    None | Some(AttemptResult::Unknown | AttemptResult::Interrupted)
+                )
+        });
+    if !unknown {
+        return Err(CliError::Usage(format!(
+            "`{system}` of run {run} is {:?}{}; `retry` starts again a system whose start a crash cut short",
+            sys.phase,
+            sys.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )));
     }
+    Inbox::new(&dir)
+        .submit(&Request::Retry {
+            system: system.to_owned(),
+            by: by.to_owned(),
+        })
+        .map_err(|source| CliError::Write {
+            path: dir.dir.display().to_string(),
+            source,
+        })?;
+    note(&format!(
+        "retry of `{system}` by {by} handed to run {run}; the running apply or the next resume starts it again"
+    ));
+    Ok(exit::SUCCESS)
+}
+
+/// `audit RUN [--verify [--head H]]`: the timeline for the post-incident
+/// review, or the check of its chain.
+pub fn audit(
+    state_dir: &Path,
+    run: &str,
+    verify: Option<Option<&str>>,
+    markdown: bool,
+) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    if let Some(head) = verify {
+        return verify_journal(&dir, head);
+    }
+    let records = journal::read(&dir)?;
     print!(
         "{}",
         if markdown {
@@ -659,6 +893,57 @@ pub fn audit(state_dir: &Path, run: &str, verify: bool, markdown: bool) -> Resul
             audit_text(&records)
         }
     );
+    Ok(exit::SUCCESS)
+}
+
+/// `audit --verify`: intact means every record matches its hash, each
+/// follows the one before, the journal is not empty and ends in a complete
+/// record, and (with `--head`) the kept head is in the chain.
+fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
+    let path = dir.journal();
+    let failed = |why: String| {
+        note(&format!("{}: verification failed: {why}", path.display()));
+        Ok(exit::FAILED)
+    };
+    let scan = match journal::read_scan(dir) {
+        Err(JournalError::Corrupt { line, reason, .. }) => {
+            return failed(format!("line {line}: {reason}"));
+        }
+        other => other?,
+    };
+    let Some(last) = scan.records.last() else {
+        return failed("the journal is empty: it holds no record at all".to_owned());
+    };
+    if let Some(rest) = &scan.rest {
+        return failed(format!(
+            "the chain is intact up to event {}, then line {} ({} bytes): {}; `resume` or `rollback` sets those bytes aside beside the journal and goes on from event {}",
+            last.seq, rest.line, rest.bytes, rest.reason, last.seq
+        ));
+    }
+    if let Some(head) = head {
+        let head = head.trim().trim_start_matches("sha256:");
+        if !scan.records.iter().any(|r| r.hash == head) {
+            return failed(format!(
+                "the head {head} is not in the chain: the journal was rewritten or cut after that head was kept"
+            ));
+        }
+    }
+    for r in &scan.records {
+        if let Event::SetAside { file, bytes, reason } = &r.event {
+            note(&format!(
+                "event {}: {bytes} bytes after the valid chain were set aside into {} ({reason})",
+                r.seq,
+                dir.dir.join(file).display()
+            ));
+        }
+    }
+    println!(
+        "{}: {} events, hash chain intact{}",
+        path.display(),
+        scan.records.len(),
+        head.map(|h| format!(", head {h} in it")).unwrap_or_default()
+    );
+    println!("head: {} {}", last.seq, last.hash);
     Ok(exit::SUCCESS)
 }
 
@@ -706,6 +991,53 @@ fn describe(event: &Event) -> String {
         Event::TornWriteDiscarded { bytes } => {
             format!("{bytes} bytes of an unfinished write discarded after a crash")
         }
+        Event::RetryRequested { system, by } => format!("{system}: retry asked by {by}"),
+        Event::AttemptBegun {
+            system,
+            step,
+            attempt,
+        } => format!("{system} {} attempt {attempt} begun", step.as_str()),
+        Event::AttemptRunning {
+            system,
+            step,
+            attempt,
+            process,
+        } => format!(
+            "{system} {} attempt {attempt} running as pid {}",
+            step.as_str(),
+            process.pid
+        ),
+        Event::AttemptEnded {
+            system,
+            step,
+            attempt,
+            result,
+            reason,
+        } => format!(
+            "{system} {} attempt {attempt} ended {result:?}{}",
+            step.as_str(),
+            why(reason)
+        ),
+        Event::RollbackBegun {
+            stage,
+            systems,
+            reason,
+            by,
+        } => format!(
+            "rollback{} begun{}: stopping {} ({reason})",
+            stage.as_deref().map(|s| format!(" of stage {s}")).unwrap_or_default(),
+            by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
+            if systems.is_empty() {
+                "nothing".to_owned()
+            } else {
+                systems.join(", ")
+            }
+        ),
+        Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } => format!("{bytes} bytes after the valid chain set aside into {file} ({reason})"),
     }
 }
 

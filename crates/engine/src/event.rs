@@ -14,11 +14,48 @@ use serde::{Deserialize, Serialize};
 
 use blackstart_model::Plan;
 
+use crate::process::Process;
+
+/// Which of a system's actions a step attempt runs. Verify and health
+/// checks only look, so running them again is always harmless; these two
+/// change the world, and each attempt of them is journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepKind {
+    Start,
+    Stop,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Start => "start",
+            StepKind::Stop => "stop",
+        }
+    }
+}
+
+/// How a step attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptResult {
+    Succeeded,
+    Failed,
+    /// Killed on purpose (a second Ctrl-C): it certainly ended, with no
+    /// known effect.
+    Interrupted,
+    /// It ended while no blackstart watched it (after a crash): whether it
+    /// did what it should is not known.
+    Unknown,
+}
+
 /// A run's phase, as DESIGN.md names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunPhase {
     Pending,
     Running,
+    /// A rollback began and has not finished: resuming finishes it, and
+    /// nothing is started again.
+    RollingBack,
     Paused,
     Succeeded,
     Failed,
@@ -73,6 +110,13 @@ pub enum Event {
         playbook: String,
         playbook_hash: String,
         plan: Box<Plan>,
+        /// The playbook file, absolute: `resume` and `rollback` read it
+        /// again and refuse a journal whose plan it does not give.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        playbook_path: Option<String>,
+        /// A drill: actions and probes replaced by the simulated plant.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        drill: bool,
     },
     #[serde(rename_all = "camelCase")]
     Run {
@@ -114,8 +158,60 @@ pub enum Event {
     /// A person confirmed a manual step.
     #[serde(rename_all = "camelCase")]
     Confirmed { system: String, by: String },
-    /// A write cut short by a crash was found at the end of the journal; its
-    /// bytes were never acknowledged as durable and are not part of the run.
+    /// A person asked for a new start attempt of a system whose last one a
+    /// crash left unknown.
+    #[serde(rename_all = "camelCase")]
+    RetryRequested { system: String, by: String },
+    /// A start or stop is about to run: journaled before it runs, so that
+    /// no attempt runs that the journal does not show.
+    #[serde(rename_all = "camelCase")]
+    AttemptBegun {
+        system: String,
+        step: StepKind,
+        attempt: u32,
+    },
+    /// The attempt's process runs: what a resume needs to tell whether it
+    /// still does.
+    #[serde(rename_all = "camelCase")]
+    AttemptRunning {
+        system: String,
+        step: StepKind,
+        attempt: u32,
+        process: Process,
+    },
+    #[serde(rename_all = "camelCase")]
+    AttemptEnded {
+        system: String,
+        step: StepKind,
+        attempt: u32,
+        result: AttemptResult,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A rollback begins: which systems it will stop, in order, journaled
+    /// before the first stop so that a crash resumes it as a rollback.
+    /// `stage` is the failed stage an `onFailure: rollback` undoes; none
+    /// when the whole run is rolled back.
+    #[serde(rename_all = "camelCase")]
+    RollbackBegun {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        systems: Vec<String>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// Bytes after the journal's longest valid prefix (a torn write, or
+    /// records that do not follow the chain) were moved to `file`, beside
+    /// the journal, and the run goes on from the prefix. Nothing is deleted.
+    #[serde(rename_all = "camelCase")]
+    SetAside {
+        file: String,
+        bytes: u64,
+        reason: String,
+    },
+    /// Written by blackstart 0.1.0, which truncated a torn tail; read in
+    /// journals of that release, no longer written.
     #[serde(rename_all = "camelCase")]
     TornWriteDiscarded { bytes: u64 },
 }

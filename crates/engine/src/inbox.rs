@@ -1,4 +1,4 @@
-//! Requests from people to a run: approvals and confirmations.
+//! Requests from people to a run: approvals, confirmations and retries.
 //!
 //! The journal has one writer, the process that holds its lock, so a second
 //! terminal cannot append to it. It drops a request into the run's inbox
@@ -26,6 +26,11 @@ pub enum Request {
         role: Option<String>,
     },
     Confirm {
+        system: String,
+        by: String,
+    },
+    /// Start a system again whose last start a crash left unknown.
+    Retry {
         system: String,
         by: String,
     },

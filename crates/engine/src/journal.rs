@@ -1,11 +1,13 @@
 //! The file journal: the CLI's RunStore.
 //!
 //! One run is one append-only file of JSON lines under
-//! `STATE_DIR/runs/RUN/journal.jsonl`. Each line is a record: a sequence
-//! number, a time, the hash of the record before it, the event, and the
-//! SHA-256 of the record's own bytes. The chain makes an edited, removed or
-//! reordered line detectable (`audit --verify` names the first one); it is
-//! not a signature, and does not stop someone who rewrites the whole tail.
+//! `STATE_DIR/runs/RUN/journal.jsonl`. Each line is a record: its format
+//! version, a sequence number, a time, the hash of the record before it,
+//! the event, and the SHA-256 of the record's own bytes. The chain makes an
+//! edited, removed or reordered line detectable (`audit --verify` names the
+//! first one); it is not a signature, and does not stop someone who
+//! rewrites the whole tail: whoever kept the head (`audit --verify --head`)
+//! finds that, and `resume` compares the plan with the playbook file.
 //!
 //! Durability: `append` returns only after the record is on disk. Appenders
 //! that arrive while an fsync is under way are written behind it and made
@@ -14,15 +16,20 @@
 //! fsync the journal refuses further appends: the kernel may have dropped
 //! the dirty pages, and retrying would claim durability it cannot know.
 //!
-//! Locking: a writer holds an exclusive `flock` on `STATE_DIR/runs/RUN/lock`
-//! for as long as it lives. The kernel releases it when the process dies,
-//! however it dies, so a lock left by a killed `apply` is simply taken over;
-//! a live holder makes a second `apply` or `resume` fail with `Locked`.
+//! One writer: a writer holds an exclusive `flock` on the journal file
+//! itself for as long as it lives, so deleting a side file cannot let a
+//! second writer in. The kernel releases the lock when the process dies,
+//! however it dies, so a journal left by a killed `apply` is simply taken
+//! over. Before each append the writer checks that the path still names
+//! the file it locked and that the file ends where its own last record
+//! ended; otherwise it refuses to write rather than fork the history.
 //!
-//! Nothing is ever rewritten. The one exception is a torn tail: bytes after
-//! the last newline, left by a crash in the middle of a write whose fsync
-//! never returned. They are not part of the run; opening the journal for
-//! writing truncates them and records a `TornWriteDiscarded` event saying so.
+//! Nothing is ever deleted. A journal that does not end in a complete,
+//! chained record (a write torn by a crash, or records of a second chain)
+//! is read up to its longest valid prefix; the writer that opens it next
+//! moves the rest, byte for byte, to a side file beside it and records a
+//! `SetAside` event naming that file. A record that does not match its own
+//! hash was changed after it was written: that is refused, not repaired.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -38,9 +45,24 @@ use crate::event::Event;
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The format of the records this release writes. Format 1 (blackstart
+/// 0.1.0) had no `v` field; this release reads both.
+pub const FORMAT: u32 = 2;
+
+fn format_1() -> u32 {
+    1
+}
+
+fn is_format_1(v: &u32) -> bool {
+    *v == 1
+}
+
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// The record's format version.
+    #[serde(default = "format_1", skip_serializing_if = "is_format_1")]
+    pub v: u32,
     pub seq: u64,
     /// RFC 3339, UTC, milliseconds.
     pub at: String,
@@ -56,8 +78,9 @@ impl Record {
     pub fn next(prev: Option<&Record>, event: Event) -> Record {
         let (seq, prev) = prev.map_or((1, GENESIS), |r| (r.seq + 1, r.hash.as_str()));
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let (_, hash) = encode(seq, &at, prev, &event);
+        let (_, hash) = encode(FORMAT, seq, &at, prev, &event);
         Record {
+            v: FORMAT,
             seq,
             at,
             prev: prev.to_owned(),
@@ -73,7 +96,7 @@ impl Record {
         let mut prev: Option<&Record> = None;
         for r in records {
             follows(prev, r)?;
-            let (_, hash) = encode(r.seq, &r.at, &r.prev, &r.event);
+            let (_, hash) = encode(r.v, r.seq, &r.at, &r.prev, &r.event);
             if hash != r.hash {
                 return Err(format!(
                     "event {} does not match its hash (recorded {}, content hashes to {hash}): it was changed",
@@ -109,6 +132,8 @@ fn follows(prev: Option<&Record>, record: &Record) -> Result<(), String> {
 /// The part of a record its hash covers, in the order it is written.
 #[derive(Serialize)]
 struct Body<'a> {
+    #[serde(skip_serializing_if = "is_format_1")]
+    v: u32,
     seq: u64,
     at: &'a str,
     prev: &'a str,
@@ -118,6 +143,8 @@ struct Body<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ParsedBody {
+    #[serde(default = "format_1")]
+    v: u32,
     seq: u64,
     at: String,
     prev: String,
@@ -145,7 +172,7 @@ pub enum JournalError {
         reason: String,
     },
     #[error(
-        "{path}: the journal refused further writes after a failed fsync ({reason}); nothing after event {durable} is known to be on disk"
+        "{path}: the journal refused further writes ({reason}); nothing after event {durable} is known to be on disk"
     )]
     Poisoned {
         path: PathBuf,
@@ -170,8 +197,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The line for a record, with its trailing newline, and the record's hash.
-fn encode(seq: u64, at: &str, prev: &str, event: &Event) -> (String, String) {
+fn encode(v: u32, seq: u64, at: &str, prev: &str, event: &Event) -> (String, String) {
     let body = serde_json::to_string(&Body {
+        v,
         seq,
         at,
         prev,
@@ -206,7 +234,14 @@ fn decode(line: &str) -> Result<Record, String> {
     }
     let parsed: ParsedBody =
         serde_json::from_str(&body).map_err(|e| format!("not a journal record: {e}"))?;
+    if parsed.v > FORMAT {
+        return Err(format!(
+            "a record of journal format {}, newer than this release reads ({FORMAT}): use a newer blackstart",
+            parsed.v
+        ));
+    }
     Ok(Record {
+        v: parsed.v,
         seq: parsed.seq,
         at: parsed.at,
         prev: parsed.prev,
@@ -215,46 +250,95 @@ fn decode(line: &str) -> Result<Record, String> {
     })
 }
 
+/// What follows a journal's longest valid prefix: a torn write, or
+/// records that do not continue its chain (a second writer's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rest {
+    /// Where it starts, in bytes, and how long it is.
+    pub offset: u64,
+    pub bytes: u64,
+    /// Its first line (1-based).
+    pub line: usize,
+    pub reason: String,
+}
+
 /// What a whole journal file holds: its records, checked link by link, and
-/// the length of an unterminated tail if a crash left one.
-struct Scan {
-    records: Vec<Record>,
-    good_len: u64,
-    torn: u64,
+/// what follows the longest valid prefix, if anything does.
+#[derive(Debug)]
+pub struct Scan {
+    pub records: Vec<Record>,
+    pub rest: Option<Rest>,
+}
+
+/// Whether `record` continues the chain at an earlier point than its end:
+/// a valid successor of a record already in it, as a second writer that
+/// read the journal up to there would have written.
+fn branches_off(records: &[Record], record: &Record) -> bool {
+    let Some(last) = records.last() else {
+        return false;
+    };
+    if record.seq > last.seq {
+        return false;
+    }
+    let before = match record.seq {
+        0 => return false,
+        1 => GENESIS,
+        n => match records.get(usize::try_from(n - 2).unwrap_or(usize::MAX)) {
+            Some(r) => r.hash.as_str(),
+            None => return false,
+        },
+    };
+    record.prev == before
 }
 
 fn scan(path: &Path, file: &mut File) -> Result<Scan, JournalError> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    file.read_to_string(&mut text).map_err(|e| match e.kind() {
-        io::ErrorKind::InvalidData => JournalError::Corrupt {
-            path: path.to_path_buf(),
-            line: 0,
-            reason: "the journal is not UTF-8 text".to_owned(),
-        },
-        _ => JournalError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    let torn = (text.len() - complete) as u64;
+    file.read_to_end(&mut bytes).map_err(io_err(path))?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut records: Vec<Record> = Vec::new();
-    for (i, line) in text[..complete].lines().enumerate() {
+    let mut offset = 0usize;
+    let mut rest = None;
+    for (i, raw) in bytes[..complete].split_inclusive(|&b| b == b'\n').enumerate() {
         let corrupt = |reason: String| JournalError::Corrupt {
             path: path.to_path_buf(),
             line: i + 1,
             reason,
         };
+        let line = std::str::from_utf8(&raw[..raw.len() - 1])
+            .map_err(|_| corrupt("the record is not UTF-8 text: it was changed".to_owned()))?;
         let record = decode(line).map_err(&corrupt)?;
-        follows(records.last(), &record).map_err(&corrupt)?;
+        if let Err(reason) = follows(records.last(), &record) {
+            // A second writer's records branch off the chain at an earlier
+            // record: set aside. Anything else (a record removed, moved or
+            // re-chained) is an edit, refused.
+            if !branches_off(&records, &record) {
+                return Err(corrupt(reason));
+            }
+            rest = Some(Rest {
+                offset: offset as u64,
+                bytes: (bytes.len() - offset) as u64,
+                line: i + 1,
+                reason: format!(
+                    "event {} follows event {} a second time: another writer forked the journal",
+                    record.seq,
+                    record.seq - 1
+                ),
+            });
+            break;
+        }
         records.push(record);
+        offset += raw.len();
     }
-    Ok(Scan {
-        records,
-        good_len: complete as u64,
-        torn,
-    })
+    if rest.is_none() && complete < bytes.len() {
+        rest = Some(Rest {
+            offset: complete as u64,
+            bytes: (bytes.len() - complete) as u64,
+            line: records.len() + 1,
+            reason: "an unfinished write (no newline at the end): a crash cut it short".to_owned(),
+        });
+    }
+    Ok(Scan { records, rest })
 }
 
 /// Where a run's files live.
@@ -287,14 +371,22 @@ impl RunDir {
         self.dir.join("journal.jsonl")
     }
 
-    fn lock_path(&self) -> PathBuf {
-        self.dir.join("lock")
+    /// Who holds the journal's lock, for the message a second process
+    /// prints; the lock itself is on the journal.
+    fn holder_path(&self) -> PathBuf {
+        self.dir.join("holder")
     }
 }
 
 /// Reads and checks a run's journal without taking its lock: what `status`
-/// and `audit` use while `apply` is still writing.
+/// and `audit` use while `apply` is still writing. The records are the
+/// longest valid prefix; see [`read_scan`] for what follows it.
 pub fn read(run: &RunDir) -> Result<Vec<Record>, JournalError> {
+    Ok(read_scan(run)?.records)
+}
+
+/// Reads a run's journal: its longest valid prefix and what follows it.
+pub fn read_scan(run: &RunDir) -> Result<Scan, JournalError> {
     let path = run.journal();
     let mut file = File::open(&path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => JournalError::NotFound {
@@ -306,11 +398,13 @@ pub fn read(run: &RunDir) -> Result<Vec<Record>, JournalError> {
             source: e,
         },
     })?;
-    Ok(scan(&path, &mut file)?.records)
+    scan(&path, &mut file)
 }
 
 struct Inner {
     file: File,
+    /// Where this writer's last record ends: the file must end there.
+    len: u64,
     seq: u64,
     last_hash: String,
     /// Highest sequence number known to be on disk.
@@ -327,7 +421,8 @@ pub struct FileJournal {
     inner: Mutex<Inner>,
     synced: Condvar,
     sync_handle: File,
-    _lock: File,
+    /// The journal's device and inode, as locked.
+    identity: (u64, u64),
 }
 
 impl std::fmt::Debug for Inner {
@@ -339,35 +434,73 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-fn take_lock(run: &RunDir) -> Result<File, JournalError> {
-    let path = run.lock_path();
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    match lock.try_lock() {
+/// The error for a run another process holds, naming it if it can.
+fn locked(run: &RunDir) -> JournalError {
+    let holder = std::fs::read_to_string(run.holder_path()).unwrap_or_default();
+    let holder = holder.trim();
+    JournalError::Locked {
+        run: run.run.clone(),
+        holder: (!holder.is_empty()).then(|| holder.to_owned()),
+    }
+}
+
+/// Takes the exclusive lock on an open journal, and says who holds it.
+fn take_lock(run: &RunDir, file: &File) -> Result<(), JournalError> {
+    match file.try_lock() {
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = lock.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(JournalError::Locked {
-                run: run.run.clone(),
-                holder: (!holder.is_empty()).then(|| holder.to_owned()),
+        Err(std::fs::TryLockError::WouldBlock) => return Err(locked(run)),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(JournalError::Io {
+                path: run.journal(),
+                source: e,
             });
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(JournalError::Io { path, source: e }),
     }
-    // Say who holds it, for the message a second process prints.
-    let me = format!("pid {}", std::process::id());
-    lock.set_len(0)
-        .and_then(|()| lock.seek(SeekFrom::Start(0)))
-        .and_then(|_| lock.write_all(me.as_bytes()))
+    // Only informative: a stale or missing holder file changes nothing.
+    let _ = std::fs::write(run.holder_path(), format!("pid {}", std::process::id()));
+    Ok(())
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
+}
+
+/// Moves what follows the valid prefix to a new side file beside the
+/// journal, durably, then cuts it from the journal. Returns the side
+/// file's name.
+fn set_aside(run: &RunDir, file: &mut File, rest: &Rest) -> Result<String, JournalError> {
+    let path = run.journal();
+    let mut tail = Vec::with_capacity(usize::try_from(rest.bytes).unwrap_or(0));
+    file.seek(SeekFrom::Start(rest.offset))
+        .and_then(|_| file.read_to_end(&mut tail))
         .map_err(io_err(&path))?;
-    Ok(lock)
+    let (name, mut side) = (1..)
+        .map(|n| format!("journal.set-aside.{n}.jsonl"))
+        .find_map(|name| {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(run.dir.join(&name))
+            {
+                Ok(f) => Some(Ok((name, f))),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .expect("some side-file number is free")
+        .map_err(io_err(&run.dir))?;
+    let side_path = run.dir.join(&name);
+    side.write_all(&tail)
+        .and_then(|()| side.sync_all())
+        .map_err(io_err(&side_path))?;
+    File::open(&run.dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&run.dir))?;
+    file.set_len(rest.offset)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&path))?;
+    Ok(name)
 }
 
 impl FileJournal {
@@ -375,7 +508,6 @@ impl FileJournal {
     /// and records `first` (a `RunStarted`).
     pub fn create(run: &RunDir, first: &Event) -> Result<FileJournal, JournalError> {
         std::fs::create_dir_all(&run.dir).map_err(io_err(&run.dir))?;
-        let lock = take_lock(run)?;
         let path = run.journal();
         let file = OpenOptions::new()
             .append(true)
@@ -383,7 +515,47 @@ impl FileJournal {
             .create_new(true)
             .open(&path)
             .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => JournalError::Exists {
+                io::ErrorKind::AlreadyExists => {
+                    // A live run says so (exit 4); a finished one, that
+                    // its id is taken.
+                    let live = File::open(&path).is_ok_and(|f| {
+                        matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+                    });
+                    if live {
+                        locked(run)
+                    } else {
+                        JournalError::Exists {
+                            run: run.run.clone(),
+                            dir: run.dir.clone(),
+                        }
+                    }
+                }
+                _ => JournalError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
+            })?;
+        take_lock(run, &file)?;
+        // The new file's name must survive a crash too.
+        if let Ok(dir) = File::open(&run.dir) {
+            let _ = dir.sync_all();
+        }
+        let journal = FileJournal::from_parts(path, file, 0, 0, GENESIS.to_owned())?;
+        journal.append(first)?;
+        Ok(journal)
+    }
+
+    /// Reopens a run's journal to carry it on, after checking every record.
+    /// What follows the longest valid prefix is set aside first (and the
+    /// move recorded). Returns the journal and the records it holds.
+    pub fn open(run: &RunDir) -> Result<(FileJournal, Vec<Record>), JournalError> {
+        let path = run.journal();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => JournalError::NotFound {
                     run: run.run.clone(),
                     dir: run.dir.clone(),
                 },
@@ -392,43 +564,25 @@ impl FileJournal {
                     source: e,
                 },
             })?;
-        // The new file's name must survive a crash too.
-        if let Ok(dir) = File::open(&run.dir) {
-            let _ = dir.sync_all();
-        }
-        let journal = FileJournal::from_parts(path, file, lock, 0, GENESIS.to_owned())?;
-        journal.append(first)?;
-        Ok(journal)
-    }
-
-    /// Reopens a run's journal to carry it on, after checking every record.
-    /// Returns the journal and the records it already holds.
-    pub fn open(run: &RunDir) -> Result<(FileJournal, Vec<Record>), JournalError> {
-        if !run.journal().exists() {
-            return Err(JournalError::NotFound {
-                run: run.run.clone(),
-                dir: run.dir.clone(),
-            });
-        }
-        let lock = take_lock(run)?;
-        let path = run.journal();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        take_lock(run, &file)?;
         let scan = scan(&path, &mut file)?;
-        if scan.torn > 0 {
-            file.set_len(scan.good_len).map_err(io_err(&path))?;
-        }
+        let moved = match &scan.rest {
+            Some(rest) => Some((set_aside(run, &mut file, rest)?, rest)),
+            None => None,
+        };
         let (seq, last) = scan
             .records
             .last()
             .map_or((0, GENESIS.to_owned()), |r| (r.seq, r.hash.clone()));
-        let journal = FileJournal::from_parts(path, file, lock, seq, last)?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        let journal = FileJournal::from_parts(path, file, len, seq, last)?;
         let mut records = scan.records;
-        if scan.torn > 0 {
-            records.push(journal.append(&Event::TornWriteDiscarded { bytes: scan.torn })?);
+        if let Some((name, rest)) = moved {
+            records.push(journal.append(&Event::SetAside {
+                file: name,
+                bytes: rest.bytes,
+                reason: format!("line {}: {}", rest.line, rest.reason),
+            })?);
         }
         Ok((journal, records))
     }
@@ -436,15 +590,17 @@ impl FileJournal {
     fn from_parts(
         path: PathBuf,
         file: File,
-        lock: File,
+        len: u64,
         seq: u64,
         last_hash: String,
     ) -> Result<FileJournal, JournalError> {
         let sync_handle = file.try_clone().map_err(io_err(&path))?;
+        let identity = identity(&file.metadata().map_err(io_err(&path))?);
         Ok(FileJournal {
             path,
             inner: Mutex::new(Inner {
                 file,
+                len,
                 seq,
                 last_hash,
                 durable: seq,
@@ -454,8 +610,27 @@ impl FileJournal {
             }),
             synced: Condvar::new(),
             sync_handle,
-            _lock: lock,
+            identity,
         })
+    }
+
+    /// Why this writer must not append: the path names another file now,
+    /// or the file grew behind its back. Either way a second writer got in,
+    /// and writing on would fork the history.
+    fn still_ours(&self, g: &Inner) -> Result<(), String> {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if identity(&meta) == self.identity => {}
+            Ok(_) => return Err("the journal file was replaced by another".to_owned()),
+            Err(e) => return Err(format!("the journal file is gone ({e})")),
+        }
+        let len = g.file.metadata().map_err(|e| e.to_string())?.len();
+        if len != g.len {
+            return Err(format!(
+                "the journal is {len} bytes where this writer's last record ends at {}: someone else wrote to it",
+                g.len
+            ));
+        }
+        Ok(())
     }
 
     fn lock_inner(&self) -> MutexGuard<'_, Inner> {
@@ -478,18 +653,24 @@ impl FileJournal {
         if let Some(e) = self.poisoned(&g) {
             return Err(e);
         }
+        if let Err(reason) = self.still_ours(&g) {
+            g.poisoned = Some(reason);
+            return Err(self.poisoned(&g).expect("just poisoned"));
+        }
         let seq = g.seq + 1;
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let (line, hash) = encode(seq, &at, &g.last_hash, event);
+        let (line, hash) = encode(FORMAT, seq, &at, &g.last_hash, event);
         if let Err(e) = g.file.write_all(line.as_bytes()) {
             // Part of the line may be on disk: nothing may follow it.
-            g.poisoned = Some(format!("write failed: {e}"));
+            g.poisoned = Some(format!("a write failed: {e}"));
             return Err(JournalError::Io {
                 path: self.path.clone(),
                 source: e,
             });
         }
+        g.len += line.len() as u64;
         let record = Record {
+            v: FORMAT,
             seq,
             at,
             prev: std::mem::replace(&mut g.last_hash, hash.clone()),
@@ -519,7 +700,7 @@ impl FileJournal {
             g.syncs += 1;
             match result {
                 Ok(()) => g.durable = g.durable.max(target),
-                Err(e) => g.poisoned = Some(format!("fsync failed: {e}")),
+                Err(e) => g.poisoned = Some(format!("an fsync failed: {e}")),
             }
             self.synced.notify_all();
         }

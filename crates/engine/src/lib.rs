@@ -14,6 +14,7 @@ pub mod event;
 pub mod inbox;
 pub mod journal;
 pub mod probe;
+pub mod process;
 pub mod run;
 pub mod secrets;
 pub mod state;

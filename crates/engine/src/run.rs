@@ -11,11 +11,25 @@
 //!
 //! Everything starts from the state folded from the store, so a first run, a
 //! resume after a crash and a resume after a pause are the same code: stages
-//! that succeeded are skipped, healthy systems are never started again, and
-//! systems a crash caught mid-step are probed and started again only when
-//! they are not healthy.
+//! that succeeded are skipped and healthy systems are never started again.
+//!
+//! The crash invariant: no attempt runs twice, and no attempt runs that the
+//! journal does not show. Every start and stop is journaled as begun before
+//! it runs, with its leader process once it runs, and as ended. A resume
+//! that finds an attempt begun and not ended waits for its leader while it
+//! still runs (up to the step's timeout), and then, its outcome unknown:
+//! drives it again only when the action is idempotent; else probes the
+//! system and starts it again only when health says it is down; and a
+//! system with no health checks waits for a person to `confirm` it started
+//! or ask to `retry` it. A stop is never run twice: its outcome is read from
+//! health, or confirmed by a person.
+//!
+//! A rollback is journaled as begun, with the systems it will stop, before
+//! the first stop; a run in that state resumes as a rollback and can never
+//! end `Succeeded`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,12 +40,13 @@ use blackstart_model::playbook::{Action, OnFailure};
 use blackstart_model::{Plan, PlannedStage, PlannedSystem};
 
 use crate::RunStore;
-use crate::event::{Event, RunPhase, StagePhase, SystemPhase};
+use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase};
 use crate::inbox::{Request, RequestSource};
 use crate::journal::Record;
 use crate::probe;
-use crate::state::{FoldError, RunState};
-use crate::step::{Outcome, StepContext, run_action, run_check};
+use crate::process::{self, Process};
+use crate::state::{FoldError, RunState, StepState};
+use crate::step::{AttemptHooks, Outcome, StepContext, run_action, run_check};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -41,6 +56,9 @@ pub enum EngineError {
     Fold(#[from] FoldError),
     #[error("cannot read requests: {0}")]
     Requests(String),
+    /// The run was interrupted (a second Ctrl-C): nothing more is recorded.
+    #[error("the run was interrupted")]
+    Interrupted,
 }
 
 /// How one stage's starts ended.
@@ -93,6 +111,33 @@ struct Inner<S> {
     changed: watch::Sender<u64>,
     pause: watch::Receiver<bool>,
     poll: Duration,
+    /// Start and stop attempts under way, by system: what an interrupt
+    /// kills. Whoever takes an entry out journals how that attempt ended.
+    running: Mutex<HashMap<String, Running>>,
+    /// Set by [`Engine::interrupt`]: from then on nothing is recorded.
+    interrupted: AtomicBool,
+    /// The run began under journal format 1, which recorded no attempts:
+    /// a system it left `Starting` may have run its start.
+    format_1: bool,
+}
+
+/// An attempt under way.
+#[derive(Debug, Clone)]
+struct Running {
+    step: StepKind,
+    attempt: u32,
+    process: Option<Process>,
+}
+
+/// What a crash left of a system's last attempt at a step, once settled.
+enum Settled {
+    /// No attempt is in doubt: go on as usual.
+    Nothing,
+    /// The action finished and succeeded; only its health is in question.
+    Succeeded,
+    Failed(String),
+    /// It certainly ended, with an effect nobody saw.
+    Unknown,
 }
 
 impl<S: RunStore + 'static> std::fmt::Debug for Engine<S> {
@@ -130,8 +175,41 @@ impl<S: RunStore + 'static> Engine<S> {
                 changed: watch::channel(0).0,
                 pause,
                 poll,
+                running: Mutex::default(),
+                interrupted: AtomicBool::new(false),
+                format_1: records.first().is_some_and(|r| r.v == 1),
             }),
         })
+    }
+
+    /// Kills the process group of every start and stop under way and
+    /// journals each attempt as interrupted; from then on the engine
+    /// records nothing more. For a second Ctrl-C: the process exits next,
+    /// and a resume knows those attempts certainly ended. Returns how many
+    /// attempts it ended.
+    pub fn interrupt(&self) -> usize {
+        let taken: Vec<(String, Running)> = {
+            let mut running = self.inner.running_lock();
+            self.inner.interrupted.store(true, Ordering::SeqCst);
+            running.drain().collect()
+        };
+        for (_, r) in &taken {
+            if let Some(p) = &r.process {
+                p.kill_group();
+            }
+        }
+        for (system, r) in &taken {
+            // Best effort: a journal that cannot record this leaves the
+            // attempt open, and a resume waits for and probes it instead.
+            let _ = self.inner.record(Event::AttemptEnded {
+                system: system.clone(),
+                step: r.step,
+                attempt: r.attempt,
+                result: AttemptResult::Interrupted,
+                reason: Some("interrupted: its process group was killed".to_owned()),
+            });
+        }
+        taken.len()
     }
 
     pub fn state(&self) -> RunState {
@@ -149,10 +227,16 @@ impl<S: RunStore + 'static> Engine<S> {
         &self.inner.plan
     }
 
-    /// Runs (or resumes) the run until it ends or pauses.
+    /// Runs (or resumes) the run until it ends or pauses. A run whose
+    /// rollback began resumes its rollback.
     pub async fn run(&self) -> Result<RunPhase, EngineError> {
         let mut pump = Pump(Some(self.spawn_request_pump()));
-        let result = self.run_stages().await;
+        let rolling_back = self.inner.lock().phase == RunPhase::RollingBack;
+        let result = if rolling_back {
+            self.inner.finish_rollback().await
+        } else {
+            self.run_stages().await
+        };
         if let Some(handle) = pump.0.take() {
             handle.abort();
             // Wait until the pump is really gone: it holds the engine, and with
@@ -163,31 +247,39 @@ impl<S: RunStore + 'static> Engine<S> {
     }
 
     /// Stops everything the run started, dependents first, whatever stage it
-    /// was in; for a paused, failed or finished run.
-    pub async fn rollback(&self, reason: &str) -> Result<RunPhase, EngineError> {
-        // Later stages first, and inside each its rollback order.
-        let order: Vec<String> = self
-            .inner
-            .plan
-            .stages
-            .iter()
-            .rev()
-            .flat_map(|st| st.rollback_order.iter().cloned())
-            .collect();
-        self.inner.stop_systems(&order).await?;
-        for stage in &self.inner.plan.stages {
-            let touched = stage
-                .systems
-                .iter()
-                .any(|s| self.inner.system_started(&s.id));
-            let phase = if touched {
-                StagePhase::RolledBack
-            } else {
-                StagePhase::Skipped
-            };
-            self.inner.stage_event(&stage.name, phase, None)?;
+    /// was in; for a paused, failed or finished run. A rollback that began
+    /// already is finished, not begun again; a run rolled back already
+    /// changes nothing.
+    pub async fn rollback(&self, reason: &str, by: Option<&str>) -> Result<RunPhase, EngineError> {
+        let phase = self.inner.lock().phase;
+        match phase {
+            RunPhase::RolledBack => return Ok(RunPhase::RolledBack),
+            RunPhase::RollingBack => {}
+            _ => {
+                // Later stages first, and inside each its rollback order.
+                let systems = self.inner.started_of(
+                    self.inner
+                        .plan
+                        .stages
+                        .iter()
+                        .rev()
+                        .flat_map(|st| st.rollback_order.iter()),
+                );
+                self.inner.emit(Event::RollbackBegun {
+                    stage: None,
+                    systems,
+                    reason: reason.to_owned(),
+                    by: by.map(str::to_owned),
+                })?;
+            }
         }
-        self.inner.end(RunPhase::RolledBack, reason)
+        let mut pump = Pump(Some(self.spawn_request_pump()));
+        let result = self.inner.finish_rollback().await;
+        if let Some(handle) = pump.0.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+        result
     }
 
     async fn run_stages(&self) -> Result<RunPhase, EngineError> {
@@ -286,10 +378,13 @@ impl<S: RunStore + 'static> Engine<S> {
 
     /// Says what became of the starts a failure cancelled: one cancelled
     /// while verifying never started (Skipped); one cancelled mid-start
-    /// may have started (Failed, and a rollback stops it).
+    /// may have started (Failed, and a rollback stops it). Their attempts
+    /// were killed with their tasks, and are journaled as interrupted.
     fn mark_cancelled(&self, stage: &PlannedStage) -> Result<(), EngineError> {
         let cancelled: Vec<(String, SystemPhase)> = self.inner.with_cancelled(stage);
         for (id, phase) in cancelled {
+            self.inner
+                .abandon_attempt(&id, "cancelled: the stage failed; its process group was killed")?;
             let (phase, reason) = match phase {
                 SystemPhase::Verifying => (
                     SystemPhase::Skipped,
@@ -316,7 +411,7 @@ impl<S: RunStore + 'static> Engine<S> {
     }
 }
 
-impl<S: RunStore> Inner<S> {
+impl<S: RunStore + 'static> Inner<S> {
     fn lock(&self) -> MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -325,8 +420,21 @@ impl<S: RunStore> Inner<S> {
         *self.pause.borrow()
     }
 
-    /// Records an event, then applies it: state never runs ahead of the store.
+    fn running_lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an event, then applies it: state never runs ahead of the
+    /// store. After an interrupt nothing more is recorded.
     fn emit(&self, event: Event) -> Result<(), EngineError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(EngineError::Interrupted);
+        }
+        self.record(event)
+    }
+
+    /// [`Inner::emit`] without the interrupt check, for the interrupt's own records.
+    fn record(&self, event: Event) -> Result<(), EngineError> {
         let record = self
             .store
             .append(&event)
@@ -413,6 +521,13 @@ impl<S: RunStore> Inner<S> {
                         .is_some_and(|s| s.confirmed_by.is_none());
                     fresh.then_some(Event::Confirmed { system, by })
                 }
+                Request::Retry { system, by } => {
+                    let fresh = self
+                        .lock()
+                        .system(&system)
+                        .is_some_and(|s| s.retry_by.is_none());
+                    fresh.then_some(Event::RetryRequested { system, by })
+                }
             };
             if let Some(event) = event {
                 self.emit(event)?;
@@ -432,62 +547,70 @@ impl<S: RunStore> Inner<S> {
         }
     }
 
-    /// Verify, start, probe: one system from Pending to Healthy or Failed.
-    async fn bring_up(&self, sys: &PlannedSystem) -> Result<Task, EngineError> {
-        let in_flight = self
-            .lock()
-            .system(&sys.id)
-            .is_some_and(|s| matches!(s.phase, SystemPhase::Verifying | SystemPhase::Starting));
-        if in_flight && !sys.health.is_empty() {
-            // A crash caught it mid-step: healthy already means done.
-            let cx = StepContext {
-                timeout: sys.probe.timeout.to_std(),
-                ..self.cx.clone()
-            };
-            if probe::round(&sys.health, &cx).await.ok {
-                self.system_event(
-                    &sys.id,
-                    SystemPhase::Healthy,
-                    Some("healthy when the run resumed".into()),
-                )?;
-                return Ok(Task::Healthy);
+    /// Verify, start, probe: one system from Pending to Healthy or Failed;
+    /// first settling what a crash left of an earlier start attempt.
+    async fn bring_up(self: &Arc<Self>, sys: &PlannedSystem) -> Result<Task, EngineError> {
+        let deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
+        match self.settle(sys, StepKind::Start).await? {
+            Settled::Nothing => {}
+            Settled::Succeeded => return self.probe_after_start(sys, deadline).await,
+            Settled::Failed(reason) => return self.system_failed(&sys.id, reason),
+            Settled::Unknown if sys.start.idempotent() => {}
+            Settled::Unknown if !sys.health.is_empty() => {
+                if self.verdict(sys).await {
+                    self.system_event(
+                        &sys.id,
+                        SystemPhase::Healthy,
+                        Some("healthy when the run resumed; its start was not run again".into()),
+                    )?;
+                    return Ok(Task::Healthy);
+                }
+            }
+            Settled::Unknown => {
+                if self.wait_for_person(&sys.id, StepKind::Start).await? {
+                    return Ok(Task::Healthy);
+                }
             }
         }
-        let timeout = sys.start_timeout.to_std();
-        match tokio::time::timeout(timeout, self.verify_start_probe(sys, timeout)).await {
-            Ok(result) => result,
+        let deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
+        match tokio::time::timeout_at(deadline, self.verify_and_start(sys)).await {
+            Ok(Ok(None)) => self.probe_after_start(sys, deadline).await,
+            Ok(Ok(Some(reason))) => self.system_failed(&sys.id, reason),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
-                let reason = format!(
-                    "not healthy within its startTimeout of {}",
-                    sys.start_timeout
-                );
-                self.system_event(&sys.id, SystemPhase::Failed, Some(reason.clone()))?;
-                Ok(Task::Failed(format!("{}: {reason}", sys.id)))
+                self.abandon_attempt(&sys.id, "cut short at its startTimeout; its process group was killed")?;
+                self.system_failed(
+                    &sys.id,
+                    format!(
+                        "its verify checks and start did not finish within its startTimeout of {}",
+                        sys.start_timeout
+                    ),
+                )
             }
         }
     }
 
-    async fn verify_start_probe(
-        &self,
+    fn system_failed(&self, id: &str, reason: String) -> Result<Task, EngineError> {
+        self.system_event(id, SystemPhase::Failed, Some(reason.clone()))?;
+        Ok(Task::Failed(format!("{id}: {reason}")))
+    }
+
+    /// Runs the verify checks and the start; `Some(reason)` when either failed.
+    async fn verify_and_start(
+        self: &Arc<Self>,
         sys: &PlannedSystem,
-        timeout: Duration,
-    ) -> Result<Task, EngineError> {
-        let fail = |reason: String| -> Result<Task, EngineError> {
-            self.system_event(&sys.id, SystemPhase::Failed, Some(reason.clone()))?;
-            Ok(Task::Failed(format!("{}: {reason}", sys.id)))
-        };
+    ) -> Result<Option<String>, EngineError> {
         if !sys.verify.is_empty() {
             self.system_event(&sys.id, SystemPhase::Verifying, None)?;
             for (k, check) in sys.verify.iter().enumerate() {
                 let outcome = run_check(check, &self.cx).await;
                 self.output(&sys.id, &format!("verify[{k}]"), &outcome)?;
                 if !outcome.ok {
-                    return fail(format!("integrity check failed: {}", outcome.detail));
+                    return Ok(Some(format!("integrity check failed: {}", outcome.detail)));
                 }
             }
         }
         self.system_event(&sys.id, SystemPhase::Starting, None)?;
-        let started = tokio::time::Instant::now();
         if let Action::Manual(m) = &sys.start {
             self.system_event(
                 &sys.id,
@@ -497,20 +620,346 @@ impl<S: RunStore> Inner<S> {
             let id = sys.id.clone();
             self.wait_until(move |s| s.system(&id).is_some_and(|s| s.confirmed_by.is_some()))
                 .await;
-        } else {
-            let outcome = run_action(&sys.start, &self.cx).await;
-            self.output(&sys.id, "start", &outcome)?;
-            if !outcome.ok {
-                return fail(format!("start failed: {}", outcome.detail));
-            }
+            return Ok(None);
         }
-        let left = timeout.saturating_sub(started.elapsed());
+        let outcome = self.run_attempt(&sys.id, StepKind::Start, &sys.start).await?;
+        Ok((!outcome.ok).then(|| format!("start failed: {}", outcome.detail)))
+    }
+
+    /// Probes a started system until it is healthy or the deadline passes;
+    /// the failure names the last probe error.
+    async fn probe_after_start(
+        &self,
+        sys: &PlannedSystem,
+        deadline: tokio::time::Instant,
+    ) -> Result<Task, EngineError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match probe::until_healthy(&sys.health, &sys.probe, left, &self.cx).await {
             Ok(_) => {
                 self.system_event(&sys.id, SystemPhase::Healthy, None)?;
                 Ok(Task::Healthy)
             }
-            Err(reason) => fail(reason),
+            Err(reason) => self.system_failed(
+                &sys.id,
+                format!("startTimeout of {} passed: {reason}", sys.start_timeout),
+            ),
+        }
+    }
+
+    /// Runs one attempt of a start or stop, journaled as begun before it
+    /// runs, with its process once that runs, and as ended.
+    async fn run_attempt(
+        self: &Arc<Self>,
+        id: &str,
+        step: StepKind,
+        action: &Action,
+    ) -> Result<Outcome, EngineError> {
+        let attempt = {
+            let state = self.lock();
+            let s = state.system(id);
+            match step {
+                StepKind::Start => s.map_or(0, |s| s.attempts),
+                StepKind::Stop => s
+                    .and_then(|s| s.step.as_ref())
+                    .filter(|a| a.step == StepKind::Stop)
+                    .map_or(0, |a| a.attempt),
+            }
+        } + 1;
+        {
+            // Registered before it is journaled, so an interrupt in between
+            // still finds it (and journals it interrupted).
+            let mut running = self.running_lock();
+            if self.interrupted.load(Ordering::SeqCst) {
+                return Err(EngineError::Interrupted);
+            }
+            running.insert(
+                id.to_owned(),
+                Running {
+                    step,
+                    attempt,
+                    process: None,
+                },
+            );
+        }
+        if let Err(e) = self.emit(Event::AttemptBegun {
+            system: id.to_owned(),
+            step,
+            attempt,
+        }) {
+            self.running_lock().remove(id);
+            return Err(e);
+        }
+        let cx = StepContext {
+            attempt: Some(self.hooks(id, step, attempt)),
+            ..self.cx.clone()
+        };
+        let outcome = run_action(action, &cx).await;
+        let ours = self
+            .running_lock()
+            .remove(id)
+            .is_some_and(|r| (r.step, r.attempt) == (step, attempt));
+        if !ours {
+            // An interrupt took it and journaled how it ended.
+            return Err(EngineError::Interrupted);
+        }
+        self.output(id, step.as_str(), &outcome)?;
+        self.emit(Event::AttemptEnded {
+            system: id.to_owned(),
+            step,
+            attempt,
+            result: if outcome.ok {
+                AttemptResult::Succeeded
+            } else {
+                AttemptResult::Failed
+            },
+            reason: (!outcome.ok).then(|| outcome.detail.clone()),
+        })?;
+        Ok(outcome)
+    }
+
+    /// What an attempt tells the run: its process, journaled before the
+    /// step waits for it.
+    fn hooks(self: &Arc<Self>, id: &str, step: StepKind, attempt: u32) -> AttemptHooks {
+        let inner = Arc::clone(self);
+        let system = id.to_owned();
+        let run = self.lock().run.clone();
+        AttemptHooks {
+            marker: process::marker(&run, id, step.as_str(), attempt),
+            spawned: Arc::new(move |process: Process| {
+                {
+                    let mut running = inner.running_lock();
+                    match running.get_mut(&system) {
+                        Some(r) if (r.step, r.attempt) == (step, attempt) => {
+                            r.process = Some(process.clone());
+                        }
+                        _ => return Err("the run was interrupted".to_owned()),
+                    }
+                }
+                inner
+                    .emit(Event::AttemptRunning {
+                        system: system.clone(),
+                        step,
+                        attempt,
+                        process,
+                    })
+                    .map_err(|e| e.to_string())
+            }),
+        }
+    }
+
+    /// Journals the end of an attempt whose task was dropped (a timeout, a
+    /// cancelled start): dropping it killed its process group.
+    fn abandon_attempt(&self, id: &str, reason: &str) -> Result<(), EngineError> {
+        let taken = self.running_lock().remove(id);
+        if let Some(r) = taken {
+            self.emit(Event::AttemptEnded {
+                system: id.to_owned(),
+                step: r.step,
+                attempt: r.attempt,
+                result: AttemptResult::Interrupted,
+                reason: Some(reason.to_owned()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Settles what a crash left of the system's last attempt at `step`:
+    /// waits for a leader that still runs, and says how it ended.
+    async fn settle(&self, sys: &PlannedSystem, step: StepKind) -> Result<Settled, EngineError> {
+        let last = {
+            let state = self.lock();
+            let s = state.system(&sys.id);
+            let in_flight = s.is_some_and(|s| match step {
+                StepKind::Start => {
+                    matches!(s.phase, SystemPhase::Verifying | SystemPhase::Starting)
+                }
+                StepKind::Stop => true,
+            });
+            s.and_then(|s| s.step.clone())
+                .filter(|a| in_flight && a.step == step)
+        };
+        let Some(mut last) = last else {
+            let legacy = self.format_1
+                && step == StepKind::Start
+                && self.lock().system(&sys.id).map(|s| s.phase) == Some(SystemPhase::Starting);
+            // Format 1 said `Starting` just before the start ran, and
+            // nothing after: it may have run.
+            return Ok(if legacy && !matches!(sys.start, Action::Manual(_)) {
+                Settled::Unknown
+            } else {
+                Settled::Nothing
+            });
+        };
+        if last.open() {
+            let action = match step {
+                StepKind::Start => Some(&sys.start),
+                StepKind::Stop => sys.stop.as_ref(),
+            };
+            self.end_open_attempt(sys, action, &last).await?;
+            last = self
+                .lock()
+                .system(&sys.id)
+                .and_then(|s| s.step.clone())
+                .unwrap_or(last);
+        }
+        Ok(match last.result {
+            None => Settled::Unknown,
+            Some(AttemptResult::Succeeded) => Settled::Succeeded,
+            Some(AttemptResult::Failed) => Settled::Failed(format!(
+                "its {} failed before the run was interrupted",
+                step.as_str()
+            )),
+            Some(AttemptResult::Interrupted | AttemptResult::Unknown) => Settled::Unknown,
+        })
+    }
+
+    /// An attempt begun and not ended, found on resume: if its leader still
+    /// runs, wait for it (up to the step's timeout, then kill its group),
+    /// and journal how it ended.
+    async fn end_open_attempt(
+        &self,
+        sys: &PlannedSystem,
+        action: Option<&Action>,
+        last: &StepState,
+    ) -> Result<(), EngineError> {
+        let run = self.lock().run.clone();
+        let marker = process::marker(&run, &sys.id, last.step.as_str(), last.attempt);
+        let leader = match &last.process {
+            Some(p) => Some(p.clone()),
+            // Spawned in the instant before its pid was journaled?
+            None => process::find_marked(&marker).inspect(|p| {
+                let _ = self.emit(Event::AttemptRunning {
+                    system: sys.id.clone(),
+                    step: last.step,
+                    attempt: last.attempt,
+                    process: p.clone(),
+                });
+            }),
+        };
+        let ended = |result, reason: String| Event::AttemptEnded {
+            system: sys.id.clone(),
+            step: last.step,
+            attempt: last.attempt,
+            result,
+            reason: Some(reason),
+        };
+        if let Some(p) = leader.filter(Process::alive) {
+            let timeout = match action {
+                Some(Action::Exec(e)) => e.timeout.map_or(self.cx.timeout, |d| d.to_std()),
+                _ => self.cx.timeout,
+            }
+            .min(sys.start_timeout.to_std());
+            let phase = self.lock().system(&sys.id).map(|s| s.phase);
+            self.system_event(
+                &sys.id,
+                phase.unwrap_or(SystemPhase::Starting),
+                Some(format!(
+                    "its {} (pid {}) still runs from before the run resumed: waiting for it, up to {}",
+                    last.step.as_str(),
+                    p.pid,
+                    humantime::format_duration(timeout)
+                )),
+            )?;
+            let until = tokio::time::Instant::now() + timeout;
+            while p.alive() && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if p.alive() {
+                p.kill_group();
+                return self.emit(ended(
+                    AttemptResult::Failed,
+                    format!(
+                        "still running {} after the run resumed; its process group was killed",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+        }
+        self.emit(ended(
+            AttemptResult::Unknown,
+            "it ended while no blackstart watched it: how is not known".to_owned(),
+        ))
+    }
+
+    /// Whether health says the system is up: `successThreshold` passing
+    /// rounds in a row say up, `failureThreshold` failing ones say down.
+    async fn verdict(&self, sys: &PlannedSystem) -> bool {
+        let cx = StepContext {
+            timeout: sys.probe.timeout.to_std(),
+            ..self.cx.clone()
+        };
+        let (mut ok, mut failed) = (0u32, 0u32);
+        loop {
+            if probe::round(&sys.health, &cx).await.ok {
+                ok += 1;
+                failed = 0;
+                if ok >= sys.probe.success_threshold.max(1) {
+                    return true;
+                }
+            } else {
+                failed += 1;
+                ok = 0;
+                if failed >= sys.probe.failure_threshold.max(1) {
+                    return false;
+                }
+            }
+            tokio::time::sleep(sys.probe.interval.to_std()).await;
+        }
+    }
+
+    /// A start or stop whose outcome a crash made unknown, on a system
+    /// without health checks to tell: a person confirms it (true) or asks
+    /// for a new attempt (false; stops are never run twice, so only starts).
+    async fn wait_for_person(&self, id: &str, step: StepKind) -> Result<bool, EngineError> {
+        let run = self.lock().run.clone();
+        let (phase, ask) = match step {
+            StepKind::Start => (
+                SystemPhase::Starting,
+                format!(
+                    "waiting for a person: its start was cut short by a crash and it has no health checks to tell; `blackstart confirm {run} {id} --by NAME` if it is up, `blackstart retry {run} {id} --by NAME` to start it again"
+                ),
+            ),
+            StepKind::Stop => (
+                SystemPhase::Stopping,
+                format!(
+                    "waiting for a person: its stop was cut short by a crash and it has no health checks to tell; `blackstart confirm {run} {id} --by NAME` once it is down"
+                ),
+            ),
+        };
+        self.system_event(id, phase, Some(ask))?;
+        let system = id.to_owned();
+        self.wait_until(move |s| {
+            s.system(&system)
+                .is_some_and(|s| s.confirmed_by.is_some() || (step == StepKind::Start && s.retry_by.is_some()))
+        })
+        .await;
+        let (confirmed, retry) = self
+            .lock()
+            .system(id)
+            .map(|s| (s.confirmed_by.clone(), s.retry_by.clone()))
+            .unwrap_or_default();
+        match (confirmed, retry) {
+            (Some(by), _) => {
+                let (phase, what) = match step {
+                    StepKind::Start => (SystemPhase::Healthy, "up"),
+                    StepKind::Stop => (SystemPhase::RolledBack, "down"),
+                };
+                self.system_event(
+                    id,
+                    phase,
+                    Some(format!("confirmed {what} by {by} after a crash cut its {} short", step.as_str())),
+                )?;
+                Ok(true)
+            }
+            (None, Some(by)) => {
+                self.system_event(
+                    id,
+                    SystemPhase::Starting,
+                    Some(format!("started again as {by} asked")),
+                )?;
+                Ok(false)
+            }
+            (None, None) => Ok(false),
         }
     }
 
@@ -545,7 +994,12 @@ impl<S: RunStore> Inner<S> {
             tokio::select! {
                 joined = watches.join_next(), if !soaked => match joined {
                     None => soaked = true,
-                    Some(Ok(Ok(()))) | Some(Err(_)) => {}
+                    Some(Ok(Ok(()))) => {}
+                    Some(Err(e)) => {
+                        // A watcher that panicked proved nothing healthy.
+                        watches.abort_all();
+                        return Ok(Starts::Failed(format!("a health watch of the soak failed: {e}")));
+                    }
                     Some(Ok(Err((id, reason)))) => {
                         watches.abort_all();
                         let reason = format!("unhealthy during the soak: {reason}");
@@ -572,16 +1026,21 @@ impl<S: RunStore> Inner<S> {
     }
 
     async fn stage_failed(
-        &self,
+        self: &Arc<Self>,
         stage: &PlannedStage,
         reason: &str,
     ) -> Result<RunPhase, EngineError> {
         let reason = format!("stage `{}` failed: {reason}", stage.name);
         match stage.gate.on_failure {
             OnFailure::Rollback => {
-                self.stop_systems(&stage.rollback_order).await?;
-                self.stage_event(&stage.name, StagePhase::RolledBack, Some(reason.clone()))?;
-                self.end(RunPhase::RolledBack, &reason)
+                let systems = self.started_of(stage.rollback_order.iter());
+                self.emit(Event::RollbackBegun {
+                    stage: Some(stage.name.clone()),
+                    systems,
+                    reason,
+                    by: None,
+                })?;
+                self.finish_rollback().await
             }
             OnFailure::Pause => {
                 self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
@@ -594,65 +1053,147 @@ impl<S: RunStore> Inner<S> {
         }
     }
 
-    /// Stops, in the order given, every listed system that was started.
-    async fn stop_systems(&self, order: &[String]) -> Result<(), EngineError> {
+    /// Of the given systems, in their order, those whose start ever began.
+    fn started_of<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+        let state = self.lock();
+        ids.filter(|id| {
+            state
+                .system(id)
+                .is_some_and(|s| s.started && s.phase != SystemPhase::RolledBack)
+        })
+        .cloned()
+        .collect()
+    }
+
+    /// Carries the rollback the journal says began to its end: stops what
+    /// it lists that is not stopped yet, then ends the run RolledBack.
+    async fn finish_rollback(self: &Arc<Self>) -> Result<RunPhase, EngineError> {
+        let rollback = self.lock().rollback.clone();
+        let Some(rollback) = rollback else {
+            let phase = self.lock().phase;
+            return Ok(phase);
+        };
+        self.stop_systems(&rollback.systems).await?;
+        match &rollback.stage {
+            Some(stage) => {
+                self.stage_event(stage, StagePhase::RolledBack, Some(rollback.reason.clone()))?;
+            }
+            None => {
+                for stage in &self.plan.stages {
+                    let touched = stage.systems.iter().any(|s| self.system_started(&s.id));
+                    let phase = if touched {
+                        StagePhase::RolledBack
+                    } else {
+                        StagePhase::Skipped
+                    };
+                    self.stage_event(&stage.name, phase, None)?;
+                }
+            }
+        }
+        self.end(RunPhase::RolledBack, &rollback.reason)
+    }
+
+    /// Stops, in the order given, every listed system not stopped yet.
+    async fn stop_systems(self: &Arc<Self>, order: &[String]) -> Result<(), EngineError> {
         let planned: HashMap<&str, &PlannedSystem> = self
             .plan
             .systems()
             .map(|(_, s)| (s.id.as_str(), s))
             .collect();
         for id in order {
-            let (started, phase) = {
-                let state = self.lock();
-                let s = state.system(id);
-                (s.is_some_and(|s| s.started), s.map(|s| s.phase))
-            };
-            if !started || phase == Some(SystemPhase::RolledBack) {
-                continue;
-            }
-            let Some(sys) = planned.get(id.as_str()) else {
-                continue;
-            };
-            self.system_event(id, SystemPhase::Stopping, None)?;
-            let Some(stop) = &sys.stop else {
-                self.system_event(
-                    id,
-                    SystemPhase::RolledBack,
-                    Some("no stop action: left as it was".into()),
-                )?;
-                continue;
-            };
-            if let Action::Manual(m) = stop {
-                self.system_event(
-                    id,
-                    SystemPhase::Stopping,
-                    Some(format!("waiting for confirmation: {}", m.instruction)),
-                )?;
-                let system = id.clone();
-                self.wait_until(move |s| {
-                    s.system(&system).is_some_and(|s| s.confirmed_by.is_some())
-                })
-                .await;
-                self.system_event(id, SystemPhase::RolledBack, None)?;
-                continue;
-            }
-            let outcome = run_action(stop, &self.cx).await;
-            self.output(id, "stop", &outcome)?;
-            if outcome.ok {
-                self.system_event(id, SystemPhase::RolledBack, None)?;
-            } else {
-                self.system_event(
-                    id,
-                    SystemPhase::Failed,
-                    Some(format!("stop failed: {}", outcome.detail)),
-                )?;
+            if let Some(sys) = planned.get(id.as_str()) {
+                self.stop_one(sys).await?;
             }
         }
         Ok(())
     }
 
-    /// Ends the run: what never started is marked Skipped first.
+    /// Stops one system, once: a stop a crash cut short is not run again;
+    /// its outcome is read from health, or confirmed by a person.
+    async fn stop_one(self: &Arc<Self>, sys: &PlannedSystem) -> Result<(), EngineError> {
+        let id = &sys.id;
+        let (started, phase) = {
+            let state = self.lock();
+            let s = state.system(id);
+            (s.is_some_and(|s| s.started), s.map(|s| s.phase))
+        };
+        if !started || phase == Some(SystemPhase::RolledBack) {
+            return Ok(());
+        }
+        match self.settle(sys, StepKind::Stop).await? {
+            Settled::Nothing => {}
+            Settled::Succeeded => {
+                return self.system_event(id, SystemPhase::RolledBack, None);
+            }
+            Settled::Failed(_) => {
+                if phase != Some(SystemPhase::Failed) {
+                    self.system_event(
+                        id,
+                        SystemPhase::Failed,
+                        Some("its stop failed before the run was interrupted".into()),
+                    )?;
+                }
+                return Ok(());
+            }
+            Settled::Unknown if !sys.health.is_empty() => {
+                return if self.verdict(sys).await {
+                    self.system_event(
+                        id,
+                        SystemPhase::Failed,
+                        Some("still healthy after a crash cut its stop short; the stop was not run twice: stop it by hand".into()),
+                    )
+                } else {
+                    self.system_event(
+                        id,
+                        SystemPhase::RolledBack,
+                        Some("down after a crash cut its stop short".into()),
+                    )
+                };
+            }
+            Settled::Unknown => {
+                self.wait_for_person(id, StepKind::Stop).await?;
+                return Ok(());
+            }
+        }
+        self.system_event(id, SystemPhase::Stopping, None)?;
+        let Some(stop) = &sys.stop else {
+            return self.system_event(
+                id,
+                SystemPhase::RolledBack,
+                Some("no stop action: left as it was".into()),
+            );
+        };
+        if let Action::Manual(m) = stop {
+            self.system_event(
+                id,
+                SystemPhase::Stopping,
+                Some(format!("waiting for confirmation: {}", m.instruction)),
+            )?;
+            let system = id.clone();
+            self.wait_until(move |s| s.system(&system).is_some_and(|s| s.confirmed_by.is_some()))
+                .await;
+            return self.system_event(id, SystemPhase::RolledBack, None);
+        }
+        let outcome = self.run_attempt(id, StepKind::Stop, stop).await?;
+        if outcome.ok {
+            self.system_event(id, SystemPhase::RolledBack, None)
+        } else {
+            self.system_event(
+                id,
+                SystemPhase::Failed,
+                Some(format!("stop failed: {}", outcome.detail)),
+            )
+        }
+    }
+
+    /// Ends the run: what never started is marked Skipped first. A run
+    /// whose rollback began never ends Succeeded.
     fn end(&self, phase: RunPhase, reason: &str) -> Result<RunPhase, EngineError> {
+        let phase = if phase == RunPhase::Succeeded && self.lock().rollback.is_some() {
+            RunPhase::RolledBack
+        } else {
+            phase
+        };
         if phase != RunPhase::Succeeded {
             let (systems, stages): (Vec<String>, Vec<String>) = {
                 let state = self.lock();
@@ -757,6 +1298,48 @@ fn log(run: &str, seq: u64, event: &Event) {
         }
         Event::TornWriteDiscarded { bytes } => {
             tracing::warn!(run, seq, bytes, "torn write discarded")
+        }
+        Event::RetryRequested { system, by } => {
+            tracing::info!(run, seq, system = %system, by = %by, "retry requested")
+        }
+        Event::AttemptBegun {
+            system,
+            step,
+            attempt,
+        } => {
+            tracing::info!(run, seq, system = %system, step = step.as_str(), attempt, "attempt begun")
+        }
+        Event::AttemptRunning {
+            system,
+            step,
+            attempt,
+            process,
+        } => {
+            tracing::info!(run, seq, system = %system, step = step.as_str(), attempt, pid = process.pid, "attempt running")
+        }
+        Event::AttemptEnded {
+            system,
+            step,
+            attempt,
+            result,
+            reason,
+        } => {
+            tracing::info!(run, seq, system = %system, step = step.as_str(), attempt, result = ?result, reason = reason.as_deref(), "attempt ended")
+        }
+        Event::RollbackBegun {
+            stage,
+            systems,
+            reason,
+            by,
+        } => {
+            tracing::warn!(run, seq, stage = stage.as_deref(), systems = systems.len(), reason = %reason, by = by.as_deref(), "rollback begun")
+        }
+        Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } => {
+            tracing::warn!(run, seq, file = %file, bytes, reason = %reason, "journal tail set aside")
         }
     }
 }

@@ -5,6 +5,12 @@
 //! them) goes through [`Secrets::redact`] first. A secret therefore reaches
 //! the process or request that needs it and nothing else: not the journal,
 //! not a log line, not a report.
+//!
+//! `apply` registers every secret the plan names before anything starts
+//! ([`Secrets::preload`]), so a stage-1 step that prints what it can see
+//! cannot put a stage-2 secret into the journal before that secret was
+//! ever resolved. A secret also hides in its escaped forms (JSON, Rust
+//! debug, URL encoding), since error messages quote values that way.
 
 use std::sync::{Arc, RwLock};
 
@@ -44,6 +50,52 @@ impl Secrets {
         }
     }
 
+    /// Resolves every named variable now and registers it (and its escaped
+    /// forms) for redaction; the error lists every name that is not set.
+    pub fn preload<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Vec<String>> {
+        let mut missing = Vec::new();
+        let mut found = Vec::new();
+        for name in names {
+            match (self.lookup)(name) {
+                Some(v) => found.push(v),
+                None => missing.push(name.to_owned()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        self.remember(found);
+        Ok(())
+    }
+
+    /// Registers values that must never be shown, as if resolved.
+    pub fn register(&self, values: impl IntoIterator<Item = String>) {
+        self.remember(values.into_iter().collect());
+    }
+
+    fn remember(&self, found: Vec<String>) {
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        let before = seen.len();
+        for value in found {
+            for form in forms(&value) {
+                if !form.is_empty() && !seen.contains(&form) {
+                    seen.push(form);
+                }
+            }
+        }
+        if seen.len() != before {
+            // Longest first, so a secret containing another is hidden whole.
+            seen.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// The length of the longest form of any secret: a window of output
+    /// this much longer than what is kept can be redacted before the cut.
+    pub fn longest(&self) -> usize {
+        let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+        seen.first().map_or(0, String::len)
+    }
+
     /// `text` with every `${env:NAME}` replaced by its value.
     pub fn resolve(&self, text: &str) -> Result<String, PlaceholderError> {
         if !text.contains("${") {
@@ -55,14 +107,7 @@ impl Secrets {
             found.push(value.clone());
             Some(value)
         })?;
-        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
-        for value in found {
-            if !value.is_empty() && !seen.contains(&value) {
-                seen.push(value);
-                // Longest first, so a secret containing another is hidden whole.
-                seen.sort_by_key(|v| std::cmp::Reverse(v.len()));
-            }
-        }
+        self.remember(found);
         Ok(out)
     }
 
@@ -77,6 +122,21 @@ impl Secrets {
         }
         out
     }
+}
+
+/// A secret as written plainly and as JSON, Rust's debug format and URL
+/// encoding would quote it.
+fn forms(value: &str) -> Vec<String> {
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let debug = format!("{value:?}");
+    let unquote = |s: &str| s[1..s.len().saturating_sub(1).max(1)].to_owned();
+    let url = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let form = url.replace("%20", "+");
+    let mut out = vec![value.to_owned(), unquote(&json), unquote(&debug), url, form];
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -103,5 +163,31 @@ mod tests {
             "401 for [redacted] as [redacted]"
         );
         assert!(!format!("{secrets:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn preloaded_secrets_hide_in_every_escaped_form() {
+        let secret = r#"p"a\ss w/rd"#;
+        let secrets = Secrets::with_lookup(Arc::new(move |n| {
+            (n == "PW").then(|| secret.to_owned())
+        }));
+        assert_eq!(
+            secrets.preload(["PW", "NOPE", "ALSO_NOPE"]),
+            Err(vec!["NOPE".to_owned(), "ALSO_NOPE".to_owned()])
+        );
+        secrets.preload(["PW"]).unwrap();
+        let quoted = [
+            secret.to_owned(),
+            serde_json::to_string(secret).unwrap(),
+            format!("{secret:?}"),
+            "p%22a%5Css%20w%2Frd".to_owned(),
+            "p%22a%5Css+w%2Frd".to_owned(),
+        ];
+        for text in quoted {
+            let shown = secrets.redact(&format!("got {text} back"));
+            assert!(!shown.contains("ss w") && !shown.contains("w%2F"), "{shown}");
+            assert!(shown.contains(REDACTED), "{shown}");
+        }
+        assert!(secrets.longest() >= secret.len());
     }
 }

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::event::{Event, RunPhase, StagePhase, SystemPhase};
+use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase};
+use crate::process::Process;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +39,52 @@ pub struct SystemState {
     pub confirmed_by: Option<String>,
     /// Whether its start action ever began: what a rollback must stop.
     pub started: bool,
+    /// Start attempts begun so far.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Its latest start or stop attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepState>,
+    /// Who asked for a new start attempt that has not begun yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_by: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A start or stop attempt, as far as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepState {
+    pub step: StepKind,
+    pub attempt: u32,
+    /// Its leader process, once it ran (exec steps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// How it ended; none while it runs, or when a crash cut it short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<AttemptResult>,
+}
+
+impl StepState {
+    /// Begun and not ended: after a crash, it may still be running.
+    pub fn open(&self) -> bool {
+        self.result.is_none()
+    }
+}
+
+/// A rollback that began: what it stops, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    pub systems: Vec<String>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Where a run stands, in the shape `status --format json` prints.
@@ -52,6 +99,13 @@ pub struct RunState {
     pub reason: Option<String>,
     pub stages: Vec<StageState>,
     pub systems: Vec<SystemState>,
+    /// The rollback that began, if one did; it stays after it finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackState>,
+    /// Where the journal was repaired: records set aside, with the file
+    /// they went to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set_aside: Vec<String>,
     /// Positions in `systems` and `stages` by id: a run of 10,000 systems
     /// looks one up for every event.
     #[serde(skip)]
@@ -93,6 +147,7 @@ impl RunState {
             playbook,
             playbook_hash,
             plan,
+            ..
         } = first
         else {
             return Err(FoldError::NotStarted { seq });
@@ -121,8 +176,13 @@ impl RunState {
                     reason: None,
                     confirmed_by: None,
                     started: false,
+                    attempts: 0,
+                    step: None,
+                    retry_by: None,
                 })
                 .collect(),
+            rollback: None,
+            set_aside: Vec::new(),
             index: Index::default(),
         };
         state.index = Index {
@@ -147,34 +207,19 @@ impl RunState {
 
     /// Applies one more event, as the engine does after each append.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), FoldError> {
-        let unknown = |what, id: &str| FoldError::Unknown {
-            seq,
-            what,
-            id: id.to_owned(),
-        };
         match event {
             Event::RunStarted { .. } => return Err(FoldError::NotStarted { seq }),
             Event::Run { phase, reason } => {
                 self.phase = *phase;
                 self.reason = reason.clone();
             }
-            Event::Stage { stage, phase, .. } => {
-                self.stages
-                    .iter_mut()
-                    .find(|s| &s.name == stage)
-                    .ok_or_else(|| unknown("stage", stage))?
-                    .phase = *phase;
-            }
+            Event::Stage { stage, phase, .. } => self.stage_mut(seq, stage)?.phase = *phase,
             Event::System {
                 system,
                 phase,
                 reason,
             } => {
-                let s = self
-                    .systems
-                    .iter_mut()
-                    .find(|s| &s.id == system)
-                    .ok_or_else(|| unknown("system", system))?;
+                let s = self.system_mut(seq, system)?;
                 s.phase = *phase;
                 s.reason = reason.clone();
                 s.started |= *phase == SystemPhase::Starting;
@@ -183,26 +228,104 @@ impl RunState {
                     s.confirmed_by = None;
                 }
             }
-            Event::Approved { stage, by, role } => self
-                .stages
-                .iter_mut()
-                .find(|s| &s.name == stage)
-                .ok_or_else(|| unknown("stage", stage))?
-                .approvals
-                .push(Approval {
+            Event::Approved { stage, by, role } => {
+                self.stage_mut(seq, stage)?.approvals.push(Approval {
                     by: by.clone(),
                     role: role.clone(),
-                }),
-            Event::Confirmed { system, by } => {
-                self.systems
-                    .iter_mut()
-                    .find(|s| &s.id == system)
-                    .ok_or_else(|| unknown("system", system))?
-                    .confirmed_by = Some(by.clone());
+                });
             }
+            Event::Confirmed { system, by } => {
+                self.system_mut(seq, system)?.confirmed_by = Some(by.clone());
+            }
+            Event::RetryRequested { system, by } => {
+                self.system_mut(seq, system)?.retry_by = Some(by.clone());
+            }
+            Event::AttemptBegun {
+                system,
+                step,
+                attempt,
+            } => {
+                let s = self.system_mut(seq, system)?;
+                if *step == StepKind::Start {
+                    s.attempts = s.attempts.max(*attempt);
+                    s.started = true;
+                    s.retry_by = None;
+                    s.confirmed_by = None;
+                }
+                s.step = Some(StepState {
+                    step: *step,
+                    attempt: *attempt,
+                    process: None,
+                    result: None,
+                });
+            }
+            Event::AttemptRunning {
+                system,
+                step,
+                attempt,
+                process,
+            } => {
+                if let Some(a) = self.system_mut(seq, system)?.step.as_mut()
+                    && (a.step, a.attempt) == (*step, *attempt)
+                {
+                    a.process = Some(process.clone());
+                }
+            }
+            Event::AttemptEnded {
+                system,
+                step,
+                attempt,
+                result,
+                ..
+            } => {
+                if let Some(a) = self.system_mut(seq, system)?.step.as_mut()
+                    && (a.step, a.attempt) == (*step, *attempt)
+                    && a.result.is_none()
+                {
+                    a.result = Some(*result);
+                }
+            }
+            Event::RollbackBegun {
+                stage,
+                systems,
+                reason,
+                by,
+            } => {
+                self.phase = RunPhase::RollingBack;
+                self.reason = Some(reason.clone());
+                self.rollback = Some(RollbackState {
+                    stage: stage.clone(),
+                    systems: systems.clone(),
+                    reason: reason.clone(),
+                    by: by.clone(),
+                });
+            }
+            Event::SetAside { file, .. } => self.set_aside.push(file.clone()),
             Event::Output { .. } | Event::TornWriteDiscarded { .. } => {}
         }
         Ok(())
+    }
+
+    fn system_mut(&mut self, seq: u64, id: &str) -> Result<&mut SystemState, FoldError> {
+        match self.index.systems.get(id) {
+            Some(&i) => Ok(&mut self.systems[i]),
+            None => Err(FoldError::Unknown {
+                seq,
+                what: "system",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    fn stage_mut(&mut self, seq: u64, name: &str) -> Result<&mut StageState, FoldError> {
+        match self.index.stages.get(name) {
+            Some(&i) => Ok(&mut self.stages[i]),
+            None => Err(FoldError::Unknown {
+                seq,
+                what: "stage",
+                id: name.to_owned(),
+            }),
+        }
     }
 
     pub fn system(&self, id: &str) -> Option<&SystemState> {

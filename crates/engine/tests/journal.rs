@@ -33,6 +33,8 @@ fn started(run: &str) -> Event {
         playbook: plan.playbook.clone(),
         playbook_hash: plan.playbook_hash.clone(),
         plan: Box::new(plan),
+        playbook_path: None,
+        drill: false,
     }
 }
 
@@ -213,7 +215,7 @@ fn tampering_is_detected_and_named() {
 }
 
 #[test]
-fn a_torn_tail_is_discarded_and_recorded() {
+fn a_torn_tail_is_set_aside_byte_for_byte_and_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = RunDir::new(tmp.path(), "r1").unwrap();
     drop(write_run(&dir));
@@ -222,24 +224,119 @@ fn a_torn_tail_is_discarded_and_recorded() {
     let tail = b"{\"seq\":11,\"at\":\"2026-11-22T18:00:00.000Z\",\"prev\":\"ab";
     torn.extend_from_slice(tail);
     std::fs::write(dir.journal(), &torn).unwrap();
-    // Readers see the complete records only.
-    assert_eq!(journal::read(&dir).unwrap().len(), 10);
+    // Readers see the complete records only, and are told of the rest.
+    let scan = journal::read_scan(&dir).unwrap();
+    assert_eq!(scan.records.len(), 10);
+    let rest = scan.rest.expect("the torn tail is reported");
+    assert_eq!((rest.offset, rest.bytes), (before.len() as u64, tail.len() as u64));
     let (j, records) = FileJournal::open(&dir).unwrap();
     let last = records.last().unwrap();
     assert_eq!(last.seq, 11);
-    assert_eq!(
-        last.event,
-        Event::TornWriteDiscarded {
-            bytes: tail.len() as u64
-        }
-    );
+    let Event::SetAside { file, bytes, .. } = &last.event else {
+        panic!("expected SetAside, got {:?}", last.event);
+    };
+    assert_eq!(*bytes, tail.len() as u64);
+    assert_eq!(std::fs::read(dir.dir.join(file)).unwrap(), tail, "nothing is lost");
     drop(j);
     let after = std::fs::read(dir.journal()).unwrap();
     assert!(
         after.starts_with(&before),
         "complete records are never rewritten"
     );
-    assert_eq!(journal::read(&dir).unwrap().len(), 11);
+    let scan = journal::read_scan(&dir).unwrap();
+    assert_eq!((scan.records.len(), scan.rest), (11, None));
+}
+
+#[test]
+fn a_forked_journal_goes_on_from_its_prefix_and_keeps_the_fork_beside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    drop(write_run(&dir));
+    let good = lines(&dir);
+    // A second writer that read the journal up to event 6 wrote 7 and 8.
+    let fork_dir = RunDir::new(&tmp.path().join("other"), "r1").unwrap();
+    std::fs::create_dir_all(&fork_dir.dir).unwrap();
+    write_lines(&fork_dir, &good[..6]);
+    {
+        let (j, _) = FileJournal::open(&fork_dir).unwrap();
+        j.append(&system("db", SystemPhase::Failed)).unwrap();
+        j.append(&system("app", SystemPhase::Starting)).unwrap();
+    }
+    let forked_tail = lines(&fork_dir)[6..].to_vec();
+    let mut both = good.clone();
+    both.extend(forked_tail.iter().cloned());
+    write_lines(&dir, &both);
+
+    let scan = journal::read_scan(&dir).unwrap();
+    assert_eq!(scan.records.len(), 10, "status goes on from the prefix");
+    let rest = scan.rest.unwrap();
+    assert_eq!(rest.line, 11);
+    assert!(rest.reason.contains("forked"), "{}", rest.reason);
+
+    let (j, records) = FileJournal::open(&dir).unwrap();
+    assert_eq!(records.len(), 11);
+    let Event::SetAside { file, .. } = &records[10].event else {
+        panic!("{:?}", records[10].event);
+    };
+    let kept = std::fs::read_to_string(dir.dir.join(file)).unwrap();
+    assert_eq!(kept, forked_tail.iter().map(|l| format!("{l}\n")).collect::<String>());
+    assert_eq!(j.append(&system("app", SystemPhase::Healthy)).unwrap().seq, 12);
+}
+
+#[test]
+fn deleting_or_replacing_the_journal_does_not_admit_a_second_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    let first = write_run(&dir);
+    // An old release's `lock` file, or the holder note, mean nothing.
+    let _ = std::fs::remove_file(dir.dir.join("lock"));
+    let _ = std::fs::remove_file(dir.dir.join("holder"));
+    assert!(matches!(FileJournal::open(&dir), Err(JournalError::Locked { .. })));
+    // Someone appends behind the writer's back: it refuses to go on.
+    let mut text = std::fs::read_to_string(dir.journal()).unwrap();
+    let copy = text.clone();
+    text.push_str(copy.lines().last().unwrap());
+    text.push('\n');
+    std::fs::write(dir.journal(), &text).unwrap();
+    let err = first.append(&system("app", SystemPhase::Healthy)).unwrap_err();
+    assert!(err.to_string().contains("someone else wrote to it"), "{err}");
+    drop(first);
+    // The journal replaced by another file: the writer refuses too.
+    std::fs::write(dir.journal(), copy.as_bytes()).unwrap();
+    let (j, _) = FileJournal::open(&dir).unwrap();
+    std::fs::remove_file(dir.journal()).unwrap();
+    std::fs::write(dir.journal(), copy.as_bytes()).unwrap();
+    let err = j.append(&system("app", SystemPhase::Healthy)).unwrap_err();
+    assert!(err.to_string().contains("replaced"), "{err}");
+}
+
+#[test]
+fn records_carry_their_format_and_the_previous_format_still_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    drop(write_run(&dir));
+    for line in lines(&dir) {
+        assert!(line.starts_with(&format!("{{\"v\":{},", journal::FORMAT)), "{line}");
+    }
+    let records = journal::read(&dir).unwrap();
+    blackstart_engine::Record::verify_chain(&records).unwrap();
+    // blackstart 0.1.0's journal (format 1, no `v`), checked in.
+    let old = RunDir::new(tmp.path(), "fixture").unwrap();
+    std::fs::create_dir_all(&old.dir).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/journal-v1/journal.jsonl"),
+        old.journal(),
+    )
+    .unwrap();
+    let records = journal::read(&old).unwrap();
+    assert!(records.iter().all(|r| r.v == 1));
+    blackstart_engine::Record::verify_chain(&records).unwrap();
+    let (j, records) = FileJournal::open(&old).unwrap();
+    let next = j.append(&system("app", SystemPhase::Pending)).unwrap();
+    assert_eq!((next.v, next.seq), (journal::FORMAT, records.len() as u64 + 1));
+    drop(j);
+    let mixed = journal::read(&old).unwrap();
+    blackstart_engine::Record::verify_chain(&mixed).unwrap();
 }
 
 #[test]

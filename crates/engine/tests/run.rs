@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blackstart_engine::event::StepKind;
 use blackstart_engine::journal;
+use blackstart_engine::process::Process;
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::StepContext;
 use blackstart_engine::{
@@ -96,6 +98,8 @@ fn lab(yaml: &str) -> (Lab, Engine<FileJournal>) {
         playbook: plan.playbook.clone(),
         playbook_hash: plan.playbook_hash.clone(),
         plan: Box::new(plan),
+        playbook_path: None,
+        drill: false,
     };
     let journal = FileJournal::create(&dir, &started).unwrap();
     let records = journal.load().unwrap();
@@ -296,7 +300,7 @@ async fn a_hung_start_is_timed_out() {
     assert_eq!(hung.phase, SystemPhase::Failed);
     assert_eq!(
         hung.reason.as_deref(),
-        Some("not healthy within its startTimeout of 400ms")
+        Some("its verify checks and start did not finish within its startTimeout of 400ms")
     );
 }
 
@@ -414,42 +418,74 @@ async fn resume_after_a_crash_reprobes_in_flight_systems_instead_of_restarting_t
         ],
         TWO_STAGES,
     );
-    let (lab, engine) = lab(&yaml);
-    // As if the process died right after db's start action: the journal says
-    // Starting, the system is in fact up.
-    drop(engine);
-    {
-        let (j, _) = FileJournal::open(&lab.dir).unwrap();
-        for e in [
-            Event::Run {
-                phase: RunPhase::Running,
-                reason: None,
-            },
-            Event::Stage {
-                stage: "data".into(),
-                phase: StagePhase::Running,
-                reason: None,
-            },
-            Event::System {
-                system: "db".into(),
-                phase: SystemPhase::Starting,
-                reason: None,
-            },
-        ] {
-            j.append(&e).unwrap();
+    for up in [true, false] {
+        let (lab, engine) = lab(&yaml);
+        // As if the process died while db's start ran: the journal has its
+        // attempt begun and its process, long gone, and no end.
+        drop(engine);
+        {
+            let (j, _) = FileJournal::open(&lab.dir).unwrap();
+            let gone = Process {
+                pid: i32::MAX,
+                pgid: i32::MAX,
+                start_ticks: 1,
+                boot: blackstart_engine::process::boot_id(),
+            };
+            for e in [
+                Event::Run {
+                    phase: RunPhase::Running,
+                    reason: None,
+                },
+                Event::Stage {
+                    stage: "data".into(),
+                    phase: StagePhase::Running,
+                    reason: None,
+                },
+                Event::System {
+                    system: "db".into(),
+                    phase: SystemPhase::Starting,
+                    reason: None,
+                },
+                Event::AttemptBegun {
+                    system: "db".into(),
+                    step: StepKind::Start,
+                    attempt: 1,
+                },
+                Event::AttemptRunning {
+                    system: "db".into(),
+                    step: StepKind::Start,
+                    attempt: 1,
+                    process: gone,
+                },
+            ] {
+                j.append(&e).unwrap();
+            }
+        }
+        if up {
+            std::fs::write(lab.path().join("db.ok"), "").unwrap();
+        }
+        assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);
+        let db = lab.state().system("db").unwrap().clone();
+        if up {
+            assert_eq!(
+                lab.log(),
+                ["start api"],
+                "db was healthy and was not started again"
+            );
+            assert_eq!(
+                db.reason.as_deref(),
+                Some("healthy when the run resumed; its start was not run again")
+            );
+            assert_eq!(db.attempts, 1);
+        } else {
+            assert_eq!(
+                lab.log(),
+                ["start db", "start api"],
+                "health said down, the first attempt had certainly ended: started again"
+            );
+            assert_eq!(db.attempts, 2);
         }
     }
-    std::fs::write(lab.path().join("db.ok"), "").unwrap();
-    assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);
-    assert_eq!(
-        lab.log(),
-        ["start api"],
-        "db was healthy and was not started again"
-    );
-    assert_eq!(
-        lab.state().system("db").unwrap().reason.as_deref(),
-        Some("healthy when the run resumed")
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,7 +503,7 @@ async fn rollback_of_a_finished_run_stops_everything_dependents_first() {
     drop(engine);
     assert_eq!(
         lab.resume()
-            .rollback("rolled back by the commander")
+            .rollback("rolled back by the commander", None)
             .await
             .unwrap(),
         RunPhase::RolledBack

@@ -526,6 +526,7 @@ impl Decode for Defaults {
             start_timeout: f.opt("startTimeout", cx),
             expected_duration: f.opt("expectedDuration", cx),
             probe: f.or_default("probe", cx),
+            inherit_env: env_names_at(&mut f, cx),
         };
         f.finish(cx);
         Some(d)
@@ -668,6 +669,8 @@ impl Decode for Exec {
         let env = f.or_default("env", cx);
         let working_dir = f.opt("workingDir", cx);
         let timeout = f.opt("timeout", cx);
+        let inherit_env = env_names_at(&mut f, cx);
+        let idempotent = f.or_default("idempotent", cx);
         f.finish(cx);
         let command = command?;
         if command.first().is_none_or(|c| c.is_empty()) {
@@ -682,6 +685,8 @@ impl Decode for Exec {
             env,
             working_dir,
             timeout,
+            inherit_env,
+            idempotent,
         })
     }
 }
@@ -698,6 +703,7 @@ fn decode_http<'t>(node: &'t Node<'t>, what: &'static str, cx: &mut Cx<'t>) -> O
     let body_contains = f.opt("bodyContains", cx);
     let json_pointer = f.opt("jsonPointer", cx);
     let timeout = f.opt("timeout", cx);
+    let idempotent = f.or_default("idempotent", cx);
     f.finish(cx);
     let At(url, url_pos) = url?;
     if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("${")) {
@@ -728,6 +734,7 @@ fn decode_http<'t>(node: &'t Node<'t>, what: &'static str, cx: &mut Cx<'t>) -> O
         body_contains,
         json_pointer,
         timeout,
+        idempotent,
     })
 }
 
@@ -994,4 +1001,32 @@ impl Decode for GateWithSrc {
 /// was recorded in `cx`.
 pub(crate) fn playbook<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Playbook> {
     Playbook::decode(node, cx)
+}
+
+/// `inheritEnv`: names of environment variables, each checked where it is
+/// written, since a typo here means a step silently runs without it.
+fn env_names_at<'t>(f: &mut Fields<'t>, cx: &mut Cx<'t>) -> Vec<String> {
+    let names: Vec<At<String>> = f.or_default("inheritEnv", cx);
+    let mut out = Vec::with_capacity(names.len());
+    for At(name, pos) in names {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            out.push(name);
+        } else {
+            cx.diags.push(
+                Diagnostic::error(
+                    pos,
+                    format!("{name:?} is not an environment variable name"),
+                )
+                .with_help("use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG"),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

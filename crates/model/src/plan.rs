@@ -37,6 +37,10 @@ pub struct Plan {
     pub critical_path: Vec<String>,
     /// Names of the environment variables the run reads through `${env:NAME}`.
     pub env: Vec<String>,
+    /// `defaults.inheritEnv`: what every exec step gets from blackstart's
+    /// environment besides PATH, HOME, LANG and TZ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
     pub stages: Vec<PlannedStage>,
 }
 
@@ -274,6 +278,7 @@ impl Plan {
             estimated_duration: clock,
             critical_path,
             env,
+            inherit_env: defaults.inherit_env,
             stages,
         }
     }

@@ -67,6 +67,10 @@ pub struct Defaults {
     pub expected_duration: Option<Duration>,
     #[serde(default, skip_serializing_if = "ProbeSettings::is_empty")]
     pub probe: ProbeSettings,
+    /// Environment variables every exec step gets from blackstart's own
+    /// environment, beyond the few every step gets (PATH, HOME, LANG, TZ).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
 }
 
 impl Defaults {
@@ -215,6 +219,21 @@ pub enum Action {
 impl Action {
     pub const KINDS: [&'static str; 5] = ["exec", "http", "kubernetes", "manual", "noop"];
 
+    /// Whether running it again is harmless, so that a resume may drive a
+    /// start a crash cut short once more instead of asking a person:
+    /// scaling a workload and a noop are; a rollout restart is not; exec and
+    /// http only when the playbook says `idempotent: true`; a manual step
+    /// is a person's, never re-run by blackstart.
+    pub fn idempotent(&self) -> bool {
+        match self {
+            Action::Exec(e) => e.idempotent,
+            Action::Http(h) => h.idempotent,
+            Action::Kubernetes(k) => !k.rollout_restart,
+            Action::Noop(_) => true,
+            Action::Manual(_) => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Exec(_) => "exec",
@@ -287,6 +306,14 @@ pub struct Exec {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Environment variables this step gets from blackstart's own
+    /// environment, beyond PATH, HOME, LANG, TZ and `defaults.inheritEnv`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
+    /// Running it again is harmless (as a start): a resume after a crash
+    /// may run it again instead of asking a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }
 
 /// An HTTP request: a webhook as an action, a health endpoint as a check.
@@ -310,6 +337,10 @@ pub struct Http {
     pub json_pointer: Option<JsonMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Sending it again is harmless (as a start): a resume after a crash
+    /// may send it again instead of asking a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }
 
 impl Http {

@@ -220,6 +220,8 @@ async fn apply(
                         playbook: plan.playbook.clone(),
                         playbook_hash: plan.playbook_hash.clone(),
                         plan: Box::new(plan),
+                        playbook_path: None,
+                        drill: false,
                     })
                     .await?;
                 name
@@ -457,7 +459,7 @@ impl Steering {
                 if phase != RunPhase::RolledBack
                     && let Err(e) = self
                         .engine
-                        .rollback("rollback requested in the RestartRun's spec")
+                        .rollback("rollback requested in the RestartRun's spec", None)
                         .await
                 {
                     self.failed(&e.to_string()).await;

@@ -23,9 +23,10 @@ use blackstart_engine::RunPhase;
 
 type Labels = Vec<(String, String)>;
 
-const PHASES: [RunPhase; 6] = [
+const PHASES: [RunPhase; 7] = [
     RunPhase::Pending,
     RunPhase::Running,
+    RunPhase::RollingBack,
     RunPhase::Paused,
     RunPhase::Succeeded,
     RunPhase::Failed,

@@ -66,6 +66,34 @@ pub struct StepContext {
     pub cluster: Option<kubernetes::Cluster>,
     /// Told of every failed probe round, for metrics.
     pub on_probe_failure: Option<ProbeHook>,
+    /// `defaults.inheritEnv` of the plan: what every exec step gets from
+    /// blackstart's environment besides [`ALWAYS_INHERITED`].
+    pub inherit_env: Vec<String>,
+    /// Set for a start or stop attempt, which the journal follows.
+    pub attempt: Option<AttemptHooks>,
+}
+
+/// The variables every exec step gets from blackstart's environment;
+/// anything else it must declare (`env`) or opt into (`inheritEnv`).
+pub const ALWAYS_INHERITED: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
+/// What a start or stop attempt tells the run about its process.
+#[derive(Clone)]
+pub struct AttemptHooks {
+    /// The value of [`crate::process::MARKER`] in the step's environment.
+    pub marker: String,
+    /// Called once the step's process runs, before it is waited for; an
+    /// error (the journal could not record it) kills the process group and
+    /// fails the step, since an attempt must not run unrecorded.
+    pub spawned: std::sync::Arc<dyn Fn(crate::process::Process) -> Result<(), String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for AttemptHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptHooks")
+            .field("marker", &self.marker)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Something told of each failed probe round (the operator counts them).
@@ -86,6 +114,8 @@ impl StepContext {
             timeout,
             cluster: None,
             on_probe_failure: None,
+            inherit_env: Vec::new(),
+            attempt: None,
         })
     }
 
@@ -148,13 +178,87 @@ pub async fn run_check(check: &Check, cx: &StepContext) -> Outcome {
     }
 }
 
-/// The last `MAX_OUTPUT` bytes of `bytes` as text, cut at a character boundary.
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(MAX_OUTPUT);
-    let text = String::from_utf8_lossy(&bytes[start..]);
-    if start > 0 {
-        format!("[… {start} bytes cut]{text}")
-    } else {
-        text.into_owned()
+/// The end of a step's output as it may be shown: redacted first, then
+/// cut to its last `MAX_OUTPUT` bytes at a character boundary. `total` is
+/// how many bytes the step produced in all; `bytes` is their end, at least
+/// `MAX_OUTPUT` plus the longest secret long when there was that much, so
+/// that a secret straddling the cut is redacted whole before the cut.
+fn shown(bytes: &[u8], total: u64, secrets: &Secrets) -> String {
+    let window = bytes.len().min(MAX_OUTPUT + secrets.longest());
+    let text = secrets.redact(&String::from_utf8_lossy(&bytes[bytes.len() - window..]));
+    if total as usize <= MAX_OUTPUT && text.len() <= MAX_OUTPUT {
+        return text;
+    }
+    let mut start = text.len().saturating_sub(MAX_OUTPUT);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[… {total} bytes in all, the last shown]{}", &text[start..])
+}
+
+/// The end of a stream, bounded: memory stays at `cap` bytes however much
+/// a step prints.
+#[derive(Debug, Default)]
+struct Tail {
+    buf: Vec<u8>,
+    cap: usize,
+    total: u64,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Tail {
+        Tail {
+            buf: Vec::with_capacity(cap.min(64 * 1024)),
+            cap,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        self.buf.extend_from_slice(bytes);
+        // Compact at twice the cap, so each byte is moved at most once more.
+        if self.buf.len() > 2 * self.cap.max(1) {
+            let cut = self.buf.len() - self.cap;
+            self.buf.drain(..cut);
+        }
+    }
+
+    fn end(&self) -> &[u8] {
+        &self.buf[self.buf.len().saturating_sub(self.cap)..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_across_the_cut_is_redacted_whole() {
+        let secrets = Secrets::with_lookup(std::sync::Arc::new(|_| None));
+        let secret = "S".repeat(40);
+        secrets.register([secret.clone()]);
+        // The secret starts 20 bytes before the last MAX_OUTPUT bytes.
+        let mut out = vec![b'x'; 100];
+        out.extend_from_slice(secret.as_bytes());
+        out.extend(std::iter::repeat_n(b'y', MAX_OUTPUT - 20));
+        let mut tail = Tail::new(MAX_OUTPUT + secrets.longest());
+        for chunk in out.chunks(7) {
+            tail.push(chunk);
+        }
+        let text = shown(tail.end(), tail.total, &secrets);
+        assert!(!text.contains("SSS"), "{text}");
+        assert!(text.starts_with("[… "), "{text}");
+        assert!(text.len() <= MAX_OUTPUT + 64);
+    }
+
+    #[test]
+    fn a_tail_keeps_only_its_end() {
+        let mut tail = Tail::new(10);
+        for i in 0..10_000u32 {
+            tail.push(i.to_string().as_bytes());
+            assert!(tail.buf.len() <= 2 * 10 + 5);
+        }
+        assert_eq!(tail.end(), b"9799989999");
     }
 }
