@@ -487,7 +487,9 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, CliError
         if meta.len() > limit {
             return Err(too_large(meta.len()));
         }
-        file.take(limit + 1).read_to_end(&mut bytes).map_err(read_err)?;
+        file.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
     }
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));

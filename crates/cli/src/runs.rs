@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use blackstart_engine::event::{AttemptResult, StepKind};
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::{StepContext, kubernetes::Cluster};
-use blackstart_engine::event::{AttemptResult, StepKind};
 use blackstart_engine::{
     Engine, Event, FileJournal, Inbox, JournalError, Request, RunDir, RunPhase, RunState,
     StagePhase, SystemPhase,
@@ -106,19 +106,22 @@ fn secrets_for(plan: &Plan, drill: bool) -> Result<Secrets, CliError> {
             if missing.len() == 1 { "it" } else { "them" },
         )));
     }
-    let inherited = plan.inherit_env.iter().chain(plan.systems().flat_map(|(_, s)| {
-        let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
-        actions
-            .filter_map(|a| match a {
-                Action::Exec(e) => Some(&e.inherit_env),
-                _ => None,
-            })
-            .chain(s.verify.iter().chain(&s.health).filter_map(|c| match c {
-                Check::Exec(e) => Some(&e.inherit_env),
-                _ => None,
-            }))
-            .flatten()
-    }));
+    let inherited = plan
+        .inherit_env
+        .iter()
+        .chain(plan.systems().flat_map(|(_, s)| {
+            let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
+            actions
+                .filter_map(|a| match a {
+                    Action::Exec(e) => Some(&e.inherit_env),
+                    _ => None,
+                })
+                .chain(s.verify.iter().chain(&s.health).filter_map(|c| match c {
+                    Check::Exec(e) => Some(&e.inherit_env),
+                    _ => None,
+                }))
+                .flatten()
+        }));
     let values: Vec<String> = inherited
         .filter(|n| !blackstart_engine::step::ALWAYS_INHERITED.contains(&n.as_str()))
         .filter_map(|n| std::env::var(n).ok())
@@ -167,7 +170,15 @@ pub fn apply(
         journal.path().display()
     ));
     let records = journal.load()?;
-    drive(&runtime()?, journal, &records, &dir, Mode::Run, None, secrets)
+    drive(
+        &runtime()?,
+        journal,
+        &records,
+        &dir,
+        Mode::Run,
+        None,
+        secrets,
+    )
 }
 
 /// `drill FILE`: the real engine, probes and journal against the simulated
@@ -248,7 +259,9 @@ fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>
         Some(p) => match crate::read_limited(p) {
             Ok(b) => Some(b),
             Err(e) if trust.trust_journal => {
-                note(&format!("{e}; going on from the journal's plan, as --trust-journal says"));
+                note(&format!(
+                    "{e}; going on from the journal's plan, as --trust-journal says"
+                ));
                 None
             }
             Err(e) => {
@@ -258,7 +271,9 @@ fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>
             }
         },
         None if trust.trust_journal => {
-            note("the journal names no playbook file; going on from its plan, as --trust-journal says");
+            note(
+                "the journal names no playbook file; going on from its plan, as --trust-journal says",
+            );
             None
         }
         None => {
@@ -269,12 +284,13 @@ fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>
         }
     };
     if let (Some(bytes), Some(path)) = (bytes, &path) {
-        let fresh = Plan::build(blackstart_model::load(&bytes).map_err(|diags| {
-            CliError::Invalid {
-                path: path.display().to_string(),
-                diags,
-            }
-        })?);
+        let fresh =
+            Plan::build(
+                blackstart_model::load(&bytes).map_err(|diags| CliError::Invalid {
+                    path: path.display().to_string(),
+                    diags,
+                })?,
+            );
         if &fresh.playbook_hash != playbook_hash {
             return Err(CliError::Mismatch(format!(
                 "{} is now {}, but run {} ran {playbook_hash}: the playbook changed since the run began; resume with the playbook it ran (--playbook FILE)",
@@ -297,29 +313,49 @@ fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>
 }
 
 fn drill_of(records: &[Record]) -> bool {
-    matches!(records.first().map(|r| &r.event), Some(Event::RunStarted { drill: true, .. }))
+    matches!(
+        records.first().map(|r| &r.event),
+        Some(Event::RunStarted { drill: true, .. })
+    )
 }
 
 /// `resume RUN`: carries on a paused or interrupted run.
 pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     let (journal, records) = open_checked(&dir, trust)?;
-    let plan = plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let plan =
+        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
     let secrets = secrets_for(plan, drill_of(&records))?;
     note(&format!("resuming run {run} from event {}", records.len()));
-    drive(&runtime()?, journal, &records, &dir, Mode::Run, None, secrets)
+    drive(
+        &runtime()?,
+        journal,
+        &records,
+        &dir,
+        Mode::Run,
+        None,
+        secrets,
+    )
 }
 
 /// `rollback RUN`: stops everything the run started, dependents first.
-pub fn rollback(state_dir: &Path, run: &str, trust: &Trust, by: Option<&str>) -> Result<u8, CliError> {
+pub fn rollback(
+    state_dir: &Path,
+    run: &str,
+    trust: &Trust,
+    by: Option<&str>,
+) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     let (journal, records) = open_checked(&dir, trust)?;
     let state = folded(&records)?;
     if state.phase == RunPhase::RolledBack {
-        note(&format!("run {run} was rolled back already; nothing was changed"));
+        note(&format!(
+            "run {run} was rolled back already; nothing was changed"
+        ));
         return Ok(exit::SUCCESS);
     }
-    let plan = plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let plan =
+        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
     let secrets = secrets_for(plan, drill_of(&records))?;
     let mode = Mode::Rollback(by.map(str::to_owned));
     drive(&runtime()?, journal, &records, &dir, mode, None, secrets)
@@ -432,7 +468,10 @@ fn drive(
 /// does not know ended.
 async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         note("cannot listen for Ctrl-C or SIGTERM; they will kill blackstart without a pause");
         return;
     };
@@ -929,7 +968,12 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
         }
     }
     for r in &scan.records {
-        if let Event::SetAside { file, bytes, reason } = &r.event {
+        if let Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } = &r.event
+        {
             note(&format!(
                 "event {}: {bytes} bytes after the valid chain were set aside into {} ({reason})",
                 r.seq,
@@ -941,7 +985,8 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
         "{}: {} events, hash chain intact{}",
         path.display(),
         scan.records.len(),
-        head.map(|h| format!(", head {h} in it")).unwrap_or_default()
+        head.map(|h| format!(", head {h} in it"))
+            .unwrap_or_default()
     );
     println!("head: {} {}", last.seq, last.hash);
     Ok(exit::SUCCESS)
@@ -1025,8 +1070,13 @@ fn describe(event: &Event) -> String {
             by,
         } => format!(
             "rollback{} begun{}: stopping {} ({reason})",
-            stage.as_deref().map(|s| format!(" of stage {s}")).unwrap_or_default(),
-            by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
+            stage
+                .as_deref()
+                .map(|s| format!(" of stage {s}"))
+                .unwrap_or_default(),
+            by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
             if systems.is_empty() {
                 "nothing".to_owned()
             } else {

@@ -299,7 +299,10 @@ fn scan(path: &Path, file: &mut File) -> Result<Scan, JournalError> {
     let mut records: Vec<Record> = Vec::new();
     let mut offset = 0usize;
     let mut rest = None;
-    for (i, raw) in bytes[..complete].split_inclusive(|&b| b == b'\n').enumerate() {
+    for (i, raw) in bytes[..complete]
+        .split_inclusive(|&b| b == b'\n')
+        .enumerate()
+    {
         let corrupt = |reason: String| JournalError::Corrupt {
             path: path.to_path_buf(),
             line: i + 1,

@@ -383,8 +383,10 @@ impl<S: RunStore + 'static> Engine<S> {
     fn mark_cancelled(&self, stage: &PlannedStage) -> Result<(), EngineError> {
         let cancelled: Vec<(String, SystemPhase)> = self.inner.with_cancelled(stage);
         for (id, phase) in cancelled {
-            self.inner
-                .abandon_attempt(&id, "cancelled: the stage failed; its process group was killed")?;
+            self.inner.abandon_attempt(
+                &id,
+                "cancelled: the stage failed; its process group was killed",
+            )?;
             let (phase, reason) = match phase {
                 SystemPhase::Verifying => (
                     SystemPhase::Skipped,
@@ -578,7 +580,10 @@ impl<S: RunStore + 'static> Inner<S> {
             Ok(Ok(Some(reason))) => self.system_failed(&sys.id, reason),
             Ok(Err(e)) => Err(e),
             Err(_) => {
-                self.abandon_attempt(&sys.id, "cut short at its startTimeout; its process group was killed")?;
+                self.abandon_attempt(
+                    &sys.id,
+                    "cut short at its startTimeout; its process group was killed",
+                )?;
                 self.system_failed(
                     &sys.id,
                     format!(
@@ -622,7 +627,9 @@ impl<S: RunStore + 'static> Inner<S> {
                 .await;
             return Ok(None);
         }
-        let outcome = self.run_attempt(&sys.id, StepKind::Start, &sys.start).await?;
+        let outcome = self
+            .run_attempt(&sys.id, StepKind::Start, &sys.start)
+            .await?;
         Ok((!outcome.ok).then(|| format!("start failed: {}", outcome.detail)))
     }
 
@@ -929,8 +936,9 @@ impl<S: RunStore + 'static> Inner<S> {
         self.system_event(id, phase, Some(ask))?;
         let system = id.to_owned();
         self.wait_until(move |s| {
-            s.system(&system)
-                .is_some_and(|s| s.confirmed_by.is_some() || (step == StepKind::Start && s.retry_by.is_some()))
+            s.system(&system).is_some_and(|s| {
+                s.confirmed_by.is_some() || (step == StepKind::Start && s.retry_by.is_some())
+            })
         })
         .await;
         let (confirmed, retry) = self
@@ -947,7 +955,10 @@ impl<S: RunStore + 'static> Inner<S> {
                 self.system_event(
                     id,
                     phase,
-                    Some(format!("confirmed {what} by {by} after a crash cut its {} short", step.as_str())),
+                    Some(format!(
+                        "confirmed {what} by {by} after a crash cut its {} short",
+                        step.as_str()
+                    )),
                 )?;
                 Ok(true)
             }

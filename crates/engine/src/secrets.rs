@@ -168,9 +168,8 @@ mod tests {
     #[test]
     fn preloaded_secrets_hide_in_every_escaped_form() {
         let secret = r#"p"a\ss w/rd"#;
-        let secrets = Secrets::with_lookup(Arc::new(move |n| {
-            (n == "PW").then(|| secret.to_owned())
-        }));
+        let secrets =
+            Secrets::with_lookup(Arc::new(move |n| (n == "PW").then(|| secret.to_owned())));
         assert_eq!(
             secrets.preload(["PW", "NOPE", "ALSO_NOPE"]),
             Err(vec!["NOPE".to_owned(), "ALSO_NOPE".to_owned()])
@@ -185,7 +184,10 @@ mod tests {
         ];
         for text in quoted {
             let shown = secrets.redact(&format!("got {text} back"));
-            assert!(!shown.contains("ss w") && !shown.contains("w%2F"), "{shown}");
+            assert!(
+                !shown.contains("ss w") && !shown.contains("w%2F"),
+                "{shown}"
+            );
             assert!(shown.contains(REDACTED), "{shown}");
         }
         assert!(secrets.longest() >= secret.len());

@@ -228,7 +228,10 @@ fn a_torn_tail_is_set_aside_byte_for_byte_and_recorded() {
     let scan = journal::read_scan(&dir).unwrap();
     assert_eq!(scan.records.len(), 10);
     let rest = scan.rest.expect("the torn tail is reported");
-    assert_eq!((rest.offset, rest.bytes), (before.len() as u64, tail.len() as u64));
+    assert_eq!(
+        (rest.offset, rest.bytes),
+        (before.len() as u64, tail.len() as u64)
+    );
     let (j, records) = FileJournal::open(&dir).unwrap();
     let last = records.last().unwrap();
     assert_eq!(last.seq, 11);
@@ -236,7 +239,11 @@ fn a_torn_tail_is_set_aside_byte_for_byte_and_recorded() {
         panic!("expected SetAside, got {:?}", last.event);
     };
     assert_eq!(*bytes, tail.len() as u64);
-    assert_eq!(std::fs::read(dir.dir.join(file)).unwrap(), tail, "nothing is lost");
+    assert_eq!(
+        std::fs::read(dir.dir.join(file)).unwrap(),
+        tail,
+        "nothing is lost"
+    );
     drop(j);
     let after = std::fs::read(dir.journal()).unwrap();
     assert!(
@@ -279,8 +286,17 @@ fn a_forked_journal_goes_on_from_its_prefix_and_keeps_the_fork_beside_it() {
         panic!("{:?}", records[10].event);
     };
     let kept = std::fs::read_to_string(dir.dir.join(file)).unwrap();
-    assert_eq!(kept, forked_tail.iter().map(|l| format!("{l}\n")).collect::<String>());
-    assert_eq!(j.append(&system("app", SystemPhase::Healthy)).unwrap().seq, 12);
+    assert_eq!(
+        kept,
+        forked_tail
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
+    assert_eq!(
+        j.append(&system("app", SystemPhase::Healthy)).unwrap().seq,
+        12
+    );
 }
 
 #[test]
@@ -291,15 +307,23 @@ fn deleting_or_replacing_the_journal_does_not_admit_a_second_writer() {
     // An old release's `lock` file, or the holder note, mean nothing.
     let _ = std::fs::remove_file(dir.dir.join("lock"));
     let _ = std::fs::remove_file(dir.dir.join("holder"));
-    assert!(matches!(FileJournal::open(&dir), Err(JournalError::Locked { .. })));
+    assert!(matches!(
+        FileJournal::open(&dir),
+        Err(JournalError::Locked { .. })
+    ));
     // Someone appends behind the writer's back: it refuses to go on.
     let mut text = std::fs::read_to_string(dir.journal()).unwrap();
     let copy = text.clone();
     text.push_str(copy.lines().last().unwrap());
     text.push('\n');
     std::fs::write(dir.journal(), &text).unwrap();
-    let err = first.append(&system("app", SystemPhase::Healthy)).unwrap_err();
-    assert!(err.to_string().contains("someone else wrote to it"), "{err}");
+    let err = first
+        .append(&system("app", SystemPhase::Healthy))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("someone else wrote to it"),
+        "{err}"
+    );
     drop(first);
     // The journal replaced by another file: the writer refuses too.
     std::fs::write(dir.journal(), copy.as_bytes()).unwrap();
@@ -316,7 +340,10 @@ fn records_carry_their_format_and_the_previous_format_still_reads() {
     let dir = RunDir::new(tmp.path(), "r1").unwrap();
     drop(write_run(&dir));
     for line in lines(&dir) {
-        assert!(line.starts_with(&format!("{{\"v\":{},", journal::FORMAT)), "{line}");
+        assert!(
+            line.starts_with(&format!("{{\"v\":{},", journal::FORMAT)),
+            "{line}"
+        );
     }
     let records = journal::read(&dir).unwrap();
     blackstart_engine::Record::verify_chain(&records).unwrap();
@@ -324,7 +351,10 @@ fn records_carry_their_format_and_the_previous_format_still_reads() {
     let old = RunDir::new(tmp.path(), "fixture").unwrap();
     std::fs::create_dir_all(&old.dir).unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/journal-v1/journal.jsonl"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/journal-v1/journal.jsonl"
+        ),
         old.journal(),
     )
     .unwrap();
@@ -333,7 +363,10 @@ fn records_carry_their_format_and_the_previous_format_still_reads() {
     blackstart_engine::Record::verify_chain(&records).unwrap();
     let (j, records) = FileJournal::open(&old).unwrap();
     let next = j.append(&system("app", SystemPhase::Pending)).unwrap();
-    assert_eq!((next.v, next.seq), (journal::FORMAT, records.len() as u64 + 1));
+    assert_eq!(
+        (next.v, next.seq),
+        (journal::FORMAT, records.len() as u64 + 1)
+    );
     drop(j);
     let mixed = journal::read(&old).unwrap();
     blackstart_engine::Record::verify_chain(&mixed).unwrap();

@@ -1018,11 +1018,10 @@ fn env_names_at<'t>(f: &mut Fields<'t>, cx: &mut Cx<'t>) -> Vec<String> {
             out.push(name);
         } else {
             cx.diags.push(
-                Diagnostic::error(
-                    pos,
-                    format!("{name:?} is not an environment variable name"),
-                )
-                .with_help("use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG"),
+                Diagnostic::error(pos, format!("{name:?} is not an environment variable name"))
+                    .with_help(
+                        "use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG",
+                    ),
             );
         }
     }

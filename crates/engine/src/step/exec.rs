@@ -59,46 +59,46 @@ async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, tail: Arc<Mutex<Tail
 
 /// The command for an exec step, its placeholders resolved.
 fn command(exec: &Exec, cx: &StepContext) -> Result<tokio::process::Command, String> {
-        let resolve = |s: &str| cx.secrets.resolve(s).map_err(|e| e.to_string());
-        let argv = exec
-            .command
-            .iter()
-            .map(|a| resolve(a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let env = exec
-            .env
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), resolve(v)?)))
-            .collect::<Result<Vec<_>, String>>()?;
-        let dir = exec.working_dir.as_deref().map(resolve).transpose()?;
-        let Some((program, args)) = argv.split_first() else {
-            return Err("exec has an empty command".to_owned());
-        };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args).env_clear();
-        let inherited = ALWAYS_INHERITED
-            .iter()
-            .copied()
-            .chain(cx.inherit_env.iter().map(String::as_str))
-            .chain(exec.inherit_env.iter().map(String::as_str));
-        for name in inherited {
-            if let Some(value) = std::env::var_os(name) {
-                cmd.env(name, value);
-            }
+    let resolve = |s: &str| cx.secrets.resolve(s).map_err(|e| e.to_string());
+    let argv = exec
+        .command
+        .iter()
+        .map(|a| resolve(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = exec
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), resolve(v)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let dir = exec.working_dir.as_deref().map(resolve).transpose()?;
+    let Some((program, args)) = argv.split_first() else {
+        return Err("exec has an empty command".to_owned());
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).env_clear();
+    let inherited = ALWAYS_INHERITED
+        .iter()
+        .copied()
+        .chain(cx.inherit_env.iter().map(String::as_str))
+        .chain(exec.inherit_env.iter().map(String::as_str));
+    for name in inherited {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
         }
-        cmd.envs(env);
-        if let Some(attempt) = &cx.attempt {
-            cmd.env(MARKER, &attempt.marker);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(dir) = dir {
-            cmd.current_dir(dir);
-        }
-        Ok(cmd)
+    }
+    cmd.envs(env);
+    if let Some(attempt) = &cx.attempt {
+        cmd.env(MARKER, &attempt.marker);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    Ok(cmd)
 }
 
 impl Step for Exec {

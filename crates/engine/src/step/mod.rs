@@ -85,7 +85,8 @@ pub struct AttemptHooks {
     /// Called once the step's process runs, before it is waited for; an
     /// error (the journal could not record it) kills the process group and
     /// fails the step, since an attempt must not run unrecorded.
-    pub spawned: std::sync::Arc<dyn Fn(crate::process::Process) -> Result<(), String> + Send + Sync>,
+    pub spawned:
+        std::sync::Arc<dyn Fn(crate::process::Process) -> Result<(), String> + Send + Sync>,
 }
 
 impl std::fmt::Debug for AttemptHooks {
