@@ -349,8 +349,23 @@ pub fn rollback(
     let (journal, records) = open_checked(&dir, trust)?;
     let state = folded(&records)?;
     if state.phase == RunPhase::RolledBack {
+        let still_up: Vec<&str> = state
+            .systems
+            .iter()
+            .filter(|s| s.started && s.phase == SystemPhase::Failed)
+            .map(|s| s.id.as_str())
+            .collect();
+        let tail = if still_up.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the stop of {} failed then: stop {} by hand",
+                still_up.join(", "),
+                if still_up.len() == 1 { "it" } else { "them" }
+            )
+        };
         note(&format!(
-            "run {run} was rolled back already; nothing was changed"
+            "run {run} was rolled back already; nothing was changed{tail}"
         ));
         return Ok(exit::SUCCESS);
     }

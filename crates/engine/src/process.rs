@@ -166,7 +166,17 @@ mod tests {
             .env(MARKER, &marker)
             .spawn()
             .expect("sleep runs");
-        let found = find_marked(&marker).expect("found by its marker");
+        // Just spawned, the child may not show its new environment yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            match find_marked(&marker) {
+                Some(p) => break p,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                None => panic!("not found by its marker"),
+            }
+        };
         assert_eq!(found.pid as u32, child.id());
         child.kill().expect("kill");
         child.wait().expect("wait");

@@ -834,14 +834,16 @@ impl<S: RunStore + 'static> Inner<S> {
         let leader = match &last.process {
             Some(p) => Some(p.clone()),
             // Spawned in the instant before its pid was journaled?
-            None => process::find_marked(&marker).inspect(|p| {
-                let _ = self.emit(Event::AttemptRunning {
-                    system: sys.id.clone(),
-                    step: last.step,
-                    attempt: last.attempt,
-                    process: p.clone(),
-                });
-            }),
+            None if matches!(action, Some(Action::Exec(_))) => process::find_marked(&marker)
+                .inspect(|p| {
+                    let _ = self.emit(Event::AttemptRunning {
+                        system: sys.id.clone(),
+                        step: last.step,
+                        attempt: last.attempt,
+                        process: p.clone(),
+                    });
+                }),
+            None => None,
         };
         let ended = |result, reason: String| Event::AttemptEnded {
             system: sys.id.clone(),

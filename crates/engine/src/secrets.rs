@@ -111,6 +111,52 @@ impl Secrets {
         Ok(out)
     }
 
+    /// The redacted text of `text[from..to]`: an occurrence of a secret
+    /// that crosses either end is replaced whole, and nothing outside is
+    /// shown. For a piece of a stream whose first or last bytes may be part
+    /// of a secret cut in two, which `redact` would not recognise.
+    pub fn redact_within(&self, text: &str, from: usize, to: usize) -> String {
+        let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+        // Occurrences, longest secrets first; a shorter one inside a longer
+        // one is already covered.
+        let mut hidden: Vec<(usize, usize)> = Vec::new();
+        for value in seen.iter() {
+            for (at, _) in text.match_indices(value.as_str()) {
+                let end = at + value.len();
+                if !hidden.iter().any(|&(a, e)| at < e && a < end) {
+                    hidden.push((at, end));
+                }
+            }
+        }
+        hidden.sort_unstable();
+        let mut to = to.min(text.len());
+        while !text.is_char_boundary(to) {
+            to -= 1;
+        }
+        let mut start = from.min(to);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        let mut out = String::with_capacity(to - start);
+        for (at, end) in hidden {
+            if end <= start {
+                continue;
+            }
+            if at >= to {
+                break;
+            }
+            if at > start {
+                out.push_str(&text[start..at]);
+            }
+            out.push_str(REDACTED);
+            start = end;
+        }
+        if start < to {
+            out.push_str(&text[start..to]);
+        }
+        out
+    }
+
     /// `text` with every secret resolved so far replaced by [`REDACTED`].
     pub fn redact(&self, text: &str) -> String {
         let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());

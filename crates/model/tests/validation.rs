@@ -314,3 +314,27 @@ pb.yaml:13:49: error: stage `all` selects unknown site `hq2`
 "
     );
 }
+
+#[test]
+fn inherit_env_names_and_idempotent_flags() {
+    let yaml = pb(&format!(
+        "  defaults: {{ inheritEnv: [KUBECONFIG, 9LIVES] }}
+{SITES}  systems:
+    - id: db
+      site: hq
+      start: {{ exec: {{ command: [pg_ctl, start], inheritEnv: [PGDATA, \"PG DATA\"], idempotent: true }} }}
+      stop: {{ http: {{ url: \"http://hq.example/stop\", idempotent: maybe }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [hq] }} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "pb.yaml:5:40: error: \"9LIVES\" is not an environment variable name
+  help: use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG
+pb.yaml:12:71: error: \"PG DATA\" is not an environment variable name
+  help: use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG
+pb.yaml:13:66: error: expected true or false, found a string
+"
+    );
+}

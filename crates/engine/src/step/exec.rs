@@ -156,7 +156,7 @@ impl Step for Exec {
         readers.iter().for_each(tokio::task::JoinHandle::abort);
         let output = {
             let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-            shown(tail.end(), tail.total, &cx.secrets)
+            shown(tail.end(), tail.total, false, &cx.secrets)
         };
         match status {
             Ok(Ok(status)) => {

@@ -93,15 +93,15 @@ impl Step for Request<'_> {
         let status = response.status().as_u16();
         let mut bytes = Vec::new();
         let needs_body = contains.is_some() || equals.is_some();
-        let limit = if needs_body { MAX_BODY } else { MAX_OUTPUT } + 2 * cx.secrets.longest();
+        let limit = if needs_body { MAX_BODY } else { MAX_OUTPUT } + 2 * cx.secrets.longest() + 8;
+        let mut unfinished = false;
         loop {
             match tokio::time::timeout(timeout, response.chunk()).await {
                 Ok(Ok(Some(chunk))) => {
                     bytes.extend_from_slice(&chunk);
                     if bytes.len() >= limit {
-                        // What was read may end inside a secret, which would
-                        // then not be recognised: drop as much as one can be.
-                        bytes.truncate(limit - cx.secrets.longest());
+                        bytes.truncate(limit);
+                        unfinished = true;
                         break;
                     }
                 }
@@ -121,7 +121,7 @@ impl Step for Request<'_> {
             }
         }
         let text = String::from_utf8_lossy(&bytes);
-        let output = super::shown(&bytes, bytes.len() as u64, &cx.secrets);
+        let output = super::shown(&bytes, bytes.len() as u64, unfinished, &cx.secrets);
         let fail = |detail: String| Outcome {
             ok: false,
             detail: cx.secrets.redact(&detail),

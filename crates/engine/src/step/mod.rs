@@ -184,17 +184,28 @@ pub async fn run_check(check: &Check, cx: &StepContext) -> Outcome {
 /// how many bytes the step produced in all; `bytes` is their end, at least
 /// `MAX_OUTPUT` plus the longest secret long when there was that much, so
 /// that a secret straddling the cut is redacted whole before the cut.
-fn shown(bytes: &[u8], total: u64, secrets: &Secrets) -> String {
-    let window = bytes.len().min(MAX_OUTPUT + secrets.longest());
-    let text = secrets.redact(&String::from_utf8_lossy(&bytes[bytes.len() - window..]));
-    if total as usize <= MAX_OUTPUT && text.len() <= MAX_OUTPUT {
+/// `unfinished`: the stream was not read to its end, so its last bytes may
+/// be the beginning of a secret.
+fn shown(bytes: &[u8], total: u64, unfinished: bool, secrets: &Secrets) -> String {
+    let longest = secrets.longest();
+    // Three more bytes for a character cut in two at a window's edge.
+    let margin = if longest > 0 { longest + 3 } else { 0 };
+    let tail_margin = if unfinished { margin } else { 0 };
+    let window = bytes.len().min(MAX_OUTPUT + margin + tail_margin);
+    // When output came before the window, its first bytes may be the end
+    // of a secret that began earlier: never shown.
+    let skip = if (window as u64) < total { margin } else { 0 };
+    let text = String::from_utf8_lossy(&bytes[bytes.len() - window..]);
+    let text = secrets.redact_within(&text, skip, text.len().saturating_sub(tail_margin));
+    if total as usize <= MAX_OUTPUT && text.len() <= MAX_OUTPUT && !unfinished {
         return text;
     }
     let mut start = text.len().saturating_sub(MAX_OUTPUT);
     while !text.is_char_boundary(start) {
         start += 1;
     }
-    format!("[… {total} bytes in all, the last shown]{}", &text[start..])
+    let what = if unfinished { "read" } else { "in all" };
+    format!("[… {total} bytes {what}, the last shown]{}", &text[start..])
 }
 
 /// The end of a stream, bounded: memory stays at `cap` bytes however much
@@ -247,10 +258,49 @@ mod tests {
         for chunk in out.chunks(7) {
             tail.push(chunk);
         }
-        let text = shown(tail.end(), tail.total, &secrets);
+        let text = shown(tail.end(), tail.total, false, &secrets);
         assert!(!text.contains("SSS"), "{text}");
         assert!(text.starts_with("[… "), "{text}");
         assert!(text.len() <= MAX_OUTPUT + 64);
+    }
+
+    #[test]
+    fn no_part_of_a_secret_survives_when_redaction_shortens_the_window() {
+        let secrets = Secrets::with_lookup(std::sync::Arc::new(|_| None));
+        let secret = "0123456789abcdefghijklmnopqrstuvwxyz".to_owned();
+        secrets.register([secret.clone()]);
+        // A secret cut by the window's start, then the window full of whole
+        // secrets, each shown much shorter than it is.
+        let mut out = b"....".to_vec();
+        out.extend_from_slice(secret.as_bytes());
+        for _ in 0..(MAX_OUTPUT / secret.len() + 2) {
+            out.extend_from_slice(secret.as_bytes());
+            out.push(b' ');
+        }
+        let mut tail = Tail::new(MAX_OUTPUT + secrets.longest());
+        tail.push(&out);
+        let text = shown(tail.end(), tail.total, false, &secrets);
+        for cut in 4..secret.len() {
+            assert!(!text.contains(&secret[cut..]), "{cut}: {text}");
+        }
+        assert!(!text.contains("xyz"), "{text}");
+    }
+
+    #[test]
+    fn a_secret_begun_at_the_end_of_an_unfinished_read_is_not_shown() {
+        let secrets = Secrets::with_lookup(std::sync::Arc::new(|_| None));
+        secrets.register(["TOPSECRETVALUE".to_owned()]);
+        for short in [true, false] {
+            let mut body = if short {
+                b"ok ".to_vec()
+            } else {
+                vec![b'.'; 3 * MAX_OUTPUT]
+            };
+            body.extend_from_slice(b"TOPSEC"); // the read stopped here
+            let text = shown(&body, body.len() as u64, true, &secrets);
+            assert!(!text.contains("TOPSEC"), "{text}");
+            assert!(text.starts_with("[… "), "{text}");
+        }
     }
 
     #[test]
