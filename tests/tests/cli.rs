@@ -338,3 +338,60 @@ fn cluster_commands_without_a_cluster_say_so() {
     ]);
     assert_code(&run, 2);
 }
+
+/// A reader that goes away (`| head -1`, a pager quit early) ends the
+/// output quietly: exit 0, no panic.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs/fixture");
+    std::fs::create_dir_all(&runs).unwrap();
+    std::fs::copy(
+        blackstart_tests::root().join("tests/fixtures/journal-v1/journal.jsonl"),
+        runs.join("journal.jsonl"),
+    )
+    .unwrap();
+    let state = tmp.path().display().to_string();
+    for args in [
+        vec!["status", "fixture", "--state-dir", &state],
+        vec![
+            "status",
+            "fixture",
+            "--format",
+            "json",
+            "--state-dir",
+            &state,
+        ],
+        vec!["audit", "fixture", "--state-dir", &state],
+        vec!["audit", "fixture", "--verify", "--state-dir", &state],
+        vec!["plan", GLOBAL, "--format", "json"],
+        vec!["validate", GLOBAL],
+    ] {
+        let mut child = Command::new(blackstart_tests::binary())
+            .current_dir(blackstart_tests::root())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // closed before a byte is written
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_drill_speed_out_of_range_is_refused() {
+    for speed in ["1e-30", "0", "-5", "NaN", "inf"] {
+        let run = blackstart(&["drill", GLOBAL, &format!("--speed={speed}")]);
+        assert_code(&run, 2);
+        assert!(
+            run.stderr.contains("--speed must be"),
+            "{speed}: {}",
+            run.stderr
+        );
+    }
+}

@@ -563,9 +563,9 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             let validated = load(&file)?;
             print_warnings(&file, &validated);
             let plan = Plan::build(validated);
-            if !(speed.is_finite() && speed > 0.0) {
+            if !(speed.is_finite() && speed >= 0.01) {
                 return Err(CliError::Usage(format!(
-                    "--speed must be a positive number, not {speed}"
+                    "--speed must be a number of at least 0.01 (100 times slower than real time), not {speed}"
                 )));
             }
             let mut faults = std::collections::HashMap::new();
@@ -756,16 +756,19 @@ fn validate(file: &Path, format: DiagFormat) -> Result<u8, CliError> {
             eprint!("{}", diags.render(&name));
             if let Ok(v) = &result {
                 let spec = &v.playbook().spec;
-                println!(
-                    "{name}: valid: {} systems at {} sites in {} stages{}",
-                    spec.systems.len(),
-                    spec.sites.len(),
-                    spec.stages.len(),
-                    match diags.warning_count() {
-                        0 => String::new(),
-                        n => format!(", {n} warning(s)"),
-                    }
-                );
+                write_output(
+                    None,
+                    &format!(
+                        "{name}: valid: {} systems at {} sites in {} stages{}\n",
+                        spec.systems.len(),
+                        spec.sites.len(),
+                        spec.stages.len(),
+                        match diags.warning_count() {
+                            0 => String::new(),
+                            n => format!(", {n} warning(s)"),
+                        }
+                    ),
+                )?;
             } else {
                 eprintln!("{name}: {diags}");
             }

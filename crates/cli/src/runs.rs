@@ -762,14 +762,18 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
     if json {
         let mut text = serde_json::to_string_pretty(&state).expect("state always serializes");
         text.push('\n');
-        print!("{text}");
+        crate::write_output(None, &text)?;
         return Ok(exit::SUCCESS);
     }
-    println!(
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "run {}  ({} {})",
         state.run, state.playbook, state.playbook_hash
     );
-    println!(
+    let _ = writeln!(
+        out,
         "phase: {:?}{}",
         state.phase,
         state
@@ -798,16 +802,17 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
         } else {
             format!("  approved by {}", approvals.join(", "))
         };
-        println!("stage {}: {:?}{approved}", stage.name, stage.phase);
+        let _ = writeln!(out, "stage {}: {:?}{approved}", stage.name, stage.phase);
         for sys in state.systems.iter().filter(|s| s.stage == stage.name) {
             let reason = sys
                 .reason
                 .as_deref()
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default();
-            println!("  {:<28} {:?}{reason}", sys.id, sys.phase);
+            let _ = writeln!(out, "  {:<28} {:?}{reason}", sys.id, sys.phase);
         }
     }
+    crate::write_output(None, &out)?;
     Ok(exit::SUCCESS)
 }
 
@@ -939,14 +944,12 @@ pub fn audit(
         return verify_journal(&dir, head);
     }
     let records = journal::read(&dir)?;
-    print!(
-        "{}",
-        if markdown {
-            audit_markdown(&records)?
-        } else {
-            audit_text(&records)
-        }
-    );
+    let text = if markdown {
+        audit_markdown(&records)?
+    } else {
+        audit_text(&records)
+    };
+    crate::write_output(None, &text)?;
     Ok(exit::SUCCESS)
 }
 
@@ -996,14 +999,18 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
             ));
         }
     }
-    println!(
-        "{}: {} events, hash chain intact{}",
-        path.display(),
-        scan.records.len(),
-        head.map(|h| format!(", head {h} in it"))
-            .unwrap_or_default()
-    );
-    println!("head: {} {}", last.seq, last.hash);
+    crate::write_output(
+        None,
+        &format!(
+            "{}: {} events, hash chain intact{}\nhead: {} {}\n",
+            path.display(),
+            scan.records.len(),
+            head.map(|h| format!(", head {h} in it"))
+                .unwrap_or_default(),
+            last.seq,
+            last.hash
+        ),
+    )?;
     Ok(exit::SUCCESS)
 }
 

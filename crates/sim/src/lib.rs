@@ -215,7 +215,10 @@ fn scaled(d: PlanDuration, speed: f64, floor: Duration) -> Duration {
     } else {
         1.0
     };
-    Duration::from_secs_f64(d.as_secs_f64() / speed).max(floor)
+    // A tiny speed would overflow a Duration: wait for ever instead.
+    Duration::try_from_secs_f64(d.as_secs_f64() / speed)
+        .unwrap_or(Duration::MAX)
+        .max(floor)
 }
 
 fn plan_duration(d: Duration) -> PlanDuration {
