@@ -320,6 +320,23 @@ fn kill_9_during_an_automatic_rollback_resumes_the_rollback_and_stops_nothing_tw
             "earlier stages stay up"
         );
         assert_eq!(s.run(&["audit", &run, "--verify"]).code, 0);
+        // The stage was rolled back, the run was not: `rollback` stops the
+        // earlier stage too, once; asked again, it changes nothing.
+        if round == 0 {
+            let rollback = s.run(&["rollback", &run, "--by", "alice"]);
+            assert_eq!(rollback.code, 0, "{}", rollback.stderr);
+            let log = s.log();
+            for id in ["db", "cache"] {
+                assert_eq!(count(&log, "stop", id), 1, "{id}: {log:?}");
+            }
+            let again = s.run(&["rollback", &run]);
+            assert!(
+                again.stderr.contains("rolled back already"),
+                "{}",
+                again.stderr
+            );
+            assert_eq!(s.log(), log);
+        }
     }
 }
 

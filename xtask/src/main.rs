@@ -102,19 +102,86 @@ fn ensure_lab() -> Result<(), String> {
     }
 }
 
+/// Every test: the workspace's, then the local lab's (ignored by a bare
+/// `cargo test`, since they start servers). Ends with one line that counts
+/// them all; tests that need a cluster stay ignored and are counted so.
 fn test() -> Result<(), String> {
     ensure_lab()?;
-    eprintln!("$ BLACKSTART_LAB=1 {} test --workspace --locked", cargo());
-    let status = Command::new(cargo())
-        .args(["test", "--workspace", "--locked"])
-        .env("BLACKSTART_LAB", "1")
+    let mut total = Counts::default();
+    let workspace = cargo_test(
+        &["test", "--workspace", "--locked", "--no-fail-fast"],
+        &mut total,
+    );
+    let lab = cargo_test(
+        &[
+            "test",
+            "--locked",
+            "-p",
+            "blackstart-tests",
+            "--test",
+            "lab",
+            "--",
+            "--ignored",
+        ],
+        &mut total,
+    );
+    // The lab's test was counted as ignored by the first run, and run by the second.
+    total.ignored = total.ignored.saturating_sub(total.lab_ran);
+    println!(
+        "{} passed, {} failed, {} ignored",
+        total.passed, total.failed, total.ignored
+    );
+    workspace.and(lab)
+}
+
+/// What `cargo test` reported, summed over its `test result:` lines.
+#[derive(Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    /// Tests run with `--ignored` (counted as ignored once already).
+    lab_ran: u64,
+}
+
+/// Runs `cargo ARGS`, echoing its output, and adds up its results.
+fn cargo_test(args: &[&str], total: &mut Counts) -> Result<(), String> {
+    use std::io::BufRead as _;
+    eprintln!("$ {} {}", cargo(), args.join(" "));
+    let mut child = Command::new(cargo())
+        .args(args)
         .current_dir(root())
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let only_ignored = args.contains(&"--ignored");
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |what: &str| {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(what))
+                        .and_then(|n| n.split_whitespace().last()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                let passed = count(" passed");
+                total.passed += passed;
+                total.failed += count(" failed");
+                total.ignored += count(" ignored");
+                if only_ignored {
+                    total.lab_ran += passed + count(" failed");
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for cargo: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("the tests failed ({status})"))
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
     }
 }
 

@@ -348,7 +348,7 @@ pub fn rollback(
     let dir = run_dir(state_dir, run)?;
     let (journal, records) = open_checked(&dir, trust)?;
     let state = folded(&records)?;
-    if state.phase == RunPhase::RolledBack {
+    if state.nothing_to_roll_back() {
         let still_up: Vec<&str> = state
             .systems
             .iter()

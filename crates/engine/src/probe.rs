@@ -29,6 +29,20 @@ pub async fn round(checks: &[Check], cx: &StepContext) -> Outcome {
     Outcome::ok(format!("{} check(s) passed", checks.len()))
 }
 
+/// Why a system never became healthy: how many rounds were probed, and
+/// what the last one said (the error a commander acts on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeverHealthy {
+    pub rounds: u32,
+    pub last: String,
+}
+
+impl std::fmt::Display for NeverHealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} probe rounds, the last: {}", self.rounds, self.last)
+    }
+}
+
 /// Waits until the system is healthy; the error says why it never was.
 /// A system without checks is healthy as soon as this is called.
 pub async fn until_healthy(
@@ -36,7 +50,7 @@ pub async fn until_healthy(
     policy: &ProbePolicy,
     start_timeout: Duration,
     cx: &StepContext,
-) -> Result<u32, String> {
+) -> Result<u32, NeverHealthy> {
     if checks.is_empty() {
         return Ok(0);
     }
@@ -59,11 +73,10 @@ pub async fn until_healthy(
         } else {
             in_a_row = 0;
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "not healthy within {} ({rounds} probe rounds): {}",
-                    humantime::format_duration(start_timeout),
-                    outcome.detail
-                ));
+                return Err(NeverHealthy {
+                    rounds,
+                    last: outcome.detail,
+                });
             }
         }
         let next = Instant::now() + policy.interval.to_std();

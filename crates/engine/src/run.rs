@@ -248,12 +248,15 @@ impl<S: RunStore + 'static> Engine<S> {
 
     /// Stops everything the run started, dependents first, whatever stage it
     /// was in; for a paused, failed or finished run. A rollback that began
-    /// already is finished, not begun again; a run rolled back already
-    /// changes nothing.
+    /// already is finished, not begun again; a run with nothing left to
+    /// roll back changes nothing ([`RunState::nothing_to_roll_back`]).
     pub async fn rollback(&self, reason: &str, by: Option<&str>) -> Result<RunPhase, EngineError> {
-        let phase = self.inner.lock().phase;
+        let (phase, done) = {
+            let state = self.inner.lock();
+            (state.phase, state.nothing_to_roll_back())
+        };
         match phase {
-            RunPhase::RolledBack => return Ok(RunPhase::RolledBack),
+            _ if done => return Ok(RunPhase::RolledBack),
             RunPhase::RollingBack => {}
             _ => {
                 // Later stages first, and inside each its rollback order.
@@ -646,9 +649,12 @@ impl<S: RunStore + 'static> Inner<S> {
                 self.system_event(&sys.id, SystemPhase::Healthy, None)?;
                 Ok(Task::Healthy)
             }
-            Err(reason) => self.system_failed(
+            Err(never) => self.system_failed(
                 &sys.id,
-                format!("startTimeout of {} passed: {reason}", sys.start_timeout),
+                format!(
+                    "not healthy within its startTimeout of {} ({never})",
+                    sys.start_timeout
+                ),
             ),
         }
     }

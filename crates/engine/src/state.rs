@@ -328,6 +328,22 @@ impl RunState {
         }
     }
 
+    /// Whether a rollback of the whole run has nothing left to do: the run
+    /// is RolledBack, and either a rollback of the whole run finished, or
+    /// every system it started was stopped or its stop was tried. (A stage's
+    /// rollback leaves earlier stages up: a rollback of the run stops them.)
+    pub fn nothing_to_roll_back(&self) -> bool {
+        self.phase == RunPhase::RolledBack
+            && (self.rollback.as_ref().is_some_and(|r| r.stage.is_none())
+                || self.systems.iter().all(|s| {
+                    !s.started
+                        || s.phase == SystemPhase::RolledBack
+                        || s.step
+                            .as_ref()
+                            .is_some_and(|a| a.step == StepKind::Stop && a.result.is_some())
+                }))
+    }
+
     pub fn system(&self, id: &str) -> Option<&SystemState> {
         self.index.systems.get(id).map(|&i| &self.systems[i])
     }

@@ -399,7 +399,9 @@ fn concurrent_appends_share_fsyncs_and_keep_the_chain() {
     }
     let (durable, syncs) = j.stats();
     assert_eq!(durable, 401);
-    assert!(syncs <= durable, "{syncs} fsyncs for {durable} records");
+    // Eight writers at once share fsyncs (the benchmark sees about four
+    // events per fsync); one fsync per record would mean no group commit.
+    assert!(syncs < durable, "{syncs} fsyncs for {durable} records");
     let records = journal::read(&dir).unwrap();
     assert_eq!(records.len(), 401);
     assert!(

@@ -367,8 +367,8 @@ async fn until_healthy_gives_up_at_the_start_timeout() {
     )
     .await
     .unwrap_err();
-    assert!(err.starts_with("not healthy within 300ms"), "{err}");
-    assert!(err.ends_with("HTTP 503, expected 2xx or 3xx"), "{err}");
+    assert!(err.rounds >= 1, "{err}");
+    assert!(err.last.ends_with("HTTP 503, expected 2xx or 3xx"), "{err}");
 }
 
 #[tokio::test]

@@ -693,6 +693,27 @@ pub fn describe(event: &Event) -> Option<(EventType, String, String, &'static st
             };
             (type_, reason_name.into(), note, "Stage")
         }
+        Event::RollbackBegun {
+            stage,
+            systems,
+            reason,
+            by,
+        } => (
+            Warning,
+            "RollbackBegun".into(),
+            format!(
+                "rollback{}{} begun, stopping {} system(s): {reason}",
+                stage
+                    .as_deref()
+                    .map(|s| format!(" of stage {s}"))
+                    .unwrap_or_default(),
+                by.as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default(),
+                systems.len()
+            ),
+            "Rollback",
+        ),
         Event::Approved { stage, by, role } => (
             Normal,
             "Approved".into(),

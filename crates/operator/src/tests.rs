@@ -227,7 +227,18 @@ async fn a_failed_stage_rolls_back_by_scaling_down() {
     let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
     assert!(reason.contains("dealer-portal"), "{reason}");
     assert!(reason.contains("startTimeout"), "{reason}");
-    assert!(fake.events().iter().any(|(r, _)| r == "StageRolledBack"));
+    // Events are published off the run's path: wait for them, bounded.
+    for reason in ["RollbackBegun", "StageRolledBack"] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !fake.events().iter().any(|(r, _)| r == reason) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event: {:?}",
+                fake.events()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
