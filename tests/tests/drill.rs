@@ -37,6 +37,33 @@ fn the_reconnect_playbook_drills_to_success() {
     );
     let s = status(dir, "d1");
     assert_eq!(s["phase"], "Succeeded");
+    // Plain progress lines show every transition, in the order recorded:
+    // each system's start and health, and each gate's approvals before it
+    // passes (sampling the state would lose fast ones).
+    let lines: Vec<&str> = run.stderr.lines().map(str::trim).collect();
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("no line `{line}` in:\n{}", run.stderr))
+    };
+    for sys in s["systems"].as_array().unwrap() {
+        let id = sys["id"].as_str().unwrap();
+        assert!(at(&format!("{id} Starting")) < at(&format!("{id} Healthy")));
+    }
+    for stage in s["stages"].as_array().unwrap() {
+        let name = stage["name"].as_str().unwrap();
+        let passed = at(&format!("stage {name} Succeeded"));
+        assert!(at(&format!("stage {name} Gate")) < passed);
+        for a in stage["approvals"].as_array().unwrap() {
+            let approved = format!(
+                "stage {name} approved by {} as {}",
+                a["by"].as_str().unwrap(),
+                a["role"].as_str().unwrap()
+            );
+            assert!(at(&approved) < passed, "{approved}");
+        }
+    }
     assert!(
         s["stages"]
             .as_array()

@@ -431,7 +431,8 @@ fn drive(
         };
         let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
-        let progress = tokio::spawn(progress(engine.clone(), stopped));
+        // Subscribed before the run begins, so no record is missed.
+        let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
         let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
         let signals = tokio::spawn(on_signals(engine.clone(), pause));
         let phase = match &mode {
@@ -555,64 +556,155 @@ async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static st
     }
 }
 
-/// What the progress lines compare between two looks at a run.
-#[derive(Default)]
-struct Seen {
-    /// Per stage: the roles its gate waits for.
-    roles: Vec<Vec<String>>,
-    stages: Vec<(StagePhase, usize)>,
-    systems: Vec<(SystemPhase, Option<String>)>,
-}
-
-/// Shows a run's progress until told to stop, then a last round so the
-/// final transitions are shown too: a live view on a terminal, plain lines
-/// for a log, nothing with `--log-format json` (the engine's log has it all).
-async fn progress(engine: Engine<FileJournal>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Shows a run's progress from its records until told to stop, then the
+/// records still queued: a live view on a terminal, plain lines for a log,
+/// nothing with `--log-format json` (the engine's log has it all). Every
+/// transition is shown, in order, as it was recorded: the lines are drawn
+/// from the engine's stream of records, never from sampled state.
+async fn progress(
+    engine: Engine<FileJournal>,
+    mut records: tokio::sync::broadcast::Receiver<Arc<Record>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     use std::io::IsTerminal as _;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     if json() {
         let _ = stop.changed().await;
         return;
     }
-    let roles = engine
-        .plan()
-        .stages
-        .iter()
-        .map(|s| s.gate.approvals.clone())
-        .collect();
-    let mut seen = engine.with_state(|s| Seen {
-        roles,
-        stages: s
-            .stages
-            .iter()
-            .map(|st| (StagePhase::Pending, st.approvals.len()))
-            .collect(),
-        systems: s
-            .systems
-            .iter()
-            .map(|_| (SystemPhase::Pending, None))
-            .collect(),
-    });
     let live = std::io::stderr().is_terminal().then(|| Live::new(&engine));
-    loop {
-        let stopping = tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(100)) => false,
-            _ = stop.changed() => true,
-        };
-        engine.with_state(|now| match &live {
-            Some(view) => view.update(&mut seen, now),
-            None => print_changes(&mut seen, now, &mut |line| eprintln!("{line}")),
-        });
-        if stopping {
-            if let Some(view) = &live {
-                view.finish();
+    let run = engine.with_state(|s| s.run.clone());
+    let show = |record: &Record| {
+        for line in progress_lines(&run, engine.plan(), &record.event) {
+            match &live {
+                // The bars say what is under way; above them go what a
+                // person must see or do.
+                Some(view) if notable(&record.event) => {
+                    let _ = view.multi.println(line);
+                }
+                Some(_) => {}
+                None => eprintln!("{line}"),
             }
-            return;
+        }
+    };
+    let missed = |n: u64| {
+        let line =
+            format!("({n} transitions not shown here; `blackstart audit {run}` lists every one)");
+        match &live {
+            Some(view) => {
+                let _ = view.multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    };
+    let mut bars = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            received = records.recv() => match received {
+                Ok(record) => show(&record),
+                Err(RecvError::Lagged(n)) => missed(n),
+                Err(RecvError::Closed) => {}
+            },
+            _ = bars.tick(), if live.is_some() => {
+                if let Some(view) = &live {
+                    engine.with_state(|now| view.update(now));
+                }
+            }
+            _ = stop.changed() => {
+                loop {
+                    match records.try_recv() {
+                        Ok(record) => show(&record),
+                        Err(TryRecvError::Lagged(n)) => missed(n),
+                        Err(_) => break,
+                    }
+                }
+                if let Some(view) = &live {
+                    engine.with_state(|now| view.update(now));
+                    view.finish();
+                }
+                return;
+            }
         }
     }
 }
 
-/// The live view: a bar per stage (healthy systems of all), what is under
-/// way beside it, and notable transitions printed above the bars.
+/// The lines a person reads for one record: the audit's words for it,
+/// and, where a person must act, the command that does it. Attempts and
+/// successful output are left to `audit`: the phases say enough as it runs.
+fn progress_lines(run: &str, plan: &Plan, event: &Event) -> Vec<String> {
+    let mut lines = Vec::new();
+    match event {
+        Event::RunStarted { .. }
+        | Event::AttemptBegun { .. }
+        | Event::AttemptRunning { .. }
+        | Event::AttemptEnded { .. } => return lines,
+        Event::Output {
+            exit_code: None | Some(0),
+            ..
+        } => return lines,
+        Event::System { .. } | Event::Output { .. } => lines.push(format!("  {}", describe(event))),
+        _ => lines.push(describe(event)),
+    }
+    match event {
+        Event::Stage {
+            stage,
+            phase: StagePhase::Gate,
+            ..
+        } => {
+            let roles = plan
+                .stages
+                .iter()
+                .find(|s| &s.name == stage)
+                .map(|s| s.gate.approvals.clone())
+                .unwrap_or_default();
+            if !roles.is_empty() {
+                lines.push(format!(
+                    "  gate: waiting for approval by {}: `blackstart approve {run} {stage} --by NAME --role ROLE`",
+                    roles.join(", ")
+                ));
+            }
+        }
+        Event::System {
+            system,
+            reason: Some(reason),
+            ..
+        } if reason.starts_with("waiting for confirmation") => lines.push(format!(
+            "    confirm with `blackstart confirm {run} {system} --by NAME`"
+        )),
+        _ => {}
+    }
+    lines
+}
+
+/// What the live view prints above its bars: failures, rollbacks, what a
+/// person is waited for or did, and how the run ended.
+fn notable(event: &Event) -> bool {
+    match event {
+        Event::Run { .. }
+        | Event::Approved { .. }
+        | Event::Confirmed { .. }
+        | Event::RetryRequested { .. }
+        | Event::RollbackBegun { .. }
+        | Event::SetAside { .. }
+        | Event::TornWriteDiscarded { .. }
+        | Event::Output { .. } => true,
+        Event::Stage { phase, .. } => matches!(
+            phase,
+            StagePhase::Gate | StagePhase::Failed | StagePhase::RolledBack
+        ),
+        Event::System { phase, reason, .. } => {
+            matches!(phase, SystemPhase::Failed | SystemPhase::RolledBack)
+                || reason.as_deref().is_some_and(|r| r.starts_with("waiting"))
+        }
+        Event::RunStarted { .. }
+        | Event::AttemptBegun { .. }
+        | Event::AttemptRunning { .. }
+        | Event::AttemptEnded { .. } => false,
+    }
+}
+
+/// The live view: a bar per stage (healthy systems of all) with what is
+/// under way beside it.
 struct Live {
     multi: indicatif::MultiProgress,
     bars: Vec<indicatif::ProgressBar>,
@@ -641,22 +733,7 @@ impl Live {
         Live { multi, bars }
     }
 
-    fn update(&self, seen: &mut Seen, now: &RunState) {
-        // Failures, gates and manual steps go above the bars; the rest is in the bars.
-        print_changes(seen, now, &mut |line| {
-            let notable = [
-                "Failed",
-                "RolledBack",
-                "Skipped",
-                "waiting",
-                "confirm",
-                "approved",
-                "Paused",
-            ];
-            if notable.iter().any(|w| line.contains(w)) {
-                let _ = self.multi.println(line);
-            }
-        });
+    fn update(&self, now: &RunState) {
         for (bar, stage) in self.bars.iter().zip(&now.stages) {
             let mine = now.systems.iter().filter(|s| s.stage == stage.name);
             let healthy = mine
@@ -687,49 +764,6 @@ impl Live {
     fn finish(&self) {
         for bar in &self.bars {
             bar.abandon();
-        }
-    }
-}
-
-fn print_changes(seen: &mut Seen, now: &RunState, out: &mut dyn FnMut(String)) {
-    let role_of = |role: Option<&str>| role.map(|r| format!(" as {r}")).unwrap_or_default();
-    for ((before, n), roles) in seen.stages.iter_mut().zip(&now.stages).zip(&seen.roles) {
-        if before.0 != n.phase {
-            out(format!("stage {}: {:?}", n.name, n.phase));
-            if n.phase == StagePhase::Gate && !roles.is_empty() {
-                out(format!(
-                    "  gate: waiting for approval by {}: `blackstart approve {} {} --by NAME --role ROLE`",
-                    roles.join(", "),
-                    now.run,
-                    n.name
-                ));
-            }
-        }
-        for a in n.approvals.iter().skip(before.1) {
-            out(format!(
-                "stage {}: approved by {}{}",
-                n.name,
-                a.by,
-                role_of(a.role.as_deref())
-            ));
-        }
-        *before = (n.phase, n.approvals.len());
-    }
-    for (before, n) in seen.systems.iter_mut().zip(&now.systems) {
-        if (before.0, &before.1) != (n.phase, &n.reason) {
-            let reason = n
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            out(format!("  {} [{}]: {:?}{reason}", n.id, n.stage, n.phase));
-            if reason.contains("waiting for confirmation") {
-                out(format!(
-                    "    confirm with `blackstart confirm {} {} --by NAME`",
-                    now.run, n.id
-                ));
-            }
-            *before = (n.phase, n.reason.clone());
         }
     }
 }

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
 use blackstart_model::playbook::{Action, OnFailure};
@@ -60,6 +60,9 @@ pub enum EngineError {
     #[error("the run was interrupted")]
     Interrupted,
 }
+
+/// How many records a view may fall behind before it is told it lagged.
+pub const RECORDS_BUFFERED: usize = 4096;
 
 /// How one stage's starts ended.
 enum Starts {
@@ -109,6 +112,9 @@ struct Inner<S> {
     state: Mutex<RunState>,
     /// Bumped after every event, for whoever waits on state.
     changed: watch::Sender<u64>,
+    /// Every record, as it is recorded: the one stream views are drawn
+    /// from. Bounded: a view that falls behind is told how much it missed.
+    records: broadcast::Sender<Arc<Record>>,
     pause: watch::Receiver<bool>,
     poll: Duration,
     /// Start and stop attempts under way, by system: what an interrupt
@@ -173,6 +179,7 @@ impl<S: RunStore + 'static> Engine<S> {
                 requests,
                 state: Mutex::new(state),
                 changed: watch::channel(0).0,
+                records: broadcast::channel(RECORDS_BUFFERED).0,
                 pause,
                 poll,
                 running: Mutex::default(),
@@ -220,6 +227,12 @@ impl<S: RunStore + 'static> Engine<S> {
     /// at a large run.
     pub fn with_state<T>(&self, look: impl FnOnce(&RunState) -> T) -> T {
         look(&self.inner.lock())
+    }
+
+    /// Every record from now on, in order, as it is recorded. A receiver
+    /// that falls more than [`RECORDS_BUFFERED`] behind gets `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        self.inner.records.subscribe()
     }
 
     /// The plan the run executes, as its journal holds it.
@@ -451,6 +464,8 @@ impl<S: RunStore + 'static> Inner<S> {
         };
         log(&run, record.seq, &event);
         self.changed.send_modify(|n| *n += 1);
+        // Nobody listening is fine: the journal has it.
+        let _ = self.records.send(Arc::new(record));
         Ok(())
     }
 
