@@ -5,6 +5,7 @@
 //! - `cargo xtask crds`  — the CRDs, generated from the operator's Rust types, into `manifests/crds/`
 //!   (`--check`: fail if the checked-in ones are out of date)
 //! - `cargo xtask ci`    — formatting, lints, CRDs and tests, as `.ci/run` does
+//! - `cargo xtask lab`   — install the local lab's packages (what `test` does first)
 //!
 //! Each step prints the command it runs, so a failure can be re-run by hand.
 
@@ -536,18 +537,26 @@ fn main() -> ExitCode {
         "bench-ninja" => bench_vs_ninja(),
         "bench-drill" => bench_drill(),
         "bench-status" => bench_status(),
-        "lab" => ensure_lab(),
+        "lab" => ensure_lab().map(|()| {
+            println!(
+                "the local lab's packages are installed: {}",
+                LAB_PACKAGES.join(", ")
+            );
+        }),
         "ci" => ci(),
         "crds" => crds(std::env::args().nth(2).as_deref() == Some("--check")),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench|crds|ci>");
-            eprintln!("  test   everything the suite needs, then every test");
+            eprintln!("usage: cargo xtask <test|bench|crds|ci|lab>");
+            eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
             eprintln!("  bench-ninja, bench-drill, bench-status  one of them alone");
             eprintln!(
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"
             );
             eprintln!("  ci     cargo fmt --check, clippy -D warnings, crds --check, then test");
+            eprintln!(
+                "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3) if missing"
+            );
             return ExitCode::from(2);
         }
     };
