@@ -2,8 +2,9 @@
 //! the `blackstart` binary and run it the way a user would.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The workspace root, where `playbooks/` lives.
 pub fn root() -> PathBuf {
@@ -96,4 +97,112 @@ pub fn system_phase(status: &serde_json::Value, id: &str) -> String {
         .and_then(|s| s["phase"].as_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A scratch directory for runs: playbooks written into it, a state dir
+/// under it, and the `log` file that the playbooks' steps append to. Each
+/// command runs `blackstart` with `--state-dir` set to it.
+#[derive(Debug)]
+pub struct Scratch {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            tmp: tempfile::tempdir().expect("a temporary directory can be made"),
+        }
+    }
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+    /// Writes `name` into the directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir().join(name);
+        std::fs::write(&path, text).expect("the scratch directory is writable");
+        path.display().to_string()
+    }
+    pub fn state_dir(&self) -> String {
+        self.dir().join("state").display().to_string()
+    }
+    pub fn journal(&self, run: &str) -> PathBuf {
+        self.dir()
+            .join("state/runs")
+            .join(run)
+            .join("journal.jsonl")
+    }
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.args(args).args(["--state-dir", &self.state_dir()]);
+        c
+    }
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.cmd(args).output().expect("blackstart runs").into()
+    }
+    /// Starts `blackstart ARGS…` without waiting for it; its output is dropped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("blackstart runs")
+    }
+    /// `status RUN --format json`, or null while there is no such run.
+    pub fn status(&self, run: &str) -> serde_json::Value {
+        let out = self.run(&["status", run, "--format", "json"]);
+        serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+    /// Waits, bounded, until the run's status satisfies `ready`.
+    pub fn wait(&self, run: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status(run);
+            if ready(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    /// The lines of `log`, as the steps wrote them.
+    pub fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+    /// The journal's events, as JSON.
+    pub fn events(&self, run: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.journal(run))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|r| r["event"].clone())
+            .collect()
+    }
+}
+
+/// Waits, bounded, for a child to end; its exit code (-1 for a signal).
+pub fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -7,105 +7,11 @@
 // Helpers outside #[test] functions unwrap too: their failing is the test failing.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blackstart_tests::{Run, binary, system_phase};
-
-/// A scratch directory with a state dir and a log the playbook's steps
-/// append to.
-struct Scratch {
-    tmp: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch {
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-    fn state_dir(&self) -> String {
-        self.dir().join("state").display().to_string()
-    }
-    fn journal(&self, run: &str) -> PathBuf {
-        self.dir()
-            .join("state/runs")
-            .join(run)
-            .join("journal.jsonl")
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(binary());
-        c.args(args).args(["--state-dir", &self.state_dir()]);
-        c
-    }
-    fn run(&self, args: &[&str]) -> Run {
-        self.cmd(args).output().unwrap().into()
-    }
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-    fn status(&self, run: &str) -> serde_json::Value {
-        let out = self.run(&["status", run, "--format", "json"]);
-        serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-    fn wait(&self, run: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.status(run);
-            if ready(&s) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    fn log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir().join("log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-    /// The journal's events, as JSON.
-    fn events(&self, run: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.journal(run))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|r| r["event"].clone())
-            .collect()
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use blackstart_tests::{Run, Scratch, system_phase, wait_exit};
 
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
@@ -428,6 +334,36 @@ fn recorded_pid(s: &Scratch, run: &str) -> Option<i32> {
         .map(|p| p as i32)
 }
 
+/// Applies a one-system playbook whose start logs `start` and sleeps
+/// `seconds`, and waits until it is starting; the running `apply` and the
+/// playbook's path.
+fn apply_until_starting(s: &Scratch, run: &str, seconds: &str) -> (Child, String) {
+    let d = s.dir().display().to_string();
+    let file = s.write(
+        "one.yaml",
+        &one_system(
+            s.dir(),
+            &format!("echo start >> {d}/log; sleep {seconds}"),
+            None,
+        ),
+    );
+    let apply = s.spawn(&["apply", &file, "--run-id", run]);
+    s.wait(run, "the start", |st| system_phase(st, "sys") == "Starting");
+    (apply, file)
+}
+
+/// Waits, bounded, until the journal records the run's step process; its pid.
+fn until_recorded(s: &Scratch, run: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = recorded_pid(s, run) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the start of {run} never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         !s.rsplit(')')
@@ -486,12 +422,7 @@ fn a_second_ctrl_c_kills_the_steps_journals_them_interrupted_and_resume_starts_a
         ),
     );
     let mut apply = s.spawn(&["apply", &file, "--run-id", "c2"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while recorded_pid(&s, "c2").is_none() {
-        assert!(Instant::now() < deadline, "the start never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = recorded_pid(&s, "c2").unwrap();
+    let pid = until_recorded(&s, "c2");
     assert!(alive(pid));
     signal(&apply, "-INT");
     std::thread::sleep(Duration::from_millis(200));
@@ -521,60 +452,39 @@ fn a_second_ctrl_c_kills_the_steps_journals_them_interrupted_and_resume_starts_a
 
 #[test]
 fn a_start_cut_short_without_health_checks_waits_for_confirm_or_retry() {
-    let s = Scratch::new();
-    let d = s.dir().display().to_string();
-    let file = s.write(
-        "one.yaml",
-        &one_system(s.dir(), &format!("echo start >> {d}/log; sleep 0.5"), None),
-    );
-    // Kill while the start runs; let its orphan finish.
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "n1"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while recorded_pid(&s, "n1").is_none() {
-        assert!(Instant::now() < deadline, "the start never ran");
-        std::thread::sleep(Duration::from_millis(20));
+    for decision in ["retry", "confirm"] {
+        let s = Scratch::new();
+        let d = s.dir().display().to_string();
+        let file = s.write(
+            "one.yaml",
+            &one_system(s.dir(), &format!("echo start >> {d}/log; sleep 0.5"), None),
+        );
+        // Kill while the start runs; let its orphan finish.
+        let mut apply = s.spawn(&["apply", &file, "--run-id", "n1"]);
+        until_recorded(&s, "n1");
+        apply.kill().unwrap();
+        apply.wait().unwrap();
+        let mut resume = s.spawn(&["resume", "n1"]);
+        s.wait("n1", "a person", |st| {
+            st["systems"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("waiting for a person"))
+        });
+        assert_eq!(s.log(), ["start"], "not started again blindly");
+        let decided = s.run(&[decision, "n1", "sys", "--by", "olga"]);
+        assert_eq!(decided.code, 0, "{}", decided.stderr);
+        assert_eq!(wait_exit(&mut resume, Duration::from_secs(20)), 0);
+        if decision == "retry" {
+            assert_eq!(s.log(), ["start", "start"], "started again as asked");
+        } else {
+            assert_eq!(s.log(), ["start"], "confirmed up: not started again");
+            let reason = s.status("n1")["systems"][0]["reason"].clone();
+            assert!(
+                reason.as_str().unwrap().contains("confirmed up by olga"),
+                "{reason}"
+            );
+        }
     }
-    apply.kill().unwrap();
-    apply.wait().unwrap();
-    let mut resume = s.spawn(&["resume", "n1"]);
-    s.wait("n1", "a person", |st| {
-        st["systems"][0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("waiting for a person"))
-    });
-    assert_eq!(s.log(), ["start"], "not started again blindly");
-    let retry = s.run(&["retry", "n1", "sys", "--by", "olga"]);
-    assert_eq!(retry.code, 0, "{}", retry.stderr);
-    assert_eq!(wait_exit(&mut resume, Duration::from_secs(20)), 0);
-    assert_eq!(s.log(), ["start", "start"], "retried as asked");
-
-    // The same cut short, confirmed instead: not started again.
-    let s = Scratch::new();
-    let d = s.dir().display().to_string();
-    let file = s.write(
-        "one.yaml",
-        &one_system(s.dir(), &format!("echo start >> {d}/log; sleep 0.5"), None),
-    );
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "n2"]);
-    while recorded_pid(&s, "n2").is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    apply.kill().unwrap();
-    apply.wait().unwrap();
-    let mut resume = s.spawn(&["resume", "n2"]);
-    s.wait("n2", "a person", |st| {
-        st["systems"][0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("waiting for a person"))
-    });
-    assert_eq!(s.run(&["confirm", "n2", "sys", "--by", "olga"]).code, 0);
-    assert_eq!(wait_exit(&mut resume, Duration::from_secs(20)), 0);
-    assert_eq!(s.log(), ["start"]);
-    let reason = s.status("n2")["systems"][0]["reason"].clone();
-    assert!(
-        reason.as_str().unwrap().contains("confirmed up by olga"),
-        "{reason}"
-    );
 }
 
 #[test]
@@ -584,12 +494,14 @@ fn a_daemonizing_start_that_keeps_stdout_open_succeeds_at_once() {
         "one.yaml",
         &one_system(s.dir(), "sleep 30 & echo daemon started", None),
     );
-    let begun = Instant::now();
+    // The step's startTimeout is 20 s and the daemon lives 30 s: a step
+    // that waited for its output to close would fail, or end after it.
     let apply = s.run(&["apply", &file, "--run-id", "d1"]);
     assert_eq!(apply.code, 0, "{}", apply.stderr);
+    let pgid = nix::unistd::Pid::from_raw(recorded_pid(&s, "d1").unwrap());
     assert!(
-        begun.elapsed() < Duration::from_secs(15),
-        "it waited for the daemon"
+        nix::sys::signal::killpg(pgid, None).is_ok(),
+        "the daemon, still running, was not waited for"
     );
     let output = s
         .events("d1")
@@ -604,11 +516,7 @@ fn a_daemonizing_start_that_keeps_stdout_open_succeeds_at_once() {
         "{output}"
     );
     // The daemon runs on (it is the point of a start); clean it up.
-    let pgid = recorded_pid(&s, "d1").unwrap();
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
 }
 
 #[test]
@@ -775,15 +683,7 @@ fn fifos_and_devices_are_refused_at_once_as_playbooks_and_plans() {
 #[test]
 fn deleting_the_lock_file_does_not_admit_a_second_writer() {
     let s = Scratch::new();
-    let d = s.dir().display().to_string();
-    let file = s.write(
-        "one.yaml",
-        &one_system(s.dir(), &format!("echo start >> {d}/log; sleep 3"), None),
-    );
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "l1"]);
-    s.wait("l1", "the start", |st| {
-        system_phase(st, "sys") == "Starting"
-    });
+    let (mut apply, _) = apply_until_starting(&s, "l1", "3");
     let run_dir = s.dir().join("state/runs/l1");
     for name in ["lock", "holder"] {
         let _ = std::fs::remove_file(run_dir.join(name));
@@ -825,15 +725,7 @@ fn rechain(path: &Path, edit: impl Fn(usize, &str) -> String) {
 #[test]
 fn a_rewritten_plan_with_a_rehashed_chain_is_refused_by_resume_and_rollback() {
     let s = Scratch::new();
-    let d = s.dir().display().to_string();
-    let file = s.write(
-        "one.yaml",
-        &one_system(s.dir(), &format!("echo start >> {d}/log; sleep 5"), None),
-    );
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "x1"]);
-    s.wait("x1", "the start", |st| {
-        system_phase(st, "sys") == "Starting"
-    });
+    let (mut apply, file) = apply_until_starting(&s, "x1", "5");
     signal(&apply, "-INT");
     assert_eq!(wait_exit(&mut apply, Duration::from_secs(20)), 1);
     // Inject a command into the journal's plan, and re-hash everything.

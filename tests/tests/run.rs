@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use blackstart_tests::{Run, binary, system_phase};
+use blackstart_tests::{Scratch, system_phase, wait_exit};
 
 /// A lab whose systems log their starts and stops; `app` waits for an
 /// approval of the data stage, and `web` for a person's confirmation.
@@ -49,64 +49,24 @@ spec:
     )
 }
 
-struct Lab {
-    tmp: tempfile::TempDir,
+/// The lab playbook in a scratch directory.
+struct Lab(Scratch);
+
+impl std::ops::Deref for Lab {
+    type Target = Scratch;
+    fn deref(&self) -> &Scratch {
+        &self.0
+    }
 }
 
 impl Lab {
     fn new() -> Lab {
-        let lab = Lab {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        std::fs::write(lab.file(), lab_yaml(lab.tmp.path())).unwrap();
+        let lab = Lab(Scratch::new());
+        lab.write("lab.yaml", &lab_yaml(lab.dir()));
         lab
     }
     fn file(&self) -> String {
-        self.tmp.path().join("lab.yaml").display().to_string()
-    }
-    fn state_dir(&self) -> String {
-        self.tmp.path().join("state").display().to_string()
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(binary());
-        c.args(args).args(["--state-dir", &self.state_dir()]);
-        c
-    }
-    fn run(&self, args: &[&str]) -> Run {
-        self.cmd(args).output().unwrap().into()
-    }
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-    fn status(&self, run: &str) -> serde_json::Value {
-        let out = self.run(&["status", run, "--format", "json"]);
-        serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-    /// Waits, bounded, until the run's status satisfies `ready`.
-    fn wait(&self, run: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.status(run);
-            if ready(&s) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    fn log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.tmp.path().join("log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.dir().join("lab.yaml").display().to_string()
     }
 }
 
@@ -117,17 +77,6 @@ fn phase_of(status: &serde_json::Value, kind: &str, key: &str, name: &str) -> St
         .map_or(String::new(), |i| {
             i["phase"].as_str().unwrap_or("").to_owned()
         })
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "the run never ended");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -173,7 +122,7 @@ fn a_run_steered_from_a_second_terminal() {
         })
     });
     assert_eq!(lab.run(&["confirm", "r1", "web", "--by", "olga"]).code, 0);
-    assert_eq!(wait_exit(&mut apply), 0);
+    assert_eq!(wait_exit(&mut apply, Duration::from_secs(30)), 0);
 
     let status = lab.status("r1");
     assert_eq!(status["phase"], "Succeeded");
@@ -250,7 +199,7 @@ fn kill_9_then_resume_finishes_without_restarting_healthy_systems() {
         system_phase(s, "web") == "Starting"
     });
     assert_eq!(lab.run(&["confirm", "r2", "web", "--by", "olga"]).code, 0);
-    assert_eq!(wait_exit(&mut resume), 0);
+    assert_eq!(wait_exit(&mut resume, Duration::from_secs(30)), 0);
     assert_eq!(lab.status("r2")["phase"], "Succeeded");
     let log = lab.log();
     assert_eq!(
@@ -299,7 +248,7 @@ fn stale_plans_are_refused_and_rollback_undoes_a_run() {
         system_phase(s, "web") == "Starting"
     });
     assert_eq!(lab.run(&["confirm", "r4", "web", "--by", "olga"]).code, 0);
-    assert_eq!(wait_exit(&mut apply), 0);
+    assert_eq!(wait_exit(&mut apply, Duration::from_secs(30)), 0);
     let rollback = lab.run(&["rollback", "r4"]);
     assert_eq!(rollback.code, 0, "{}", rollback.stderr);
     let stops: Vec<String> = lab
@@ -328,7 +277,7 @@ fn ctrl_c_pauses_gracefully_and_resume_carries_on() {
         slow("three", "two")
     );
     std::fs::write(tmp.path().join("slow.yaml"), yaml).unwrap();
-    let lab = Lab { tmp };
+    let lab = Lab(Scratch { tmp });
     let mut apply = lab.spawn(&[
         "apply",
         &lab.tmp.path().join("slow.yaml").display().to_string(),
@@ -343,7 +292,11 @@ fn ctrl_c_pauses_gracefully_and_resume_carries_on() {
         .status()
         .unwrap();
     assert!(sigint.success());
-    assert_eq!(wait_exit(&mut apply), 1, "a paused run exits 1");
+    assert_eq!(
+        wait_exit(&mut apply, Duration::from_secs(30)),
+        1,
+        "a paused run exits 1"
+    );
     let status = lab.status("c1");
     assert_eq!(status["phase"], "Paused", "{status}");
     assert_eq!(

@@ -850,6 +850,18 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
     Ok(exit::SUCCESS)
 }
 
+/// Leaves a person's request in the run's inbox, for the process that
+/// drives the run (or the next `resume`) to record.
+fn hand_over(dir: &RunDir, request: &Request) -> Result<(), CliError> {
+    Inbox::new(dir)
+        .submit(request)
+        .map(|_| ())
+        .map_err(|source| CliError::Write {
+            path: dir.dir.display().to_string(),
+            source,
+        })
+}
+
 fn live(state: &RunState) -> Result<(), CliError> {
     if state.phase.is_final() {
         return Err(CliError::Usage(format!(
@@ -877,16 +889,14 @@ pub fn approve(
     let role = plan
         .approval_role(run, stage, role)
         .map_err(CliError::Usage)?;
-    Inbox::new(&dir)
-        .submit(&Request::Approve {
+    hand_over(
+        &dir,
+        &Request::Approve {
             stage: stage.to_owned(),
             by: by.to_owned(),
             role: role.clone(),
-        })
-        .map_err(|source| CliError::Write {
-            path: dir.dir.display().to_string(),
-            source,
-        })?;
+        },
+    )?;
     note(&format!(
         "approval of `{stage}` by {by}{} handed to run {run}; the running apply or the next resume records it",
         role.map(|r| format!(" as {r}")).unwrap_or_default()
@@ -905,15 +915,13 @@ pub fn confirm(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8
             "run {run} has no system `{system}`"
         )));
     }
-    Inbox::new(&dir)
-        .submit(&Request::Confirm {
+    hand_over(
+        &dir,
+        &Request::Confirm {
             system: system.to_owned(),
             by: by.to_owned(),
-        })
-        .map_err(|source| CliError::Write {
-            path: dir.dir.display().to_string(),
-            source,
-        })?;
+        },
+    )?;
     note(&format!(
         "confirmation of `{system}` by {by} handed to run {run}"
     ));
@@ -950,15 +958,13 @@ pub fn retry(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8, 
                 .unwrap_or_default()
         )));
     }
-    Inbox::new(&dir)
-        .submit(&Request::Retry {
+    hand_over(
+        &dir,
+        &Request::Retry {
             system: system.to_owned(),
             by: by.to_owned(),
-        })
-        .map_err(|source| CliError::Write {
-            path: dir.dir.display().to_string(),
-            source,
-        })?;
+        },
+    )?;
     note(&format!(
         "retry of `{system}` by {by} handed to run {run}; the running apply or the next resume starts it again"
     ));

@@ -390,18 +390,20 @@ pub fn read(run: &RunDir) -> Result<Vec<Record>, JournalError> {
 
 /// Reads a run's journal: its longest valid prefix and what follows it.
 pub fn read_scan(run: &RunDir) -> Result<Scan, JournalError> {
+    let mut file = open_existing(run, OpenOptions::new().read(true))?;
+    scan(&run.journal(), &mut file)
+}
+
+/// Opens a run's journal that must exist: a missing one is `NotFound`.
+fn open_existing(run: &RunDir, options: &OpenOptions) -> Result<File, JournalError> {
     let path = run.journal();
-    let mut file = File::open(&path).map_err(|e| match e.kind() {
+    options.open(&path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => JournalError::NotFound {
             run: run.run.clone(),
             dir: run.dir.clone(),
         },
-        _ => JournalError::Io {
-            path: path.clone(),
-            source: e,
-        },
-    })?;
-    scan(&path, &mut file)
+        _ => JournalError::Io { path, source: e },
+    })
 }
 
 struct Inner {
@@ -553,20 +555,7 @@ impl FileJournal {
     /// move recorded). Returns the journal and the records it holds.
     pub fn open(run: &RunDir) -> Result<(FileJournal, Vec<Record>), JournalError> {
         let path = run.journal();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => JournalError::NotFound {
-                    run: run.run.clone(),
-                    dir: run.dir.clone(),
-                },
-                _ => JournalError::Io {
-                    path: path.clone(),
-                    source: e,
-                },
-            })?;
+        let mut file = open_existing(run, OpenOptions::new().read(true).append(true))?;
         take_lock(run, &file)?;
         let scan = scan(&path, &mut file)?;
         let moved = match &scan.rest {
