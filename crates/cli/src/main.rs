@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use blackstart_model::{Diagnostics, MAX_INPUT_BYTES, Plan, Validated, diff, render};
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit codes, as DESIGN.md fixes them.
+/// Exit codes, as the README and `--help` document them.
 mod exit {
     pub const SUCCESS: u8 = 0;
     /// The run failed, was rolled back or paused; for `diff --exit-code`,

@@ -48,7 +48,7 @@ pub enum AttemptResult {
     Unknown,
 }
 
-/// A run's phase, as DESIGN.md names it.
+/// A run's phase, as `status` and the README name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunPhase {
     Pending,
@@ -85,7 +85,7 @@ pub enum StagePhase {
     Skipped,
 }
 
-/// A system's phase, as DESIGN.md names it. `Skipped`: never started
+/// A system's phase, as `status` and the README name it. `Skipped`: never started
 /// because the run ended first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SystemPhase {

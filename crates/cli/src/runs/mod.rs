@@ -1,0 +1,86 @@
+//! The run commands: apply, resume, rollback, retry, status, approve,
+//! confirm, audit, one file per job: `start` begins and drives runs (and
+//! their signals), `progress` shows them, `decide` hands people's requests
+//! to them, `report` reads them back (status, audit).
+//!
+//! Wiring only: the engine runs, the journal keeps, the inbox carries
+//! requests; this module picks the files, prints progress for a person and
+//! turns outcomes into the documented exit codes. What it checks itself is
+//! what only a command line has: that the playbook file a run is resumed
+//! with still compiles to the journal's plan, and that every secret is set
+//! before anything starts.
+
+mod decide;
+mod progress;
+mod report;
+mod start;
+
+pub use decide::{approve, confirm, retry};
+pub use report::{audit, status};
+pub use start::{Trust, apply, drill, resume, rollback};
+
+use std::path::Path;
+use std::time::Duration;
+
+use blackstart_engine::journal::Record;
+use blackstart_engine::{Event, RunDir, RunState};
+use blackstart_model::Plan;
+
+use crate::CliError;
+
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether progress and notes go out as JSON log lines.
+pub fn set_json(json: bool) {
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A note for the person (or, with `--log-format json`, a log line).
+pub fn note(text: &str) {
+    if json() {
+        tracing::info!("{text}");
+    } else {
+        eprintln!("blackstart: {text}");
+    }
+}
+
+/// How often the engine looks for approvals and confirmations.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A step's timeout when it sets none (the run's startTimeout still bounds it).
+const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_dir(state_dir: &Path, run: &str) -> Result<RunDir, CliError> {
+    Ok(RunDir::new(state_dir, run)?)
+}
+
+/// A run id people can type: the playbook's name and the UTC start time.
+fn default_run_id(plan: &Plan) -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{}-{}", plan.playbook, stamp.to_lowercase())
+}
+
+fn folded(records: &[Record]) -> Result<RunState, CliError> {
+    RunState::fold(records.iter().map(|r| (r.seq, &r.event)))
+        .map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+fn plan_of(records: &[Record]) -> Option<&Plan> {
+    match records.first().map(|r| &r.event) {
+        Some(Event::RunStarted { plan, .. }) => Some(plan),
+        _ => None,
+    }
+}

@@ -1,0 +1,320 @@
+//! Reading a run back: `status`, and `audit` (the timeline for the
+//! post-incident review, or the check of its chain). `describe` is the one
+//! text for an event, which the progress lines use too.
+
+use std::path::Path;
+
+use blackstart_engine::journal::{self, Record};
+use blackstart_engine::{Event, JournalError, RunDir, SystemPhase};
+
+use super::*;
+use crate::{CliError, exit};
+
+/// `status RUN`: where the run stands, read without taking its lock.
+pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
+    let scan = journal::read_scan(&run_dir(state_dir, run)?)?;
+    if let Some(rest) = &scan.rest {
+        note(&format!(
+            "the journal goes on past its valid chain (line {}: {}); this is the state up to event {}",
+            rest.line,
+            rest.reason,
+            scan.records.len()
+        ));
+    }
+    let records = scan.records;
+    let state = folded(&records)?;
+    if json {
+        let mut text = serde_json::to_string_pretty(&state).expect("state always serializes");
+        text.push('\n');
+        crate::write_output(None, &text)?;
+        return Ok(exit::SUCCESS);
+    }
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "run {}  ({} {})",
+        state.run, state.playbook, state.playbook_hash
+    );
+    let _ = writeln!(
+        out,
+        "phase: {:?}{}",
+        state.phase,
+        state
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    for stage in &state.stages {
+        let approvals: Vec<String> = stage
+            .approvals
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}{}",
+                    a.by,
+                    a.role
+                        .as_deref()
+                        .map(|r| format!(" as {r}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let approved = if approvals.is_empty() {
+            String::new()
+        } else {
+            format!("  approved by {}", approvals.join(", "))
+        };
+        let _ = writeln!(out, "stage {}: {:?}{approved}", stage.name, stage.phase);
+        for sys in state.systems.iter().filter(|s| s.stage == stage.name) {
+            let reason = sys
+                .reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {:<28} {:?}{reason}", sys.id, sys.phase);
+        }
+    }
+    crate::write_output(None, &out)?;
+    Ok(exit::SUCCESS)
+}
+
+/// `audit RUN [--verify [--head H]]`: the timeline for the post-incident
+/// review, or the check of its chain.
+pub fn audit(
+    state_dir: &Path,
+    run: &str,
+    verify: Option<Option<&str>>,
+    markdown: bool,
+) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    if let Some(head) = verify {
+        return verify_journal(&dir, head);
+    }
+    let records = journal::read(&dir)?;
+    let text = if markdown {
+        audit_markdown(&records)?
+    } else {
+        audit_text(&records)
+    };
+    crate::write_output(None, &text)?;
+    Ok(exit::SUCCESS)
+}
+
+/// `audit --verify`: intact means every record matches its hash, each
+/// follows the one before, the journal is not empty and ends in a complete
+/// record, and (with `--head`) the kept head is in the chain.
+fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
+    let path = dir.journal();
+    let failed = |why: String| {
+        note(&format!("{}: verification failed: {why}", path.display()));
+        Ok(exit::FAILED)
+    };
+    let scan = match journal::read_scan(dir) {
+        Err(JournalError::Corrupt { line, reason, .. }) => {
+            return failed(format!("line {line}: {reason}"));
+        }
+        other => other?,
+    };
+    let Some(last) = scan.records.last() else {
+        return failed("the journal is empty: it holds no record at all".to_owned());
+    };
+    if let Some(rest) = &scan.rest {
+        return failed(format!(
+            "the chain is intact up to event {}, then line {} ({} bytes): {}; `resume` or `rollback` sets those bytes aside beside the journal and goes on from event {}",
+            last.seq, rest.line, rest.bytes, rest.reason, last.seq
+        ));
+    }
+    if let Some(head) = head {
+        let head = head.trim().trim_start_matches("sha256:");
+        if !scan.records.iter().any(|r| r.hash == head) {
+            return failed(format!(
+                "the head {head} is not in the chain: the journal was rewritten or cut after that head was kept"
+            ));
+        }
+    }
+    for r in &scan.records {
+        if let Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } = &r.event
+        {
+            note(&format!(
+                "event {}: {bytes} bytes after the valid chain were set aside into {} ({reason})",
+                r.seq,
+                dir.dir.join(file).display()
+            ));
+        }
+    }
+    crate::write_output(
+        None,
+        &format!(
+            "{}: {} events, hash chain intact{}\nhead: {} {}\n",
+            path.display(),
+            scan.records.len(),
+            head.map(|h| format!(", head {h} in it"))
+                .unwrap_or_default(),
+            last.seq,
+            last.hash
+        ),
+    )?;
+    Ok(exit::SUCCESS)
+}
+
+pub(super) fn describe(event: &Event) -> String {
+    let why = |r: &Option<String>| r.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    match event {
+        Event::RunStarted {
+            run,
+            playbook,
+            playbook_hash,
+            ..
+        } => format!("run {run} of {playbook} started ({playbook_hash})"),
+        Event::Run { phase, reason } => format!("run {phase:?}{}", why(reason)),
+        Event::Stage {
+            stage,
+            phase,
+            reason,
+        } => format!("stage {stage} {phase:?}{}", why(reason)),
+        Event::System {
+            system,
+            phase,
+            reason,
+        } => format!("{system} {phase:?}{}", why(reason)),
+        Event::Output {
+            system,
+            step,
+            exit_code,
+            output,
+        } => format!(
+            "{system} {step} output{}: {}",
+            exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default(),
+            output.trim_end().lines().last().unwrap_or("")
+        ),
+        Event::Approved { stage, by, role } => {
+            format!(
+                "stage {stage} approved by {by}{}",
+                role.as_deref()
+                    .map(|r| format!(" as {r}"))
+                    .unwrap_or_default()
+            )
+        }
+        Event::Confirmed { system, by } => format!("{system} confirmed by {by}"),
+        Event::TornWriteDiscarded { bytes } => {
+            format!("{bytes} bytes of an unfinished write discarded after a crash")
+        }
+        Event::RetryRequested { system, by } => format!("{system}: retry asked by {by}"),
+        Event::AttemptBegun {
+            system,
+            step,
+            attempt,
+        } => format!("{system} {} attempt {attempt} begun", step.as_str()),
+        Event::AttemptRunning {
+            system,
+            step,
+            attempt,
+            process,
+        } => format!(
+            "{system} {} attempt {attempt} running as pid {}",
+            step.as_str(),
+            process.pid
+        ),
+        Event::AttemptEnded {
+            system,
+            step,
+            attempt,
+            result,
+            reason,
+        } => format!(
+            "{system} {} attempt {attempt} ended {result:?}{}",
+            step.as_str(),
+            why(reason)
+        ),
+        Event::RollbackBegun {
+            stage,
+            systems,
+            reason,
+            by,
+        } => format!(
+            "rollback{} begun{}: stopping {} ({reason})",
+            stage
+                .as_deref()
+                .map(|s| format!(" of stage {s}"))
+                .unwrap_or_default(),
+            by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            if systems.is_empty() {
+                "nothing".to_owned()
+            } else {
+                systems.join(", ")
+            }
+        ),
+        Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } => format!("{bytes} bytes after the valid chain set aside into {file} ({reason})"),
+    }
+}
+
+fn audit_text(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| format!("{:>5}  {}  {}\n", r.seq, r.at, describe(&r.event)))
+        .collect()
+}
+
+fn audit_markdown(records: &[Record]) -> Result<String, CliError> {
+    use std::fmt::Write as _;
+    let state = folded(records)?;
+    let mut o = format!("## Restart audit: run `{}`\n\n", state.run);
+    let _ = writeln!(
+        o,
+        "Playbook `{}` ({}), ended **{:?}**.\n",
+        state.playbook, state.playbook_hash, state.phase
+    );
+    // When each system began starting and became healthy, for the chart.
+    let mut spans: Vec<(String, String, Option<String>)> = Vec::new();
+    for r in records {
+        if let Event::System { system, phase, .. } = &r.event {
+            match phase {
+                SystemPhase::Verifying | SystemPhase::Starting
+                    if !spans.iter().any(|(s, _, _)| s == system) =>
+                {
+                    spans.push((system.clone(), r.at.clone(), None));
+                }
+                SystemPhase::Healthy => {
+                    if let Some(span) = spans.iter_mut().find(|(s, _, _)| s == system) {
+                        span.2 = Some(r.at.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !spans.is_empty() {
+        o.push_str("```mermaid\ngantt\n  title Starts and health\n  dateFormat YYYY-MM-DDTHH:mm:ss.SSSZ\n  axisFormat %H:%M:%S\n");
+        for (system, from, to) in &spans {
+            let end = to.clone().unwrap_or_else(|| from.clone());
+            let tag = if to.is_some() { "" } else { "crit, " };
+            let _ = writeln!(o, "  {system} : {tag}{from}, {end}");
+        }
+        o.push_str("```\n\n");
+    }
+    o.push_str("| # | time | event |\n|---:|---|---|\n");
+    for r in records {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            r.seq,
+            r.at,
+            describe(&r.event).replace('|', "\\|")
+        );
+    }
+    Ok(o)
+}

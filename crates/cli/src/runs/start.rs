@@ -1,0 +1,507 @@
+//! Beginning and driving a run: `apply`, `drill`, `resume`, `rollback`,
+//! with the checks only a command line makes first (the playbook file still
+//! compiles to the journal's plan, every secret is set), the signals that
+//! pause or interrupt it, and a drill's steward.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use blackstart_engine::journal::Record;
+use blackstart_engine::secrets::Secrets;
+use blackstart_engine::step::{StepContext, kubernetes::Cluster};
+use blackstart_engine::{
+    Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, StagePhase, SystemPhase,
+};
+use blackstart_model::Plan;
+use blackstart_model::playbook::{Action, Check};
+
+use super::progress::progress;
+use super::*;
+use crate::{CliError, exit};
+
+/// How `resume` and `rollback` check the journal against its playbook.
+#[derive(Debug, Default)]
+pub struct Trust {
+    /// Instead of the playbook file `apply` journaled.
+    pub playbook: Option<PathBuf>,
+    /// Go on without a readable playbook.
+    pub trust_journal: bool,
+}
+
+/// The playbook file as the journal records it: absolute, so `resume`
+/// finds it from any directory; none for standard input.
+fn journaled_path(file: &Path) -> Option<String> {
+    (file != Path::new("-"))
+        .then(|| std::fs::canonicalize(file).ok())
+        .flatten()
+        .map(|p| p.display().to_string())
+}
+
+/// The secrets a (non-drill) run needs, every one resolved and registered
+/// for redaction before anything starts; a missing one is refused (exit 2)
+/// with every name that is missing. Values the plan passes through
+/// `inheritEnv` are redacted too.
+fn secrets_for(plan: &Plan, drill: bool) -> Result<Secrets, CliError> {
+    let secrets = Secrets::from_env();
+    if drill {
+        return Ok(secrets);
+    }
+    if let Err(missing) = secrets.preload(plan.env.iter().map(String::as_str)) {
+        let list: Vec<String> = missing.iter().map(|n| format!("${{env:{n}}}")).collect();
+        return Err(CliError::Usage(format!(
+            "the playbook reads {}, which {} not set; nothing was started: set {} and run again",
+            list.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "them" },
+        )));
+    }
+    let inherited = plan
+        .inherit_env
+        .iter()
+        .chain(plan.systems().flat_map(|(_, s)| {
+            let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
+            actions
+                .filter_map(|a| match a {
+                    Action::Exec(e) => Some(&e.inherit_env),
+                    _ => None,
+                })
+                .chain(s.verify.iter().chain(&s.health).filter_map(|c| match c {
+                    Check::Exec(e) => Some(&e.inherit_env),
+                    _ => None,
+                }))
+                .flatten()
+        }));
+    let values: Vec<String> = inherited
+        .filter(|n| !blackstart_engine::step::ALWAYS_INHERITED.contains(&n.as_str()))
+        .filter_map(|n| std::env::var(n).ok())
+        .collect();
+    secrets.register(values);
+    Ok(secrets)
+}
+
+/// `apply FILE [--plan plan.json]`: starts a new run of a playbook.
+pub fn apply(
+    plan: Plan,
+    file: &Path,
+    reviewed: Option<&Path>,
+    state_dir: &Path,
+    run_id: Option<String>,
+) -> Result<u8, CliError> {
+    if let Some(path) = reviewed {
+        let bytes = crate::read_regular(path, crate::MAX_PLAN_BYTES, "a plan")?;
+        let reviewed: Plan = serde_json::from_slice(&bytes).map_err(|e| {
+            CliError::Usage(format!(
+                "{} is not a blackstart JSON plan: {e}",
+                path.display()
+            ))
+        })?;
+        if reviewed.playbook_hash != plan.playbook_hash {
+            return Err(CliError::StalePlan {
+                reviewed: reviewed.playbook_hash,
+                now: plan.playbook_hash,
+            });
+        }
+    }
+    let secrets = secrets_for(&plan, false)?;
+    let run = run_id.unwrap_or_else(|| default_run_id(&plan));
+    let dir = run_dir(state_dir, &run)?;
+    let started = Event::RunStarted {
+        run: run.clone(),
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        plan: Box::new(plan),
+        playbook_path: journaled_path(file),
+        drill: false,
+    };
+    let journal = FileJournal::create(&dir, &started)?;
+    note(&format!(
+        "run {run} started; journal {}",
+        journal.path().display()
+    ));
+    let records = journal.load()?;
+    drive(
+        &runtime()?,
+        journal,
+        &records,
+        &dir,
+        Mode::Run,
+        None,
+        secrets,
+    )
+}
+
+/// `drill FILE`: the real engine, probes and journal against the simulated
+/// plant. Gates are approved and manual steps confirmed as `drill` unless
+/// `manual` is set.
+pub fn drill(
+    plan: Plan,
+    file: &Path,
+    faults: &std::collections::HashMap<String, blackstart_sim::Fault>,
+    speed: f64,
+    state_dir: &Path,
+    run_id: Option<String>,
+    manual: bool,
+) -> Result<u8, CliError> {
+    let rt = runtime()?;
+    let plant = rt
+        .block_on(blackstart_sim::Plant::start(&plan, speed, faults))
+        .map_err(|e| CliError::Runtime(format!("cannot start the simulated plant: {e}")))?;
+    let drilled = blackstart_sim::drill_plan(&plan, &plant.url(), speed);
+    let run = run_id.unwrap_or_else(|| format!("drill-{}", default_run_id(&plan)));
+    let dir = run_dir(state_dir, &run)?;
+    let started = Event::RunStarted {
+        run: run.clone(),
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        plan: Box::new(drilled),
+        playbook_path: journaled_path(file),
+        drill: true,
+    };
+    let journal = FileJournal::create(&dir, &started)?;
+    note(&format!(
+        "drill {run} of {} against the simulated plant at {} ({} systems, {speed}x speed); journal {}",
+        plan.playbook,
+        plant.url(),
+        plan.system_count(),
+        journal.path().display()
+    ));
+    let records = journal.load()?;
+    let steward = (!manual).then_some("drill");
+    let secrets = secrets_for(&plan, true)?;
+    let code = drive(&rt, journal, &records, &dir, Mode::Run, steward, secrets);
+    let counts = plant.counts();
+    note(&format!(
+        "the plant saw {} starts, {} stops, {} health probes",
+        counts.starts, counts.stops, counts.probes
+    ));
+    drop(plant);
+    code
+}
+
+/// Opens a run's journal for `resume` or `rollback`, after making sure its
+/// plan is what the playbook compiles to: the journal alone cannot prove
+/// itself (whoever rewrites a record can re-hash the chain after it), the
+/// reviewed playbook file can.
+fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>), CliError> {
+    let (journal, records) = FileJournal::open(dir)?;
+    let Some(Event::RunStarted {
+        playbook_hash,
+        plan,
+        playbook_path,
+        drill,
+        ..
+    }) = records.first().map(|r| &r.event)
+    else {
+        return Err(CliError::Runtime("the journal holds no plan".into()));
+    };
+    if &plan.playbook_hash != playbook_hash {
+        return Err(CliError::Mismatch(format!(
+            "the journal of run {} is not consistent: its plan is for {}, its run for {playbook_hash}; the journal was altered, nothing was done",
+            dir.run, plan.playbook_hash
+        )));
+    }
+    let path = trust
+        .playbook
+        .clone()
+        .or_else(|| playbook_path.as_ref().map(PathBuf::from));
+    let bytes = match &path {
+        Some(p) => match crate::read_limited(p) {
+            Ok(b) => Some(b),
+            Err(e) if trust.trust_journal => {
+                note(&format!(
+                    "{e}; going on from the journal's plan, as --trust-journal says"
+                ));
+                None
+            }
+            Err(e) => {
+                return Err(CliError::Mismatch(format!(
+                    "{e}: the journal's plan cannot be checked against its playbook; give the playbook with --playbook FILE, or --trust-journal to go on from the journal's own copy"
+                )));
+            }
+        },
+        None if trust.trust_journal => {
+            note(
+                "the journal names no playbook file; going on from its plan, as --trust-journal says",
+            );
+            None
+        }
+        None => {
+            return Err(CliError::Mismatch(format!(
+                "the journal of run {} names no playbook file to check its plan against (written by an older release, or from standard input); give it with --playbook FILE, or --trust-journal to go on from the journal's own copy",
+                dir.run
+            )));
+        }
+    };
+    if let (Some(bytes), Some(path)) = (bytes, &path) {
+        let fresh =
+            Plan::build(
+                blackstart_model::load(&bytes).map_err(|diags| CliError::Invalid {
+                    path: path.display().to_string(),
+                    diags,
+                })?,
+            );
+        if &fresh.playbook_hash != playbook_hash {
+            return Err(CliError::Mismatch(format!(
+                "{} is now {}, but run {} ran {playbook_hash}: the playbook changed since the run began; resume with the playbook it ran (--playbook FILE)",
+                path.display(),
+                fresh.playbook_hash,
+                dir.run
+            )));
+        }
+        // A drill's plan has the simulated plant's steps in place of the
+        // playbook's, so only the hash can be compared.
+        if !drill && fresh != **plan {
+            return Err(CliError::Mismatch(format!(
+                "the plan in the journal of run {} is not what {} compiles to, though the hashes agree: the journal was altered; nothing was done",
+                dir.run,
+                path.display()
+            )));
+        }
+    }
+    Ok((journal, records))
+}
+
+fn drill_of(records: &[Record]) -> bool {
+    matches!(
+        records.first().map(|r| &r.event),
+        Some(Event::RunStarted { drill: true, .. })
+    )
+}
+
+/// `resume RUN`: carries on a paused or interrupted run.
+pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let (journal, records) = open_checked(&dir, trust)?;
+    let plan =
+        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let secrets = secrets_for(plan, drill_of(&records))?;
+    note(&format!("resuming run {run} from event {}", records.len()));
+    drive(
+        &runtime()?,
+        journal,
+        &records,
+        &dir,
+        Mode::Run,
+        None,
+        secrets,
+    )
+}
+
+/// `rollback RUN`: stops everything the run started, dependents first.
+pub fn rollback(
+    state_dir: &Path,
+    run: &str,
+    trust: &Trust,
+    by: Option<&str>,
+) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    let (journal, records) = open_checked(&dir, trust)?;
+    let state = folded(&records)?;
+    if state.nothing_to_roll_back() {
+        let still_up: Vec<&str> = state
+            .systems
+            .iter()
+            .filter(|s| s.started && s.phase == SystemPhase::Failed)
+            .map(|s| s.id.as_str())
+            .collect();
+        let tail = if still_up.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the stop of {} failed then: stop {} by hand",
+                still_up.join(", "),
+                if still_up.len() == 1 { "it" } else { "them" }
+            )
+        };
+        note(&format!(
+            "run {run} was rolled back already; nothing was changed{tail}"
+        ));
+        return Ok(exit::SUCCESS);
+    }
+    let plan =
+        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let secrets = secrets_for(plan, drill_of(&records))?;
+    let mode = Mode::Rollback(by.map(str::to_owned));
+    drive(&runtime()?, journal, &records, &dir, mode, None, secrets)
+}
+
+enum Mode {
+    Run,
+    /// Who asked for it.
+    Rollback(Option<String>),
+}
+
+/// The cluster of the kubeconfig (or the pod's own), when the run's plan
+/// has kubernetes steps; a plan without them never needs one.
+async fn cluster_for(records: &[Record]) -> Result<Option<Cluster>, CliError> {
+    let Some(plan) = plan_of(records) else {
+        return Ok(None);
+    };
+    let uses_kubernetes = plan.systems().any(|(_, s)| {
+        let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
+        actions
+            .into_iter()
+            .any(|a| matches!(a, Action::Kubernetes(_)))
+            || s.verify
+                .iter()
+                .chain(&s.health)
+                .any(|c| matches!(c, Check::Kubernetes(_)))
+    });
+    if !uses_kubernetes {
+        return Ok(None);
+    }
+    let client = kube::Client::try_default().await.map_err(|e| {
+        CliError::Runtime(format!(
+            "the playbook has kubernetes steps, but no cluster is reachable (kubeconfig or in-cluster config): {e}"
+        ))
+    })?;
+    let namespace = client.default_namespace().to_owned();
+    Ok(Some(Cluster { client, namespace }))
+}
+
+/// Runs the engine to the end of the run (or a pause) with progress lines;
+/// a `steward` name approves every gate and confirms every manual step.
+fn drive(
+    rt: &tokio::runtime::Runtime,
+    journal: FileJournal,
+    records: &[Record],
+    dir: &RunDir,
+    mode: Mode,
+    steward: Option<&'static str>,
+    secrets: Secrets,
+) -> Result<u8, CliError> {
+    rt.block_on(async {
+        let (pause, paused) = tokio::sync::watch::channel(false);
+        let mut cx = StepContext::new(secrets, STEP_TIMEOUT).map_err(CliError::Runtime)?;
+        cx.inherit_env = plan_of(records).map(|p| p.inherit_env.clone()).unwrap_or_default();
+        let cx = match cluster_for(records).await? {
+            Some(cluster) => cx.with_cluster(cluster),
+            None => cx,
+        };
+        let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
+        let (stop_progress, stopped) = tokio::sync::watch::channel(false);
+        // Subscribed before the run begins, so no record is missed.
+        let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
+        let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
+        let signals = tokio::spawn(on_signals(engine.clone(), pause));
+        let phase = match &mode {
+            Mode::Run => engine.run().await?,
+            Mode::Rollback(by) => {
+                let reason = match by {
+                    Some(by) => format!("rolled back as {by} asked"),
+                    None => "rolled back by the commander".to_owned(),
+                };
+                engine.rollback(&reason, by.as_deref()).await?
+            }
+        };
+        signals.abort();
+        if let Some(s) = steward {
+            s.abort();
+        }
+        stop_progress.send_replace(true);
+        let _ = progress.await;
+        let state = engine.state();
+        let run = &state.run;
+        Ok(match (mode, phase) {
+            (_, RunPhase::Succeeded) => {
+                note(&format!("run {run} succeeded"));
+                exit::SUCCESS
+            }
+            (Mode::Rollback(_), RunPhase::RolledBack)
+                if state.systems.iter().all(|s| s.phase != SystemPhase::Failed || !s.started) =>
+            {
+                note(&format!("run {run} rolled back"));
+                exit::SUCCESS
+            }
+            (_, RunPhase::Paused) => {
+                note(&format!("run {run} is paused: `blackstart resume {run}` carries on, `blackstart rollback {run}` undoes it"));
+                exit::FAILED
+            }
+            (_, phase) => {
+                note(&format!("run {run} ended {phase:?}{}",
+                    state.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                ));
+                exit::FAILED
+            }
+        })
+    })
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM: the first pauses (no new steps; steps under
+/// way finish), the second kills the steps under way, journals them as
+/// interrupted and exits 130, so nothing is left running that the journal
+/// does not know ended.
+async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        note("cannot listen for Ctrl-C or SIGTERM; they will kill blackstart without a pause");
+        return;
+    };
+    let mut next = async || {
+        tokio::select! {
+            _ = int.recv() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        }
+    };
+    let first = next().await;
+    note(&format!(
+        "{first}: pausing: no new starts; steps under way finish or time out (Ctrl-C again to stop them at once)"
+    ));
+    pause.send_replace(true);
+    let second = next().await;
+    let ended = engine.interrupt();
+    note(&format!(
+        "{second} again: {ended} step(s) under way killed and journaled as interrupted; `blackstart resume {}` carries on",
+        engine.with_state(|s| s.run.clone())
+    ));
+    std::process::exit(130);
+}
+
+/// Approves every gate and confirms every manual step, as `by`: what a drill
+/// does so that it runs unattended.
+async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static str) {
+    let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        let mut requests = Vec::new();
+        engine.with_state(|state| {
+            let plan = engine.plan();
+            for (stage, planned) in state.stages.iter().zip(&plan.stages) {
+                if stage.phase != StagePhase::Gate {
+                    continue;
+                }
+                for role in &planned.gate.approvals {
+                    if asked.insert(format!("{}/{role}", stage.name)) {
+                        requests.push(Request::Approve {
+                            stage: stage.name.clone(),
+                            by: by.to_owned(),
+                            role: Some(role.clone()),
+                        });
+                    }
+                }
+            }
+            for sys in &state.systems {
+                let waiting = sys
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("waiting for confirmation"));
+                if waiting
+                    && sys.confirmed_by.is_none()
+                    && asked.insert(format!("{}/{:?}", sys.id, sys.phase))
+                {
+                    requests.push(Request::Confirm {
+                        system: sys.id.clone(),
+                        by: by.to_owned(),
+                    });
+                }
+            }
+        });
+        for request in requests {
+            let _ = inbox.submit(&request);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
