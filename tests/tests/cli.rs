@@ -1,5 +1,5 @@
 //! The `blackstart` binary on good and bad playbooks: exit codes, messages
-//! and the JSON contract of DESIGN.md, as a user or a CI job sees them.
+//! and the JSON plan's contract (see the README), as a user or a CI job sees them.
 
 use blackstart_tests::{Run, blackstart, blackstart_stdin};
 

@@ -1,6 +1,6 @@
 //! Properties that hold for any input: reading never panics, and every plan
 //! keeps its invariants (each system once, dependencies first, layers as
-//! DESIGN.md defines them, rollback the reverse of start).
+//! the plan defines them, rollback the reverse of start).
 
 use std::collections::{HashMap, HashSet};
 
