@@ -373,6 +373,12 @@ impl CliError {
     }
 }
 
+/// Whether to colour what goes to a terminal: not when `NO_COLOR` is set
+/// to anything (the NO_COLOR convention).
+fn colour() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Logs go to standard error: JSON lines at info with `--log-format json`
 /// (every recorded transition), otherwise warnings only, since people get
 /// the progress view instead.
@@ -390,7 +396,7 @@ fn init_logging(format: LogFormat) {
         use std::io::IsTerminal as _;
         fmt()
             .with_writer(io::stderr)
-            .with_ansi(io::stderr().is_terminal())
+            .with_ansi(io::stderr().is_terminal() && colour())
             .with_max_level(tracing::Level::WARN)
             .try_init()
     };

@@ -168,11 +168,14 @@ struct Live {
 impl Live {
     fn new(engine: &Engine<FileJournal>) -> Live {
         let multi = indicatif::MultiProgress::new();
-        let style = indicatif::ProgressStyle::with_template(
-            "{prefix:>24.bold} [{bar:30.green/white}] {pos:>5}/{len:<5} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let template = if crate::colour() {
+            "{prefix:>24.bold} [{bar:30.green/white}] {pos:>5}/{len:<5} {msg}"
+        } else {
+            "{prefix:>24} [{bar:30}] {pos:>5}/{len:<5} {msg}"
+        };
+        let style = indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
         let bars = engine
             .plan()
             .stages
