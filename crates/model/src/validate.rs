@@ -214,9 +214,56 @@ fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<An
     let (stage_of, no_overlap) =
         check_stages(pb, &site_index, &system_index, broken, &mut suggest, diags);
     check_stage_order(pb, &stage_of, &deps, diags);
+    check_roles(pb, diags);
     // Complete only when every system has exactly one stage.
     let stage_of: Option<Vec<usize>> = stage_of.into_iter().collect();
     stage_of.filter(|_| no_overlap).map(|s| (s, deps))
+}
+
+/// Gate roles are named, not declared: a role only one gate names, spelt
+/// like one that others name, is most likely a typo, and a gate waiting for
+/// a role nobody holds never opens.
+fn check_roles(pb: &Playbook, diags: &mut Diagnostics) {
+    let mut gates_naming: HashMap<&str, usize> = HashMap::new();
+    for stage in &pb.spec.stages {
+        let mut mine: Vec<&str> = stage.gate.approvals.iter().map(String::as_str).collect();
+        mine.sort_unstable();
+        mine.dedup();
+        for role in mine {
+            *gates_naming.entry(role).or_default() += 1;
+        }
+    }
+    for stage in &pb.spec.stages {
+        for (k, role) in stage.gate.approvals.iter().enumerate() {
+            if gates_naming.get(role.as_str()) != Some(&1) {
+                continue;
+            }
+            let others = gates_naming
+                .iter()
+                .filter(|&(r, &n)| *r != role && n > 1)
+                .map(|(r, _)| *r);
+            let Some(like) = crate::decode::nearest(role, others) else {
+                continue;
+            };
+            let pos = stage
+                .src
+                .approvals
+                .get(k)
+                .copied()
+                .unwrap_or(stage.src.node);
+            diags.push(
+                Diagnostic::warning(
+                    pos,
+                    format!(
+                        "role `{role}` is named by this gate only, and `{like}` by {} others: a typo?",
+                        gates_naming[like]
+                    ),
+                )
+                .with_ids([stage.name.clone(), role.clone()])
+                .with_help(format!("did you mean `{like}`?")),
+            );
+        }
+    }
 }
 
 fn first_seen(pos: Pos) -> String {

@@ -338,3 +338,27 @@ pb.yaml:13:66: error: expected true or false, found a string
 "
     );
 }
+
+#[test]
+fn a_role_one_gate_names_like_one_others_name_is_a_likely_typo() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - {{ id: a, site: hq, tier: one, start: {{ noop: {{}} }} }}
+    - {{ id: b, site: hq, tier: two, start: {{ noop: {{}} }} }}
+    - {{ id: c, site: hq, tier: three, start: {{ noop: {{}} }} }}
+    - {{ id: d, site: hq, tier: four, start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: one, select: {{ tiers: [one] }}, gate: {{ approvals: [incident-commander] }} }}
+    - {{ name: two, select: {{ tiers: [two] }}, gate: {{ approvals: [incident-commander, dpo] }} }}
+    - {{ name: three, select: {{ tiers: [three] }}, gate: {{ approvals: [incident-comander] }} }}
+    - {{ name: four, select: {{ tiers: [four] }}, gate: {{ approvals: [dpo] }} }}
+"
+    ));
+    assert_eq!(
+        report(&yaml),
+        "valid
+pb.yaml:16:70: warning: role `incident-comander` is named by this gate only, and `incident-commander` by 2 others: a typo?
+  help: did you mean `incident-commander`?
+"
+    );
+}
