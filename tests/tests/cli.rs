@@ -395,3 +395,18 @@ fn a_drill_speed_out_of_range_is_refused() {
         );
     }
 }
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_cli_itself() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = blackstart(&["completions", shell]);
+        assert_code(&run, 0);
+        for command in ["apply", "resume", "retry", "rollback", "audit"] {
+            assert!(run.stdout.contains(command), "{shell}: {command}");
+        }
+    }
+    assert_code(&blackstart(&["completions", "tcsh"]), 2);
+    let man = blackstart(&["man"]);
+    assert_code(&man, 0);
+    assert!(man.stdout.contains(".TH blackstart 1"), "{}", man.stdout);
+}

@@ -6,6 +6,7 @@
 //!   (`--check`: fail if the checked-in ones are out of date)
 //! - `cargo xtask ci`    — formatting, lints, CRDs and tests, as `.ci/run` does
 //! - `cargo xtask lab`   — install the local lab's packages (what `test` does first)
+//! - `cargo xtask man`   — the manual page, from the CLI's own definition, into `target/man/`
 //!
 //! Each step prints the command it runs, so a failure can be re-run by hand.
 
@@ -101,6 +102,40 @@ fn ensure_lab() -> Result<(), String> {
                 .into(),
         )
     }
+}
+
+/// The manual page, rendered by the binary from its own argument
+/// definitions (so it can never disagree with `--help`).
+fn man() -> Result<(), String> {
+    let out = Command::new(cargo())
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "blackstart",
+            "--",
+            "man",
+        ])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`blackstart man` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let dir = root().join("target/man");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("blackstart.1");
+    std::fs::write(&path, out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "wrote {} (read it with `man {}`)",
+        path.display(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// Every test: the workspace's, then the local lab's (ignored by a bare
@@ -537,6 +572,7 @@ fn main() -> ExitCode {
         "bench-ninja" => bench_vs_ninja(),
         "bench-drill" => bench_drill(),
         "bench-status" => bench_status(),
+        "man" => man(),
         "lab" => ensure_lab().map(|()| {
             println!(
                 "the local lab's packages are installed: {}",
@@ -546,7 +582,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "crds" => crds(std::env::args().nth(2).as_deref() == Some("--check")),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench|crds|ci|lab>");
+            eprintln!("usage: cargo xtask <test|bench|crds|ci|lab|man>");
             eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
             eprintln!("  bench-ninja, bench-drill, bench-status  one of them alone");
@@ -557,6 +593,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3) if missing"
             );
+            eprintln!("  man    write the manual page to target/man/blackstart.1");
             return ExitCode::from(2);
         }
     };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use blackstart_model::{Diagnostics, MAX_INPUT_BYTES, Plan, Validated, diff, render};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 /// Exit codes, as the README and `--help` document them.
 mod exit {
@@ -190,6 +190,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
         format: DiagFormat,
     },
+    /// Print a completion script for a shell.
+    #[command(
+        after_help = "Examples:\n  blackstart completions bash > /etc/bash_completion.d/blackstart\n  blackstart completions zsh > \"${fpath[1]}/_blackstart\"\n  blackstart completions fish > ~/.config/fish/completions/blackstart.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff); `cargo xtask man` writes it to target/man/.
+    #[command(hide = true)]
+    Man,
     /// Run the Kubernetes operator: Playbooks and RestartRuns in, restarts out.
     #[command(
         after_help = "Examples:\n  blackstart operator\n  blackstart operator --namespace restart --listen 0.0.0.0:8080\n\nThe operator watches RestartRuns (in NS, or in every namespace), plans each\nfrom its Playbook, and drives it with the same engine as `apply`, keeping\nthe run's journal in the RestartRun's status. Replicas elect a leader on the\nLease `blackstart-operator`; only the leader drives runs. It serves /metrics\n(Prometheus), /healthz and /readyz on --listen. It talks to the cluster of\nits pod, or of the kubeconfig when run outside one.\n\nInstall the CRDs and RBAC from manifests/ first; see the README's\n\"Kubernetes operator\" section."
@@ -661,6 +672,23 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             matches!(format, AuditFormat::Markdown),
         ),
         Command::Validate { file, format } => validate(&file, format),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "blackstart", &mut out);
+            write_output(None, &String::from_utf8_lossy(&out))?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|source| CliError::Write {
+                    path: "standard output".to_owned(),
+                    source,
+                })?;
+            write_output(None, &String::from_utf8_lossy(&out))?;
+            Ok(exit::SUCCESS)
+        }
         Command::Plan {
             file,
             output,
