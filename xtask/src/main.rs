@@ -4,9 +4,11 @@
 //! - `cargo xtask bench` — the benchmarks, and the table the README quotes
 //! - `cargo xtask crds`  — the CRDs, generated from the operator's Rust types, into `manifests/crds/`
 //!   (`--check`: fail if the checked-in ones are out of date)
-//! - `cargo xtask ci`    — formatting, lints, CRDs and tests, as `.ci/run` does
+//! - `cargo xtask ci`    — formatting, lints, CRDs, schema and tests, as `.ci/run` does
 //! - `cargo xtask lab`   — install the local lab's packages (what `test` does first)
 //! - `cargo xtask man`   — the manual page, from the CLI's own definition, into `target/man/`
+//! - `cargo xtask schema` — the playbook's JSON Schema, from the model's types, into `schema/`
+//!   (`--check`: fail if the checked-in one is out of date)
 //!
 //! Each step prints the command it runs, so a failure can be re-run by hand.
 
@@ -102,6 +104,46 @@ fn ensure_lab() -> Result<(), String> {
                 .into(),
         )
     }
+}
+
+/// Writes (or, with `check`, compares) `schema/playbook.schema.json`.
+fn schema(check: bool) -> Result<(), String> {
+    let args = [
+        "run",
+        "--quiet",
+        "--locked",
+        "-p",
+        "blackstart-model",
+        "--example",
+        "schema",
+    ];
+    eprintln!("$ {} {}", cargo(), args.join(" "));
+    let out = Command::new(cargo())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the schema example failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let path = root().join("schema/playbook.schema.json");
+    let have = std::fs::read(&path).unwrap_or_default();
+    if have == out.stdout {
+        return Ok(());
+    }
+    if check {
+        return Err(format!(
+            "out of date with crates/model/src/playbook.rs: {}; run `cargo xtask schema` and commit the result",
+            path.display()
+        ));
+    }
+    std::fs::create_dir_all(root().join("schema")).map_err(|e| format!("schema/: {e}"))?;
+    std::fs::write(&path, out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 /// The manual page, rendered by the binary from its own argument
@@ -295,6 +337,7 @@ fn ci() -> Result<(), String> {
         ],
     )?;
     crds(true)?;
+    schema(true)?;
     test()
 }
 
@@ -573,6 +616,7 @@ fn main() -> ExitCode {
         "bench-drill" => bench_drill(),
         "bench-status" => bench_status(),
         "man" => man(),
+        "schema" => schema(std::env::args().nth(2).as_deref() == Some("--check")),
         "lab" => ensure_lab().map(|()| {
             println!(
                 "the local lab's packages are installed: {}",
@@ -582,7 +626,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "crds" => crds(std::env::args().nth(2).as_deref() == Some("--check")),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench|crds|ci|lab|man>");
+            eprintln!("usage: cargo xtask <test|bench|crds|schema|ci|lab|man>");
             eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
             eprintln!("  bench-ninja, bench-drill, bench-status  one of them alone");
@@ -594,6 +638,9 @@ fn main() -> ExitCode {
                 "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3) if missing"
             );
             eprintln!("  man    write the manual page to target/man/blackstart.1");
+            eprintln!(
+                "  schema write schema/playbook.schema.json from the model's types (--check: fail if stale)"
+            );
             return ExitCode::from(2);
         }
     };

@@ -16,6 +16,7 @@ pub mod placeholder;
 pub mod plan;
 pub mod playbook;
 pub mod render;
+pub mod schema;
 pub mod synth;
 pub mod validate;
 
