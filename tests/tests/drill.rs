@@ -96,6 +96,29 @@ fn a_failing_system_rolls_its_stage_back_and_keeps_earlier_stages() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     let s = status(dir, "d2");
     assert_eq!(s["phase"], "RolledBack");
+    // The failure is shown when it happens, with its reason; the systems
+    // never started are one line per stage, not one each.
+    assert!(
+        run.stderr.lines().any(|l| l
+            .trim_start()
+            .starts_with("wolv-engine-mes Failed (not healthy within its startTimeout")
+            && l.contains("HTTP 503")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("  16 system(s) of stage assembly-international Skipped, never started: "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.ends_with(" Skipped") && !l.starts_with("stage ")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         system_phase(&s, "identity"),
         "Healthy",

@@ -1366,14 +1366,14 @@ fn log(run: &str, seq: u64, event: &Event) {
             reason,
             by,
         } => {
-            tracing::warn!(run, seq, stage = stage.as_deref(), systems = systems.len(), reason = %reason, by = by.as_deref(), "rollback begun")
+            tracing::info!(run, seq, stage = stage.as_deref(), systems = systems.len(), reason = %reason, by = by.as_deref(), "rollback begun")
         }
         Event::SetAside {
             file,
             bytes,
             reason,
         } => {
-            tracing::warn!(run, seq, file = %file, bytes, reason = %reason, "journal tail set aside")
+            tracing::info!(run, seq, file = %file, bytes, reason = %reason, "journal tail set aside")
         }
     }
 }

@@ -27,58 +27,126 @@ pub(super) async fn progress(
         let _ = stop.changed().await;
         return;
     }
-    let live = std::io::stderr().is_terminal().then(|| Live::new(&engine));
-    let run = engine.with_state(|s| s.run.clone());
-    let show = |record: &Record| {
-        for line in progress_lines(&run, engine.plan(), &record.event) {
-            match &live {
-                // The bars say what is under way; above them go what a
-                // person must see or do.
-                Some(view) if notable(&record.event) => {
-                    let _ = view.multi.println(line);
-                }
-                Some(_) => {}
-                None => eprintln!("{line}"),
-            }
-        }
-    };
-    let missed = |n: u64| {
-        let line =
-            format!("({n} transitions not shown here; `blackstart audit {run}` lists every one)");
-        match &live {
-            Some(view) => {
-                let _ = view.multi.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
+    let mut out = Printer {
+        live: std::io::stderr().is_terminal().then(|| Live::new(&engine)),
+        run: engine.with_state(|s| s.run.clone()),
+        plan: engine.plan(),
+        skipped: Vec::new(),
     };
     let mut bars = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             received = records.recv() => match received {
-                Ok(record) => show(&record),
-                Err(RecvError::Lagged(n)) => missed(n),
+                Ok(record) => out.record(&record),
+                Err(RecvError::Lagged(n)) => out.missed(n),
                 Err(RecvError::Closed) => {}
             },
-            _ = bars.tick(), if live.is_some() => {
-                if let Some(view) = &live {
+            _ = bars.tick(), if out.live.is_some() => {
+                if let Some(view) = &out.live {
                     engine.with_state(|now| view.update(now));
                 }
             }
             _ = stop.changed() => {
                 loop {
                     match records.try_recv() {
-                        Ok(record) => show(&record),
-                        Err(TryRecvError::Lagged(n)) => missed(n),
+                        Ok(record) => out.record(&record),
+                        Err(TryRecvError::Lagged(n)) => out.missed(n),
                         Err(_) => break,
                     }
                 }
-                if let Some(view) = &live {
+                out.flush_skipped();
+                if let Some(view) = &out.live {
                     engine.with_state(|now| view.update(now));
                     view.finish();
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Where progress lines go, and the systems skipped since the last line:
+/// a run that ends early skips many at once, and they read better as one
+/// line per stage than as one each.
+struct Printer<'a> {
+    live: Option<Live>,
+    run: String,
+    plan: &'a Plan,
+    /// (stage, system) of the `Skipped` records not shown yet.
+    skipped: Vec<(&'a str, String)>,
+}
+
+impl<'a> Printer<'a> {
+    fn record(&mut self, record: &Record) {
+        if let Event::System {
+            system,
+            phase: SystemPhase::Skipped,
+            ..
+        } = &record.event
+        {
+            let stage = self
+                .plan
+                .stages
+                .iter()
+                .find(|st| st.systems.iter().any(|s| &s.id == system))
+                .map_or("", |st| st.name.as_str());
+            self.skipped.push((stage, system.clone()));
+            return;
+        }
+        self.flush_skipped();
+        let notable = notable(&record.event);
+        for line in progress_lines(&self.run, self.plan, &record.event) {
+            self.line(line, notable);
+        }
+    }
+
+    fn flush_skipped(&mut self) {
+        let skipped = std::mem::take(&mut self.skipped);
+        let mut stages: Vec<(&str, Vec<String>)> = Vec::new();
+        for (stage, id) in skipped {
+            match stages.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, ids)) => ids.push(id),
+                None => stages.push((stage, vec![id])),
+            }
+        }
+        for (stage, ids) in stages {
+            let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+            let more = ids.len().saturating_sub(shown.len());
+            self.line(
+                format!(
+                    "  {} system(s) of stage {stage} Skipped, never started: {}{}",
+                    ids.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ),
+                true,
+            );
+        }
+    }
+
+    fn missed(&mut self, n: u64) {
+        self.flush_skipped();
+        let run = &self.run;
+        self.line(
+            format!("({n} transitions not shown here; `blackstart audit {run}` lists every one)"),
+            true,
+        );
+    }
+
+    /// A line for the log, or above the live view's bars when notable: the
+    /// bars say what is under way; above them goes what a person must see
+    /// or do.
+    fn line(&self, line: String, notable: bool) {
+        match &self.live {
+            Some(view) if notable => {
+                let _ = view.multi.println(line);
+            }
+            Some(_) => {}
+            None => eprintln!("{line}"),
         }
     }
 }
