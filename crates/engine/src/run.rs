@@ -592,25 +592,50 @@ impl<S: RunStore + 'static> Inner<S> {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
-        match tokio::time::timeout_at(deadline, self.verify_and_start(sys)).await {
-            Ok(Ok(None)) => self.probe_after_start(sys, deadline).await,
-            Ok(Ok(Some(reason))) => self.system_failed(&sys.id, reason),
-            Ok(Err(e)) => Err(e),
+        let mut deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
+        let started = async {
+            if let Some(reason) = self.verify(sys).await? {
+                return Ok(Some(reason));
+            }
+            self.system_event(&sys.id, SystemPhase::Starting, None)?;
+            if let Action::Manual(_) = &sys.start {
+                return Ok(None);
+            }
+            let outcome = self
+                .run_attempt(&sys.id, StepKind::Start, &sys.start)
+                .await?;
+            Ok((!outcome.ok).then(|| format!("start failed: {}", outcome.detail)))
+        };
+        match tokio::time::timeout_at(deadline, started).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(reason))) => return self.system_failed(&sys.id, reason),
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
                 self.abandon_attempt(
                     &sys.id,
                     "cut short at its startTimeout; its process group was killed",
                 )?;
-                self.system_failed(
+                return self.system_failed(
                     &sys.id,
                     format!(
                         "its verify checks and start did not finish within its startTimeout of {}",
                         sys.start_timeout
                     ),
-                )
+                );
             }
         }
+        if let Action::Manual(m) = &sys.start {
+            // A person's time is not counted against startTimeout: it
+            // counts from their confirmation. A pause meanwhile holds.
+            if !self
+                .wait_for_confirmation(&sys.id, SystemPhase::Starting, &m.instruction)
+                .await?
+            {
+                return Ok(Task::NotStarted);
+            }
+            deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
+        }
+        self.probe_after_start(sys, deadline).await
     }
 
     fn system_failed(&self, id: &str, reason: String) -> Result<Task, EngineError> {
@@ -618,11 +643,8 @@ impl<S: RunStore + 'static> Inner<S> {
         Ok(Task::Failed(format!("{id}: {reason}")))
     }
 
-    /// Runs the verify checks and the start; `Some(reason)` when either failed.
-    async fn verify_and_start(
-        self: &Arc<Self>,
-        sys: &PlannedSystem,
-    ) -> Result<Option<String>, EngineError> {
+    /// Runs the verify checks; `Some(reason)` when one failed.
+    async fn verify(&self, sys: &PlannedSystem) -> Result<Option<String>, EngineError> {
         if !sys.verify.is_empty() {
             self.system_event(&sys.id, SystemPhase::Verifying, None)?;
             for (k, check) in sys.verify.iter().enumerate() {
@@ -633,22 +655,30 @@ impl<S: RunStore + 'static> Inner<S> {
                 }
             }
         }
-        self.system_event(&sys.id, SystemPhase::Starting, None)?;
-        if let Action::Manual(m) = &sys.start {
-            self.system_event(
-                &sys.id,
-                SystemPhase::Starting,
-                Some(format!("waiting for confirmation: {}", m.instruction)),
-            )?;
-            let id = sys.id.clone();
-            self.wait_until(move |s| s.system(&id).is_some_and(|s| s.confirmed_by.is_some()))
-                .await;
-            return Ok(None);
+        Ok(None)
+    }
+
+    /// Waits for a person to confirm a manual step: true once confirmed,
+    /// false when the run pauses first (the step waits again on resume).
+    async fn wait_for_confirmation(
+        &self,
+        id: &str,
+        phase: SystemPhase,
+        instruction: &str,
+    ) -> Result<bool, EngineError> {
+        self.system_event(
+            id,
+            phase,
+            Some(format!("waiting for confirmation: {instruction}")),
+        )?;
+        let system = id.to_owned();
+        let confirmed =
+            self.wait_until(move |s| s.system(&system).is_some_and(|s| s.confirmed_by.is_some()));
+        let mut pause = self.pause.clone();
+        tokio::select! {
+            () = confirmed => Ok(true),
+            Ok(_) = pause.wait_for(|p| *p) => Ok(false),
         }
-        let outcome = self
-            .run_attempt(&sys.id, StepKind::Start, &sys.start)
-            .await?;
-        Ok((!outcome.ok).then(|| format!("start failed: {}", outcome.detail)))
     }
 
     /// Probes a started system until it is healthy or the deadline passes;

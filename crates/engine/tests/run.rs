@@ -573,3 +573,47 @@ async fn a_failure_cancels_starts_in_flight_and_manual_stops_wait_for_a_person()
     let records = journal::read(&lab.dir).unwrap();
     assert!(records.iter().any(|r| matches!(&r.event, Event::System { system, reason: Some(reason), .. } if system == "slow" && reason == "start cancelled: the stage failed")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_s_time_on_a_manual_step_is_not_counted_and_a_pause_holds_it() {
+    let yaml = format!(
+        "{HEAD}  systems:\n    - {{ id: plc, site: dc, startTimeout: 300ms, start: {{ manual: {{ instruction: Reconnect the PLC gateway }} }}, health: [ {{ exec: {{ command: [test, -f, \"{{dir}}/plc.ok\"] }} }} ] }}\n  stages:\n    - {{ name: ot, select: {{ sites: [dc] }}, gate: {{ onFailure: rollback }} }}\n"
+    );
+    let (lab, engine) = lab(&yaml);
+    let waiting = |s: &RunState| {
+        s.system("plc").is_some_and(|p| {
+            p.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("waiting for confirmation"))
+        })
+    };
+    // A pause while the person works holds the run; nothing times out.
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+    wait_for(&engine, "the manual step", waiting).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // twice its startTimeout
+    lab.pause.send_replace(true);
+    assert_eq!(run.await.unwrap().unwrap(), RunPhase::Paused);
+    assert_eq!(
+        lab.state().system("plc").unwrap().phase,
+        SystemPhase::Starting
+    );
+    drop(engine);
+    // The person finishes and confirms; resume takes it, and the probes get
+    // the whole startTimeout from the confirmation on.
+    lab.pause.send_replace(false);
+    std::fs::write(lab.path().join("plc.ok"), "").unwrap();
+    Inbox::new(&lab.dir)
+        .submit(&Request::Confirm {
+            system: "plc".into(),
+            by: "olga".into(),
+        })
+        .unwrap();
+    assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);
+    assert_eq!(
+        lab.state().system("plc").unwrap().phase,
+        SystemPhase::Healthy
+    );
+}
