@@ -215,3 +215,114 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     TornWriteDiscarded { bytes: u64 },
 }
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Event {
+    /// The event in a person's words: what `audit` lists, what progress
+    /// lines show and what the operator's Kubernetes Events say. The one
+    /// text for an event, so the views cannot drift apart.
+    pub fn describe(&self) -> String {
+        let event = self;
+        let why = |r: &Option<String>| r.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        match event {
+            Event::RunStarted {
+                run,
+                playbook,
+                playbook_hash,
+                ..
+            } => format!("run {run} of {playbook} started ({playbook_hash})"),
+            Event::Run { phase, reason } => format!("run {phase:?}{}", why(reason)),
+            Event::Stage {
+                stage,
+                phase,
+                reason,
+            } => format!("stage {stage} {phase:?}{}", why(reason)),
+            Event::System {
+                system,
+                phase,
+                reason,
+            } => format!("{system} {phase:?}{}", why(reason)),
+            Event::Output {
+                system,
+                step,
+                exit_code,
+                output,
+            } => format!(
+                "{system} {step} output{}: {}",
+                exit_code
+                    .map(|c| format!(" (exit {c})"))
+                    .unwrap_or_default(),
+                output.trim_end().lines().last().unwrap_or("")
+            ),
+            Event::Approved { stage, by, role } => {
+                format!(
+                    "stage {stage} approved by {by}{}",
+                    role.as_deref()
+                        .map(|r| format!(" as {r}"))
+                        .unwrap_or_default()
+                )
+            }
+            Event::Confirmed { system, by } => format!("{system} confirmed by {by}"),
+            Event::TornWriteDiscarded { bytes } => {
+                format!("{bytes} bytes of an unfinished write discarded after a crash")
+            }
+            Event::RetryRequested { system, by } => format!("{system}: retry asked by {by}"),
+            Event::AttemptBegun {
+                system,
+                step,
+                attempt,
+            } => format!("{system} {} attempt {attempt} begun", step.as_str()),
+            Event::AttemptRunning {
+                system,
+                step,
+                attempt,
+                process,
+            } => format!(
+                "{system} {} attempt {attempt} running as pid {}",
+                step.as_str(),
+                process.pid
+            ),
+            Event::AttemptEnded {
+                system,
+                step,
+                attempt,
+                result,
+                reason,
+            } => format!(
+                "{system} {} attempt {attempt} ended {result:?}{}",
+                step.as_str(),
+                why(reason)
+            ),
+            Event::RollbackBegun {
+                stage,
+                systems,
+                reason,
+                by,
+            } => format!(
+                "rollback{} begun{}: stopping {} ({reason})",
+                stage
+                    .as_deref()
+                    .map(|s| format!(" of stage {s}"))
+                    .unwrap_or_default(),
+                by.as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default(),
+                if systems.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    systems.join(", ")
+                }
+            ),
+            Event::SetAside {
+                file,
+                bytes,
+                reason,
+            } => format!("{bytes} bytes after the valid chain set aside into {file} ({reason})"),
+        }
+    }
+}

@@ -628,111 +628,38 @@ impl Herald {
 }
 
 /// The Kubernetes Event for a record, if it is one people should see in
-/// `kubectl describe`: run and stage transitions, gates, approvals, failures.
+/// `kubectl describe`: run and stage transitions, gates, rollbacks,
+/// approvals, failures. The reason is a CamelCase word from this closed
+/// set; the note is the engine's one text for the event, as `audit` shows it.
 pub fn describe(event: &Event) -> Option<(EventType, String, String, &'static str)> {
     use EventType::{Normal, Warning};
-    let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
-    Some(match event {
-        Event::RunStarted {
-            playbook,
-            playbook_hash,
-            plan,
-            ..
-        } => (
-            Normal,
-            "Planned".into(),
-            format!(
-                "playbook {playbook} ({playbook_hash}): {} stages, {} systems",
-                plan.stages.len(),
-                plan.system_count()
-            ),
-            "Plan",
-        ),
-        Event::Run { phase, reason } => {
+    let (type_, reason, action) = match event {
+        Event::RunStarted { .. } => (Normal, "Planned".to_owned(), "Plan"),
+        Event::Run { phase, .. } => {
             let type_ = match phase {
                 RunPhase::Failed | RunPhase::RolledBack => Warning,
                 _ => Normal,
             };
-            (
-                type_,
-                format!("Run{phase:?}"),
-                format!("run {phase:?}{}", why(reason)),
-                "Run",
-            )
+            (type_, format!("Run{phase:?}"), "Run")
         }
-        Event::Stage {
-            stage,
-            phase,
-            reason,
-        } => {
-            let (type_, reason_name, note) = match phase {
-                StagePhase::Running => (Normal, "StageStarted", format!("stage {stage} started")),
-                StagePhase::Gate => (
-                    Normal,
-                    "GateReached",
-                    format!(
-                        "stage {stage}: every system healthy; the gate holds (soak, approvals)"
-                    ),
-                ),
-                StagePhase::Succeeded => (
-                    Normal,
-                    "GatePassed",
-                    format!("stage {stage} passed its gate"),
-                ),
-                StagePhase::Failed => (
-                    Warning,
-                    "StageFailed",
-                    format!("stage {stage} failed{}", why(reason)),
-                ),
-                StagePhase::RolledBack => (
-                    Warning,
-                    "StageRolledBack",
-                    format!("stage {stage} rolled back{}", why(reason)),
-                ),
+        Event::Stage { phase, .. } => {
+            let (type_, reason) = match phase {
+                StagePhase::Running => (Normal, "StageStarted"),
+                StagePhase::Gate => (Normal, "GateReached"),
+                StagePhase::Succeeded => (Normal, "GatePassed"),
+                StagePhase::Failed => (Warning, "StageFailed"),
+                StagePhase::RolledBack => (Warning, "StageRolledBack"),
                 StagePhase::Pending | StagePhase::Skipped => return None,
             };
-            (type_, reason_name.into(), note, "Stage")
+            (type_, reason.to_owned(), "Stage")
         }
-        Event::RollbackBegun {
-            stage,
-            systems,
-            reason,
-            by,
-        } => (
-            Warning,
-            "RollbackBegun".into(),
-            format!(
-                "rollback{}{} begun, stopping {} system(s): {reason}",
-                stage
-                    .as_deref()
-                    .map(|s| format!(" of stage {s}"))
-                    .unwrap_or_default(),
-                by.as_deref()
-                    .map(|b| format!(" by {b}"))
-                    .unwrap_or_default(),
-                systems.len()
-            ),
-            "Rollback",
-        ),
-        Event::Approved { stage, by, role } => (
-            Normal,
-            "Approved".into(),
-            match role {
-                Some(r) => format!("stage {stage} approved by {by} as {r}"),
-                None => format!("stage {stage} approved by {by}"),
-            },
-            "Approve",
-        ),
+        Event::RollbackBegun { .. } => (Warning, "RollbackBegun".to_owned(), "Rollback"),
+        Event::Approved { .. } => (Normal, "Approved".to_owned(), "Approve"),
         Event::System {
-            system,
             phase: SystemPhase::Failed,
-            reason,
-        } => (
-            Warning,
-            "SystemFailed".into(),
-            format!("system {system} failed{}", why(reason)),
-            "Start",
-        ),
+            ..
+        } => (Warning, "SystemFailed".to_owned(), "Start"),
         _ => return None,
-    })
+    };
+    Some((type_, reason, event.describe(), action))
 }

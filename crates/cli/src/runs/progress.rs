@@ -8,7 +8,6 @@ use blackstart_engine::journal::Record;
 use blackstart_engine::{Engine, Event, FileJournal, RunState, StagePhase, SystemPhase};
 use blackstart_model::Plan;
 
-use super::report::describe;
 use super::*;
 
 /// Shows a run's progress from its records until told to stop, then the
@@ -165,8 +164,8 @@ fn progress_lines(run: &str, plan: &Plan, event: &Event) -> Vec<String> {
             exit_code: None | Some(0),
             ..
         } => return lines,
-        Event::System { .. } | Event::Output { .. } => lines.push(format!("  {}", describe(event))),
-        _ => lines.push(describe(event)),
+        Event::System { .. } | Event::Output { .. } => lines.push(format!("  {event}")),
+        _ => lines.push(event.describe()),
     }
     match event {
         Event::Stage {

@@ -1,6 +1,6 @@
 //! Reading a run back: `status`, and `audit` (the timeline for the
-//! post-incident review, or the check of its chain). `describe` is the one
-//! text for an event, which the progress lines use too.
+//! post-incident review, or the check of its chain), in the engine's one
+//! text for each event (`Event::describe`).
 
 use std::path::Path;
 
@@ -163,109 +163,10 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
     Ok(exit::SUCCESS)
 }
 
-pub(super) fn describe(event: &Event) -> String {
-    let why = |r: &Option<String>| r.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    match event {
-        Event::RunStarted {
-            run,
-            playbook,
-            playbook_hash,
-            ..
-        } => format!("run {run} of {playbook} started ({playbook_hash})"),
-        Event::Run { phase, reason } => format!("run {phase:?}{}", why(reason)),
-        Event::Stage {
-            stage,
-            phase,
-            reason,
-        } => format!("stage {stage} {phase:?}{}", why(reason)),
-        Event::System {
-            system,
-            phase,
-            reason,
-        } => format!("{system} {phase:?}{}", why(reason)),
-        Event::Output {
-            system,
-            step,
-            exit_code,
-            output,
-        } => format!(
-            "{system} {step} output{}: {}",
-            exit_code
-                .map(|c| format!(" (exit {c})"))
-                .unwrap_or_default(),
-            output.trim_end().lines().last().unwrap_or("")
-        ),
-        Event::Approved { stage, by, role } => {
-            format!(
-                "stage {stage} approved by {by}{}",
-                role.as_deref()
-                    .map(|r| format!(" as {r}"))
-                    .unwrap_or_default()
-            )
-        }
-        Event::Confirmed { system, by } => format!("{system} confirmed by {by}"),
-        Event::TornWriteDiscarded { bytes } => {
-            format!("{bytes} bytes of an unfinished write discarded after a crash")
-        }
-        Event::RetryRequested { system, by } => format!("{system}: retry asked by {by}"),
-        Event::AttemptBegun {
-            system,
-            step,
-            attempt,
-        } => format!("{system} {} attempt {attempt} begun", step.as_str()),
-        Event::AttemptRunning {
-            system,
-            step,
-            attempt,
-            process,
-        } => format!(
-            "{system} {} attempt {attempt} running as pid {}",
-            step.as_str(),
-            process.pid
-        ),
-        Event::AttemptEnded {
-            system,
-            step,
-            attempt,
-            result,
-            reason,
-        } => format!(
-            "{system} {} attempt {attempt} ended {result:?}{}",
-            step.as_str(),
-            why(reason)
-        ),
-        Event::RollbackBegun {
-            stage,
-            systems,
-            reason,
-            by,
-        } => format!(
-            "rollback{} begun{}: stopping {} ({reason})",
-            stage
-                .as_deref()
-                .map(|s| format!(" of stage {s}"))
-                .unwrap_or_default(),
-            by.as_deref()
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default(),
-            if systems.is_empty() {
-                "nothing".to_owned()
-            } else {
-                systems.join(", ")
-            }
-        ),
-        Event::SetAside {
-            file,
-            bytes,
-            reason,
-        } => format!("{bytes} bytes after the valid chain set aside into {file} ({reason})"),
-    }
-}
-
 fn audit_text(records: &[Record]) -> String {
     records
         .iter()
-        .map(|r| format!("{:>5}  {}  {}\n", r.seq, r.at, describe(&r.event)))
+        .map(|r| format!("{:>5}  {}  {}\n", r.seq, r.at, r.event.describe()))
         .collect()
 }
 
@@ -313,7 +214,7 @@ fn audit_markdown(records: &[Record]) -> Result<String, CliError> {
             "| {} | {} | {} |",
             r.seq,
             r.at,
-            describe(&r.event).replace('|', "\\|")
+            r.event.describe().replace('|', "\\|")
         );
     }
     Ok(o)
