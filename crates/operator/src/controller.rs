@@ -207,7 +207,7 @@ async fn apply(
             source,
         })?;
     let generation = Arc::new(AtomicI64::new(run.metadata.generation.unwrap_or(0)));
-    let (heralds, herald_rx) = mpsc::unbounded_channel();
+    let (heralds, herald_rx) = mpsc::channel(HERALD_BUFFER);
     let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?;
     let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
     let playbook_name = if new_run {
@@ -587,7 +587,7 @@ struct Herald {
 }
 
 impl Herald {
-    async fn announce(self, mut records: mpsc::UnboundedReceiver<Record>) {
+    async fn announce(self, mut records: mpsc::Receiver<Record>) {
         let mut stage_start: HashMap<String, std::time::SystemTime> = HashMap::new();
         while let Some(record) = records.recv().await {
             let at = humantime::parse_rfc3339(&record.at).ok();
@@ -626,6 +626,10 @@ impl Herald {
         }
     }
 }
+
+/// How many records may wait for the Events publisher before announcements
+/// are left out rather than hold the run up.
+const HERALD_BUFFER: usize = 1024;
 
 /// The Kubernetes Event for a record, if it is one people should see in
 /// `kubectl describe`: run and stage transitions, gates, rollbacks,

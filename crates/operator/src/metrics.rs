@@ -177,7 +177,9 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
                 tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };

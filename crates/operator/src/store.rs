@@ -64,7 +64,7 @@ pub struct StatusStore {
     /// The generation of the spec the operator last acted on.
     generation: Arc<AtomicI64>,
     /// Every appended record goes here too, for Kubernetes Events and metrics.
-    heralds: Option<mpsc::UnboundedSender<Record>>,
+    heralds: Option<mpsc::Sender<Record>>,
     /// Held from a record's making to its landing: appends come from many
     /// tasks at once, and each record must follow the one before.
     writer: tokio::sync::Mutex<()>,
@@ -92,7 +92,7 @@ impl StatusStore {
         api: Api<RestartRun>,
         run: &RestartRun,
         generation: Arc<AtomicI64>,
-        heralds: Option<mpsc::UnboundedSender<Record>>,
+        heralds: Option<mpsc::Sender<Record>>,
     ) -> Result<StatusStore, StoreError> {
         let name = run.metadata.name.clone().unwrap_or_default();
         let status = run.status.clone().unwrap_or_default();
@@ -169,8 +169,16 @@ impl StatusStore {
                         g.conditions = status.conditions;
                     }
                     drop(g);
-                    if let Some(h) = &self.heralds {
-                        let _ = h.send(record.clone());
+                    // Announcing never holds the run up: when the Events
+                    // publisher is that far behind, this one is left out
+                    // (the journal in the status has it).
+                    if let Some(h) = &self.heralds
+                        && let Err(mpsc::error::TrySendError::Full(r)) = h.try_send(record.clone())
+                    {
+                        tracing::warn!(
+                            seq = r.seq,
+                            "the Events publisher is behind; an Event was left out"
+                        );
                     }
                     return Ok(record);
                 }
