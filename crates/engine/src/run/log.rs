@@ -1,0 +1,94 @@
+//! Every recorded transition as a structured log event, for `--log-format
+//! json` and whoever else subscribes to `tracing`.
+
+use crate::event::Event;
+
+/// Every recorded transition as a structured log event, for `--log-format
+/// json` and whoever else subscribes. Output is at debug: it can be long.
+pub(super) fn log(run: &str, seq: u64, event: &Event) {
+    match event {
+        Event::RunStarted {
+            playbook,
+            playbook_hash,
+            ..
+        } => {
+            tracing::info!(run, seq, playbook = %playbook, playbook_hash = %playbook_hash, "run started");
+        }
+        Event::Run { phase, reason } => {
+            tracing::info!(run, seq, phase = ?phase, reason = reason.as_deref(), "run")
+        }
+        Event::Stage {
+            stage,
+            phase,
+            reason,
+        } => {
+            tracing::info!(run, seq, stage = %stage, phase = ?phase, reason = reason.as_deref(), "stage");
+        }
+        Event::System {
+            system,
+            phase,
+            reason,
+        } => {
+            tracing::info!(run, seq, system = %system, phase = ?phase, reason = reason.as_deref(), "system");
+        }
+        Event::Output {
+            system,
+            step,
+            exit_code,
+            output,
+        } => {
+            tracing::debug!(run, seq, system = %system, step = %step, exit_code = ?exit_code, output = %output, "output");
+        }
+        Event::Approved { stage, by, role } => {
+            tracing::info!(run, seq, stage = %stage, by = %by, role = role.as_deref(), "approved");
+        }
+        Event::Confirmed { system, by } => {
+            tracing::info!(run, seq, system = %system, by = %by, "confirmed")
+        }
+        Event::TornWriteDiscarded { bytes } => {
+            tracing::warn!(run, seq, bytes, "torn write discarded")
+        }
+        Event::RetryRequested { system, by } => {
+            tracing::info!(run, seq, system = %system, by = %by, "retry requested")
+        }
+        Event::AttemptBegun {
+            system,
+            step,
+            attempt,
+        } => {
+            tracing::info!(run, seq, system = %system, step = step.as_str(), attempt, "attempt begun")
+        }
+        Event::AttemptRunning {
+            system,
+            step,
+            attempt,
+            process,
+        } => {
+            tracing::info!(run, seq, system = %system, step = step.as_str(), attempt, pid = process.pid, "attempt running")
+        }
+        Event::AttemptEnded {
+            system,
+            step,
+            attempt,
+            result,
+            reason,
+        } => {
+            tracing::info!(run, seq, system = %system, step = step.as_str(), attempt, result = ?result, reason = reason.as_deref(), "attempt ended")
+        }
+        Event::RollbackBegun {
+            stage,
+            systems,
+            reason,
+            by,
+        } => {
+            tracing::info!(run, seq, stage = stage.as_deref(), systems = systems.len(), reason = %reason, by = by.as_deref(), "rollback begun")
+        }
+        Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } => {
+            tracing::info!(run, seq, file = %file, bytes, reason = %reason, "journal tail set aside")
+        }
+    }
+}
