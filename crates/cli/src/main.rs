@@ -117,30 +117,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  blackstart drill playbooks/global-restart.yaml\n  blackstart drill playbooks/global-restart.yaml --fail wolv-engine-mes --speed 2000\n  blackstart drill playbooks/third-party-reconnect.yaml --flap minimal-feed --manual-approvals\n\nEach system becomes healthy after its expectedDuration divided by --speed. Gates are approved and\nmanual steps confirmed as `drill` unless --manual-approvals. Exits like apply."
     )]
-    Drill {
-        /// The playbook file.
-        file: PathBuf,
-        /// Keep this system unhealthy (repeatable).
-        #[arg(long, value_name = "SYSTEM")]
-        fail: Vec<String>,
-        /// Make this system flap between healthy and not (repeatable).
-        #[arg(long, value_name = "SYSTEM")]
-        flap: Vec<String>,
-        /// Make this system ten times slower to become healthy (repeatable).
-        #[arg(long, value_name = "SYSTEM")]
-        slow: Vec<String>,
-        /// How much faster than real time the plant runs.
-        #[arg(long, default_value_t = 1000.0)]
-        speed: f64,
-        /// Wait for `approve` and `confirm` as in a real run.
-        #[arg(long)]
-        manual_approvals: bool,
-        #[command(flatten)]
-        state: StateDir,
-        /// The run's id [default: drill-, the playbook's name and the start time].
-        #[arg(long, value_name = "ID")]
-        run_id: Option<String>,
-    },
+    Drill(DrillArgs),
     /// Carry on a paused or interrupted run from its journal.
     #[command(
         after_help = "Examples:\n  blackstart resume ir-2025-09\n  blackstart resume ir-2025-09 --playbook playbooks/global-restart.yaml\n\nThe playbook file `apply` ran is read again and planned: the run resumes only if that\nplan is the journal's (else exit 3). With neither that file nor --playbook readable,\n--trust-journal resumes from the journal's own copy of the plan.\n\nSystems already healthy are not started again. A start a crash cut short is waited for\nwhile its process still runs, then probed; it is started again only when it certainly\nended and health says the system is down, or when its action is idempotent. A system\nwithout health checks waits for `confirm` or `retry`. A run whose rollback began\nfinishes its rollback."
@@ -283,6 +260,33 @@ struct TrustArgs {
     /// can be read (the journal cannot prove itself: say why you trust it).
     #[arg(long)]
     trust_journal: bool,
+}
+
+/// `drill`'s arguments.
+#[derive(Debug, clap::Args)]
+struct DrillArgs {
+    /// The playbook file.
+    file: PathBuf,
+    /// Keep this system unhealthy (repeatable).
+    #[arg(long, value_name = "SYSTEM")]
+    fail: Vec<String>,
+    /// Make this system flap between healthy and not (repeatable).
+    #[arg(long, value_name = "SYSTEM")]
+    flap: Vec<String>,
+    /// Make this system ten times slower to become healthy (repeatable).
+    #[arg(long, value_name = "SYSTEM")]
+    slow: Vec<String>,
+    /// How much faster than real time the plant runs.
+    #[arg(long, default_value_t = 1000.0)]
+    speed: f64,
+    /// Wait for `approve` and `confirm` as in a real run.
+    #[arg(long)]
+    manual_approvals: bool,
+    #[command(flatten)]
+    state: StateDir,
+    /// The run's id [default: drill-, the playbook's name and the start time].
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -484,7 +488,7 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, CliError
         let not_regular = if kind.is_dir() {
             Some("a directory")
         } else if kind.is_fifo() {
-            Some("a FIFO (named pipe)")
+            Some("a FIFO (named pipe; for standard input give `-`)")
         } else if kind.is_char_device() || kind.is_block_device() {
             Some("a device")
         } else if kind.is_socket() {
@@ -567,50 +571,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
                 run_id,
             )
         }
-        Command::Drill {
-            file,
-            fail,
-            flap,
-            slow,
-            speed,
-            manual_approvals,
-            state,
-            run_id,
-        } => {
-            let validated = load(&file)?;
-            print_warnings(&file, &validated);
-            let plan = Plan::build(validated);
-            if !(speed.is_finite() && speed >= 0.01) {
-                return Err(CliError::Usage(format!(
-                    "--speed must be a number of at least 0.01 (100 times slower than real time), not {speed}"
-                )));
-            }
-            let mut faults = std::collections::HashMap::new();
-            for (ids, fault) in [
-                (fail, blackstart_sim::Fault::Fail),
-                (flap, blackstart_sim::Fault::Flap),
-                (slow, blackstart_sim::Fault::Slow),
-            ] {
-                for id in ids {
-                    if !plan.systems().any(|(_, s)| s.id == id) {
-                        return Err(CliError::Usage(format!(
-                            "{} has no system `{id}` to inject a fault into",
-                            file.display()
-                        )));
-                    }
-                    faults.insert(id, fault);
-                }
-            }
-            runs::drill(
-                plan,
-                &file,
-                &faults,
-                speed,
-                &state.state_dir,
-                run_id,
-                manual_approvals,
-            )
-        }
+        Command::Drill(args) => drill_command(args),
         Command::Resume { run, trust, state } => {
             runs::resume(&state.state_dir, &run, &trust.into())
         }
@@ -693,63 +654,124 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             file,
             output,
             format,
-        } => {
-            let validated = load(&file)?;
-            print_warnings(&file, &validated);
-            let plan = Plan::build(validated);
-            let format =
-                format.unwrap_or_else(|| match output.as_ref().and_then(|o| o.extension()) {
-                    Some(ext) if ext == "json" => PlanFormat::Json,
-                    _ => PlanFormat::Text,
-                });
-            let text = match format {
-                PlanFormat::Text => render::text(&plan),
-                PlanFormat::Json => render::json(&plan),
-                PlanFormat::Markdown => render::markdown(&plan),
-                PlanFormat::Mermaid => render::mermaid(&plan),
-                PlanFormat::Dot => render::dot(&plan),
-            };
-            write_output(output.as_deref(), &text)?;
-            Ok(exit::SUCCESS)
-        }
+        } => plan_command(file, output, format),
         Command::Diff {
             base,
             new,
             format,
             exit_code,
-        } => {
-            let new_plan = {
-                let v = load(&new)?;
-                print_warnings(&new, &v);
-                Plan::build(v)
-            };
-            let base_plan = if base.exists() || base == Path::new("-") {
-                Plan::build(load(&base)?)
-            } else {
-                eprintln!(
-                    "blackstart: {} does not exist; comparing with an empty playbook",
-                    base.display()
-                );
-                empty_plan(&new_plan)
-            };
-            let d = diff::diff(&base_plan, &new_plan);
-            let text = match format {
-                DiffFormat::Markdown => d.markdown(),
-                DiffFormat::Text => d.text(),
-                DiffFormat::Json => {
-                    let mut s = serde_json::to_string_pretty(&d).expect("a diff always serializes");
-                    s.push('\n');
-                    s
-                }
-            };
-            write_output(None, &text)?;
-            Ok(if exit_code && !d.is_empty() {
-                exit::FAILED
-            } else {
-                exit::SUCCESS
-            })
+        } => diff_command(base, new, format, exit_code),
+    }
+}
+
+/// `diff BASE NEW`: what a playbook change does to the restart.
+fn diff_command(
+    base: PathBuf,
+    new: PathBuf,
+    format: DiffFormat,
+    exit_code: bool,
+) -> Result<u8, CliError> {
+    let new_plan = {
+        let v = load(&new)?;
+        print_warnings(&new, &v);
+        Plan::build(v)
+    };
+    let base_plan = if base.exists() || base == Path::new("-") {
+        Plan::build(load(&base)?)
+    } else {
+        eprintln!(
+            "blackstart: {} does not exist; comparing with an empty playbook",
+            base.display()
+        );
+        empty_plan(&new_plan)
+    };
+    let d = diff::diff(&base_plan, &new_plan);
+    let text = match format {
+        DiffFormat::Markdown => d.markdown(),
+        DiffFormat::Text => d.text(),
+        DiffFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&d).expect("a diff always serializes");
+            s.push('\n');
+            s
+        }
+    };
+    write_output(None, &text)?;
+    Ok(if exit_code && !d.is_empty() {
+        exit::FAILED
+    } else {
+        exit::SUCCESS
+    })
+}
+
+/// `plan FILE`: the dry-run plan, in the format asked for.
+fn plan_command(
+    file: PathBuf,
+    output: Option<PathBuf>,
+    format: Option<PlanFormat>,
+) -> Result<u8, CliError> {
+    let validated = load(&file)?;
+    print_warnings(&file, &validated);
+    let plan = Plan::build(validated);
+    let format = format.unwrap_or_else(|| match output.as_ref().and_then(|o| o.extension()) {
+        Some(ext) if ext == "json" => PlanFormat::Json,
+        _ => PlanFormat::Text,
+    });
+    let text = match format {
+        PlanFormat::Text => render::text(&plan),
+        PlanFormat::Json => render::json(&plan),
+        PlanFormat::Markdown => render::markdown(&plan),
+        PlanFormat::Mermaid => render::mermaid(&plan),
+        PlanFormat::Dot => render::dot(&plan),
+    };
+    write_output(output.as_deref(), &text)?;
+    Ok(exit::SUCCESS)
+}
+
+/// `drill FILE`: the simulated plant, with the faults asked for.
+fn drill_command(args: DrillArgs) -> Result<u8, CliError> {
+    let DrillArgs {
+        file,
+        fail,
+        flap,
+        slow,
+        speed,
+        manual_approvals,
+        state,
+        run_id,
+    } = args;
+    let validated = load(&file)?;
+    print_warnings(&file, &validated);
+    let plan = Plan::build(validated);
+    if !(speed.is_finite() && speed >= 0.01) {
+        return Err(CliError::Usage(format!(
+            "--speed must be a number of at least 0.01 (100 times slower than real time), not {speed}"
+        )));
+    }
+    let mut faults = std::collections::HashMap::new();
+    for (ids, fault) in [
+        (fail, blackstart_sim::Fault::Fail),
+        (flap, blackstart_sim::Fault::Flap),
+        (slow, blackstart_sim::Fault::Slow),
+    ] {
+        for id in ids {
+            if !plan.systems().any(|(_, s)| s.id == id) {
+                return Err(CliError::Usage(format!(
+                    "{} has no system `{id}` to inject a fault into",
+                    file.display()
+                )));
+            }
+            faults.insert(id, fault);
         }
     }
+    runs::drill(
+        plan,
+        &file,
+        &faults,
+        speed,
+        &state.state_dir,
+        run_id,
+        manual_approvals,
+    )
 }
 
 /// The plan of a playbook that does not exist yet: no stages, no systems.
