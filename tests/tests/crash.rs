@@ -471,6 +471,20 @@ fn a_start_cut_short_without_health_checks_waits_for_confirm_or_retry() {
                 .is_some_and(|r| r.starts_with("waiting for a person"))
         });
         assert_eq!(s.log(), ["start"], "not started again blindly");
+        if decision == "confirm" {
+            // Ctrl-C while the question waits: the run pauses, and the
+            // question is asked again by the next resume.
+            signal(&resume, "-INT");
+            assert_eq!(wait_exit(&mut resume, Duration::from_secs(20)), 1);
+            assert_eq!(s.status("n1")["phase"], "Paused");
+            resume = s.spawn(&["resume", "n1"]);
+            s.wait("n1", "the question again", |st| {
+                st["phase"] == "Running"
+                    && st["systems"][0]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("waiting for a person"))
+            });
+        }
         let decided = s.run(&[decision, "n1", "sys", "--by", "olga"]);
         assert_eq!(decided.code, 0, "{}", decided.stderr);
         assert_eq!(wait_exit(&mut resume, Duration::from_secs(20)), 0);

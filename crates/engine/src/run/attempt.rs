@@ -295,13 +295,15 @@ impl<S: RunStore + 'static> Inner<S> {
     }
 
     /// A start or stop whose outcome a crash made unknown, on a system
-    /// without health checks to tell: a person confirms it (true) or asks
-    /// for a new attempt (false; stops are never run twice, so only starts).
+    /// without health checks to tell: a person confirms it (`Some(true)`)
+    /// or asks for a new attempt (`Some(false)`; stops are never run twice,
+    /// so only starts); `None` when the run pauses first (starts only: a
+    /// rollback is not paused).
     pub(super) async fn wait_for_person(
         &self,
         id: &str,
         step: StepKind,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<bool>, EngineError> {
         let run = self.lock().run.clone();
         let (phase, ask) = match step {
             StepKind::Start => (
@@ -319,12 +321,21 @@ impl<S: RunStore + 'static> Inner<S> {
         };
         self.system_event(id, phase, Some(ask))?;
         let system = id.to_owned();
-        self.wait_until(move |s| {
+        let decided = self.wait_until(move |s| {
             s.system(&system).is_some_and(|s| {
                 s.confirmed_by.is_some() || (step == StepKind::Start && s.retry_by.is_some())
             })
-        })
-        .await;
+        });
+        if step == StepKind::Start {
+            // A pause holds the run; the question is asked again on resume.
+            let mut pause = self.pause.clone();
+            tokio::select! {
+                () = decided => {}
+                Ok(_) = pause.wait_for(|p| *p) => return Ok(None),
+            }
+        } else {
+            decided.await;
+        }
         let (confirmed, retry) = self
             .lock()
             .system(id)
@@ -344,7 +355,7 @@ impl<S: RunStore + 'static> Inner<S> {
                         step.as_str()
                     )),
                 )?;
-                Ok(true)
+                Ok(Some(true))
             }
             (None, Some(by)) => {
                 self.system_event(
@@ -352,9 +363,9 @@ impl<S: RunStore + 'static> Inner<S> {
                     SystemPhase::Starting,
                     Some(format!("started again as {by} asked")),
                 )?;
-                Ok(false)
+                Ok(Some(false))
             }
-            (None, None) => Ok(false),
+            (None, None) => Ok(Some(false)),
         }
     }
 }

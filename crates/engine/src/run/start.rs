@@ -28,11 +28,11 @@ impl<S: RunStore + 'static> Inner<S> {
                     return Ok(Task::Healthy);
                 }
             }
-            Settled::Unknown => {
-                if self.wait_for_person(&sys.id, StepKind::Start).await? {
-                    return Ok(Task::Healthy);
-                }
-            }
+            Settled::Unknown => match self.wait_for_person(&sys.id, StepKind::Start).await? {
+                Some(true) => return Ok(Task::Healthy),
+                Some(false) => {}
+                None => return Ok(Task::NotStarted),
+            },
         }
         let mut deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
         let started = async {
