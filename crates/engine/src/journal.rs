@@ -449,9 +449,24 @@ fn locked(run: &RunDir) -> JournalError {
     }
 }
 
+/// How long a lock held by someone else is waited for before giving up. A
+/// writer that just died may linger that long: the lock belongs to the open
+/// file, and a child it was forking at that moment holds a copy of its open
+/// files until it execs (they close on exec).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes the exclusive lock on an open journal, and says who holds it.
 fn take_lock(run: &RunDir, file: &File) -> Result<(), JournalError> {
-    match file.try_lock() {
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    let taken = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    match taken {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Err(locked(run)),
         Err(std::fs::TryLockError::Error(e)) => {

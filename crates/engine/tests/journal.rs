@@ -92,6 +92,22 @@ fn lines(dir: &RunDir) -> Vec<String> {
         .collect()
 }
 
+/// Opens a journal whose writer was just dropped. The lock belongs to the
+/// open file, and a child that a test running beside this one forks holds
+/// a copy of every open file until it execs: for that instant the lock is
+/// still held.
+fn reopen(dir: &RunDir) -> (FileJournal, Vec<blackstart_engine::Record>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match FileJournal::open(dir) {
+            Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 fn write_lines(dir: &RunDir, lines: &[String]) {
     std::fs::write(
         dir.journal(),
@@ -142,7 +158,7 @@ fn a_second_writer_is_refused_until_the_first_is_gone() {
     // Readers need no lock.
     assert_eq!(journal::read(&dir).unwrap().len(), 10);
     drop(first);
-    let (again, records) = FileJournal::open(&dir).unwrap();
+    let (again, records) = reopen(&dir);
     assert_eq!(records.len(), 10);
     assert_eq!(
         again
@@ -232,7 +248,7 @@ fn a_torn_tail_is_set_aside_byte_for_byte_and_recorded() {
         (rest.offset, rest.bytes),
         (before.len() as u64, tail.len() as u64)
     );
-    let (j, records) = FileJournal::open(&dir).unwrap();
+    let (j, records) = reopen(&dir);
     let last = records.last().unwrap();
     assert_eq!(last.seq, 11);
     let Event::SetAside { file, bytes, .. } = &last.event else {
@@ -265,7 +281,7 @@ fn a_forked_journal_goes_on_from_its_prefix_and_keeps_the_fork_beside_it() {
     std::fs::create_dir_all(&fork_dir.dir).unwrap();
     write_lines(&fork_dir, &good[..6]);
     {
-        let (j, _) = FileJournal::open(&fork_dir).unwrap();
+        let (j, _) = reopen(&fork_dir);
         j.append(&system("db", SystemPhase::Failed)).unwrap();
         j.append(&system("app", SystemPhase::Starting)).unwrap();
     }
@@ -280,7 +296,7 @@ fn a_forked_journal_goes_on_from_its_prefix_and_keeps_the_fork_beside_it() {
     assert_eq!(rest.line, 11);
     assert!(rest.reason.contains("forked"), "{}", rest.reason);
 
-    let (j, records) = FileJournal::open(&dir).unwrap();
+    let (j, records) = reopen(&dir);
     assert_eq!(records.len(), 11);
     let Event::SetAside { file, .. } = &records[10].event else {
         panic!("{:?}", records[10].event);
@@ -327,7 +343,7 @@ fn deleting_or_replacing_the_journal_does_not_admit_a_second_writer() {
     drop(first);
     // The journal replaced by another file: the writer refuses too.
     std::fs::write(dir.journal(), copy.as_bytes()).unwrap();
-    let (j, _) = FileJournal::open(&dir).unwrap();
+    let (j, _) = reopen(&dir);
     std::fs::remove_file(dir.journal()).unwrap();
     std::fs::write(dir.journal(), copy.as_bytes()).unwrap();
     let err = j.append(&system("app", SystemPhase::Healthy)).unwrap_err();
@@ -361,7 +377,7 @@ fn records_carry_their_format_and_the_previous_format_still_reads() {
     let records = journal::read(&old).unwrap();
     assert!(records.iter().all(|r| r.v == 1));
     blackstart_engine::Record::verify_chain(&records).unwrap();
-    let (j, records) = FileJournal::open(&old).unwrap();
+    let (j, records) = reopen(&old);
     let next = j.append(&system("app", SystemPhase::Pending)).unwrap();
     assert_eq!(
         (next.v, next.seq),

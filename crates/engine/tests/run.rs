@@ -61,8 +61,26 @@ impl Lab {
 
     /// Reopens the journal as `resume` does and returns a fresh engine.
     fn resume(&self) -> Engine<FileJournal> {
-        let (journal, records) = FileJournal::open(&self.dir).unwrap();
+        let (journal, records) = self.reopen();
         self.engine_for(journal, &records)
+    }
+
+    /// Opens the journal for writing once the engine before has let go of
+    /// it. The lock belongs to the open file, and a child that another test
+    /// of this process forks holds a copy of every open file until it execs
+    /// (close-on-exec): for that instant the lock is still held.
+    fn reopen(&self) -> (FileJournal, Vec<blackstart_engine::Record>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match FileJournal::open(&self.dir) {
+                Err(blackstart_engine::JournalError::Locked { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other.unwrap(),
+            }
+        }
     }
 
     fn state(&self) -> RunState {
@@ -424,7 +442,7 @@ async fn resume_after_a_crash_reprobes_in_flight_systems_instead_of_restarting_t
         // attempt begun and its process, long gone, and no end.
         drop(engine);
         {
-            let (j, _) = FileJournal::open(&lab.dir).unwrap();
+            let (j, _) = lab.reopen();
             let gone = Process {
                 pid: i32::MAX,
                 pgid: i32::MAX,
