@@ -22,6 +22,8 @@ mod exit {
     pub const STALE_PLAN: u8 = 3;
     /// Another live process holds the run.
     pub const LOCKED: u8 = 4;
+    /// A second Ctrl-C (or SIGTERM) stopped the run's steps and the run.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 mod cluster;

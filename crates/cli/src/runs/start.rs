@@ -385,15 +385,20 @@ fn drive(
         let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
         let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
         let signals = tokio::spawn(on_signals(engine.clone(), pause));
-        let phase = match &mode {
-            Mode::Run => engine.run().await?,
+        let ended = match &mode {
+            Mode::Run => engine.run().await,
             Mode::Rollback(by) => {
                 let reason = match by {
                     Some(by) => format!("rolled back as {by} asked"),
                     None => "rolled back by the commander".to_owned(),
                 };
-                engine.rollback(&reason, by.as_deref()).await?
+                engine.rollback(&reason, by.as_deref()).await
             }
+        };
+        let phase = match ended {
+            // A second Ctrl-C ended it; the signal task exits 130 as well.
+            Err(blackstart_engine::EngineError::Interrupted) => return Ok(exit::INTERRUPTED),
+            other => other?,
         };
         signals.abort();
         if let Some(s) = steward {
@@ -458,7 +463,7 @@ async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Send
         "{second} again: {ended} step(s) under way killed and journaled as interrupted; `blackstart resume {}` carries on",
         engine.with_state(|s| s.run.clone())
     ));
-    std::process::exit(130);
+    std::process::exit(i32::from(exit::INTERRUPTED));
 }
 
 /// Approves every gate and confirms every manual step, as `by`: what a drill
