@@ -106,9 +106,29 @@ fn ensure_lab() -> Result<(), String> {
     }
 }
 
+/// What `cargo ARGS` prints on standard output (a generator example, the
+/// binary's man page), echoing the command first; its error output when it fails.
+fn cargo_output(args: &[&str]) -> Result<Vec<u8>, String> {
+    eprintln!("$ {} {}", cargo(), args.join(" "));
+    let out = Command::new(cargo())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "`cargo {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// Writes (or, with `check`, compares) `schema/playbook.schema.json`.
 fn schema(check: bool) -> Result<(), String> {
-    let args = [
+    let out = cargo_output(&[
         "run",
         "--quiet",
         "--locked",
@@ -116,22 +136,10 @@ fn schema(check: bool) -> Result<(), String> {
         "blackstart-model",
         "--example",
         "schema",
-    ];
-    eprintln!("$ {} {}", cargo(), args.join(" "));
-    let out = Command::new(cargo())
-        .args(args)
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "the schema example failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    ])?;
     let path = root().join("schema/playbook.schema.json");
     let have = std::fs::read(&path).unwrap_or_default();
-    if have == out.stdout {
+    if have == out {
         return Ok(());
     }
     if check {
@@ -141,7 +149,7 @@ fn schema(check: bool) -> Result<(), String> {
         ));
     }
     std::fs::create_dir_all(root().join("schema")).map_err(|e| format!("schema/: {e}"))?;
-    std::fs::write(&path, out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }
@@ -149,29 +157,19 @@ fn schema(check: bool) -> Result<(), String> {
 /// The manual page, rendered by the binary from its own argument
 /// definitions (so it can never disagree with `--help`).
 fn man() -> Result<(), String> {
-    let out = Command::new(cargo())
-        .args([
-            "run",
-            "--quiet",
-            "--locked",
-            "-p",
-            "blackstart",
-            "--",
-            "man",
-        ])
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`blackstart man` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let out = cargo_output(&[
+        "run",
+        "--quiet",
+        "--locked",
+        "-p",
+        "blackstart",
+        "--",
+        "man",
+    ])?;
     let dir = root().join("target/man");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join("blackstart.1");
-    std::fs::write(&path, out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
         "wrote {} (read it with `man {}`)",
         path.display(),
@@ -268,7 +266,7 @@ const CRD_HEADER: &str =
 
 /// Writes (or, with `check`, compares) one file per CRD in `manifests/crds/`.
 fn crds(check: bool) -> Result<(), String> {
-    let args = [
+    let out = cargo_output(&[
         "run",
         "--quiet",
         "--locked",
@@ -276,20 +274,8 @@ fn crds(check: bool) -> Result<(), String> {
         "blackstart-operator",
         "--example",
         "crdgen",
-    ];
-    eprintln!("$ {} {}", cargo(), args.join(" "));
-    let out = Command::new(cargo())
-        .args(args)
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "crdgen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let text = String::from_utf8(out.stdout).map_err(|e| format!("crdgen wrote non-UTF-8: {e}"))?;
+    ])?;
+    let text = String::from_utf8(out).map_err(|e| format!("crdgen wrote non-UTF-8: {e}"))?;
     let dir = root().join("manifests/crds");
     let mut stale = Vec::new();
     for doc in text.split("---\n").filter(|d| !d.trim().is_empty()) {
