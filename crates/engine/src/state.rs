@@ -68,6 +68,21 @@ pub struct StepState {
     pub result: Option<AttemptResult>,
 }
 
+impl SystemState {
+    /// Whether its last start was cut short by a crash or an interrupt and
+    /// nobody knows how it went: what `retry` (or `confirm`) settles.
+    pub fn start_cut_short(&self) -> bool {
+        self.phase == SystemPhase::Starting
+            && self.step.as_ref().is_some_and(|a| {
+                a.step == StepKind::Start
+                    && matches!(
+                        a.result,
+                        None | Some(AttemptResult::Unknown | AttemptResult::Interrupted)
+                    )
+            })
+    }
+}
+
 impl StepState {
     /// Begun and not ended: after a crash, it may still be running.
     pub fn open(&self) -> bool {

@@ -3,9 +3,8 @@
 
 use std::path::Path;
 
-use blackstart_engine::event::{AttemptResult, StepKind};
 use blackstart_engine::journal;
-use blackstart_engine::{Inbox, Request, RunDir, RunState, SystemPhase};
+use blackstart_engine::{Inbox, Request, RunDir, RunState};
 
 use super::*;
 use crate::{CliError, exit};
@@ -44,8 +43,7 @@ pub fn approve(
     let records = journal::read(&dir)?;
     let state = folded(&records)?;
     live(&state)?;
-    let plan =
-        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
+    let plan = journal_plan(&records)?;
     let role = plan
         .approval_role(run, stage, role)
         .map_err(CliError::Usage)?;
@@ -100,15 +98,7 @@ pub fn retry(state_dir: &Path, run: &str, system: &str, by: &str) -> Result<u8, 
             "run {run} has no system `{system}`"
         )));
     };
-    let unknown = sys.phase == SystemPhase::Starting
-        && sys.step.as_ref().is_some_and(|a| {
-            a.step == StepKind::Start
-                && matches!(
-                    a.result,
-                    None | Some(AttemptResult::Unknown | AttemptResult::Interrupted)
-                )
-        });
-    if !unknown {
+    if !sys.start_cut_short() {
         return Err(CliError::Usage(format!(
             "`{system}` of run {run} is {:?}{}; `retry` starts again a system whose start a crash cut short",
             sys.phase,

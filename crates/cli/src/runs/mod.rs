@@ -78,6 +78,11 @@ fn folded(records: &[Record]) -> Result<RunState, CliError> {
         .map_err(|e| CliError::Runtime(e.to_string()))
 }
 
+/// The plan in a journal's first record, or why there is none.
+fn journal_plan(records: &[Record]) -> Result<&Plan, CliError> {
+    plan_of(records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))
+}
+
 fn plan_of(records: &[Record]) -> Option<&Plan> {
     match records.first().map(|r| &r.event) {
         Some(Event::RunStarted { plan, .. }) => Some(plan),

@@ -262,20 +262,20 @@ fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>
     Ok((journal, records))
 }
 
-fn drill_of(records: &[Record]) -> bool {
-    matches!(
+/// The secrets a run the journal holds needs again (none for a drill).
+fn secrets_of(records: &[Record]) -> Result<Secrets, CliError> {
+    let drill = matches!(
         records.first().map(|r| &r.event),
         Some(Event::RunStarted { drill: true, .. })
-    )
+    );
+    secrets_for(journal_plan(records)?, drill)
 }
 
 /// `resume RUN`: carries on a paused or interrupted run.
 pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     let (journal, records) = open_checked(&dir, trust)?;
-    let plan =
-        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
-    let secrets = secrets_for(plan, drill_of(&records))?;
+    let secrets = secrets_of(&records)?;
     note(&format!("resuming run {run} from event {}", records.len()));
     drive(
         &runtime()?,
@@ -319,9 +319,7 @@ pub fn rollback(
         ));
         return Ok(exit::SUCCESS);
     }
-    let plan =
-        plan_of(&records).ok_or_else(|| CliError::Runtime("the journal holds no plan".into()))?;
-    let secrets = secrets_for(plan, drill_of(&records))?;
+    let secrets = secrets_of(&records)?;
     let mode = Mode::Rollback(by.map(str::to_owned));
     drive(&runtime()?, journal, &records, &dir, mode, None, secrets)
 }
