@@ -157,12 +157,10 @@ async fn stages_progress_in_order_and_scale_up_from_zero() {
             .and_then(|s| s.completion_time.as_ref())
             .is_some()
     );
-    let reasons: Vec<String> = fake.events().into_iter().map(|(r, _)| r).collect();
+    // In order: once RunSucceeded is published, so are the stages' Events
+    // and their metrics.
     for wanted in ["StageStarted", "GateReached", "GatePassed", "RunSucceeded"] {
-        assert!(
-            reasons.iter().any(|r| r == wanted),
-            "no {wanted} Event in {reasons:?}"
-        );
+        event_published(&fake, wanted).await;
     }
     let metrics = ctx.metrics.render();
     assert!(
@@ -227,17 +225,22 @@ async fn a_failed_stage_rolls_back_by_scaling_down() {
     let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
     assert!(reason.contains("dealer-portal"), "{reason}");
     assert!(reason.contains("startTimeout"), "{reason}");
-    // Events are published off the run's path: wait for them, bounded.
     for reason in ["RollbackBegun", "StageRolledBack"] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !fake.events().iter().any(|(r, _)| r == reason) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {reason} Event: {:?}",
-                fake.events()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        event_published(&fake, reason).await;
+    }
+}
+
+/// Waits, bounded, until an Event with `reason` reached the API server:
+/// Events are published off the run's path, after the status it follows.
+async fn event_published(fake: &FakeApi, reason: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !fake.events().iter().any(|(r, _)| r == reason) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} Event: {:?}",
+            fake.events()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
