@@ -37,7 +37,7 @@ mod runs;
     long_about = "blackstart brings a company's systems back after they were shut down on purpose: \
                   the stages of a playbook run in order, each system starts only when what it leans on \
                   is healthy, and a gate decides whether the next wave may begin.",
-    after_help = "Examples:\n  blackstart validate playbooks/global-restart.yaml\n  blackstart plan playbooks/global-restart.yaml --format markdown\n  blackstart diff main.yaml playbooks/global-restart.yaml --exit-code\n\nExit codes: 0 success, 1 run failed or rolled back (diff: changed), 2 invalid input or usage, 3 stale plan, 4 run locked."
+    after_help = "Examples:\n  blackstart validate playbooks/global-restart.yaml\n  blackstart plan playbooks/global-restart.yaml --format markdown\n  blackstart diff main.yaml playbooks/global-restart.yaml --exit-code\n\nExit codes: 0 success, 1 run failed, rolled back or paused (diff: changed), 2 invalid input or usage, 3 stale plan, 4 run locked, 130 interrupted by a second Ctrl-C."
 )]
 struct Cli {
     #[command(subcommand)]

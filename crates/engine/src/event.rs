@@ -99,6 +99,19 @@ pub enum SystemPhase {
     Skipped,
 }
 
+/// What a system waits for a person to do, typed so that views, the
+/// drill's stand-in commander and (later) `confirm` decide by kind rather
+/// than by the words of a reason. The reason says the same to a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitingFor {
+    /// A manual start or stop: `confirm` once it is done.
+    ManualStep,
+    /// A start or stop a crash cut short, on a system without health
+    /// checks to tell how it ended: `confirm` (or, for a start, `retry`).
+    UnknownOutcome,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Event {
@@ -137,6 +150,10 @@ pub enum Event {
         phase: SystemPhase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Set while the system waits for a person; cleared by its next
+        /// transition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting_for: Option<WaitingFor>,
     },
     /// What one step of a system (a verify check, the start or stop action)
     /// printed, truncated and redacted.
@@ -246,6 +263,7 @@ impl Event {
                 system,
                 phase,
                 reason,
+                ..
             } => format!("{system} {phase:?}{}", why(reason)),
             Event::Output {
                 system,

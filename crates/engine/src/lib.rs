@@ -20,7 +20,7 @@ pub mod secrets;
 pub mod state;
 pub mod step;
 
-pub use event::{Event, RunPhase, StagePhase, SystemPhase};
+pub use event::{Event, RunPhase, StagePhase, SystemPhase, WaitingFor};
 pub use inbox::{Inbox, Request, RequestSource};
 pub use journal::{FileJournal, JournalError, Record, RunDir};
 pub use run::{Engine, EngineError};

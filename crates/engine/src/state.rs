@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase};
+use crate::event::{
+    AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor,
+};
 use crate::process::Process;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -35,6 +37,9 @@ pub struct SystemState {
     pub phase: SystemPhase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What it waits for a person to do, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<WaitingFor>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmed_by: Option<String>,
     /// Whether its start action ever began: what a rollback must stop.
@@ -189,6 +194,7 @@ impl RunState {
                     stage: st.name.clone(),
                     phase: SystemPhase::Pending,
                     reason: None,
+                    waiting_for: None,
                     confirmed_by: None,
                     started: false,
                     attempts: 0,
@@ -233,10 +239,12 @@ impl RunState {
                 system,
                 phase,
                 reason,
+                waiting_for,
             } => {
                 let s = self.system_mut(seq, system)?;
                 s.phase = *phase;
                 s.reason = reason.clone();
+                s.waiting_for = *waiting_for;
                 s.started |= *phase == SystemPhase::Starting;
                 // A manual stop needs its own confirmation, not the start's.
                 if *phase == SystemPhase::Stopping {
@@ -250,10 +258,14 @@ impl RunState {
                 });
             }
             Event::Confirmed { system, by } => {
-                self.system_mut(seq, system)?.confirmed_by = Some(by.clone());
+                let s = self.system_mut(seq, system)?;
+                s.confirmed_by = Some(by.clone());
+                s.waiting_for = None;
             }
             Event::RetryRequested { system, by } => {
-                self.system_mut(seq, system)?.retry_by = Some(by.clone());
+                let s = self.system_mut(seq, system)?;
+                s.retry_by = Some(by.clone());
+                s.waiting_for = None;
             }
             Event::AttemptBegun {
                 system,

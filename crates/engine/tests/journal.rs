@@ -43,6 +43,7 @@ fn system(id: &str, phase: SystemPhase) -> Event {
         system: id.to_owned(),
         phase,
         reason: None,
+        waiting_for: None,
     }
 }
 

@@ -16,6 +16,7 @@ use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::StepContext;
 use blackstart_engine::{
     Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, RunState, StagePhase, SystemPhase,
+    WaitingFor,
 };
 use tokio::sync::watch;
 
@@ -335,9 +336,7 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
     let inbox = Inbox::new(&lab.dir);
     wait_for(&engine, "the manual step", |s| {
         s.system("plc").is_some_and(|p| {
-            p.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("waiting for confirmation"))
+            p.waiting_for == Some(WaitingFor::ManualStep)
         })
     })
     .await;
@@ -463,6 +462,7 @@ async fn resume_after_a_crash_reprobes_in_flight_systems_instead_of_restarting_t
                     system: "db".into(),
                     phase: SystemPhase::Starting,
                     reason: None,
+                    waiting_for: None,
                 },
                 Event::AttemptBegun {
                     system: "db".into(),
@@ -600,9 +600,7 @@ async fn a_person_s_time_on_a_manual_step_is_not_counted_and_a_pause_holds_it() 
     let (lab, engine) = lab(&yaml);
     let waiting = |s: &RunState| {
         s.system("plc").is_some_and(|p| {
-            p.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("waiting for confirmation"))
+            p.waiting_for == Some(WaitingFor::ManualStep)
         })
     };
     // A pause while the person works holds the run; nothing times out.

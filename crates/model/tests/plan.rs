@@ -208,3 +208,30 @@ fn large_plans_leave_out_the_unreadable_parts_of_markdown() {
     assert!(md.contains("more than a Mermaid diagram can show"));
     assert!(!md.contains("```mermaid"));
 }
+
+/// The global example's header promises which systems verify their
+/// binaries before they start; the promise is read by people deciding
+/// whether to trust the example, so it is held to.
+#[test]
+fn global_example_verifies_what_its_header_says() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../playbooks");
+    let text = std::fs::read_to_string(format!("{root}/global-restart.yaml")).unwrap();
+    assert!(text.contains(
+        "Every PLC gateway and MES (and the engine plant's historian and quality\n# system) verifies"
+    ));
+    let p = plan(&text);
+    for (_, s) in p.systems() {
+        let promised = s.id.ends_with("-plc-gateway")
+            || s.id.ends_with("-mes")
+            || s.id == "wolv-scada-historian"
+            || s.id == "wolv-quality";
+        if promised {
+            assert!(!s.verify.is_empty(), "{} promises verify checks", s.id);
+        }
+        // "the line-side systems after them do not"
+        let plant = ["wolverhampton", "solihull", "halewood", "nitra", "changshu", "pune", "itatiaia"];
+        if plant.contains(&s.site.as_str()) && !promised {
+            assert!(s.verify.is_empty(), "{}: the header says line-side systems do not verify", s.id);
+        }
+    }
+}

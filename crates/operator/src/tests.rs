@@ -37,7 +37,7 @@ fn starts(run: &RestartRun, system: &str) -> usize {
     journal(run)
         .iter()
         .filter(|r| {
-            matches!(&r.event, Event::System { system: s, phase: blackstart_engine::SystemPhase::Starting, reason: None } if s == system)
+            matches!(&r.event, Event::System { system: s, phase: blackstart_engine::SystemPhase::Starting, reason: None, .. } if s == system)
         })
         .count()
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blackstart_engine::journal::Record;
-use blackstart_engine::{Engine, Event, FileJournal, RunState, StagePhase, SystemPhase};
+use blackstart_engine::{
+    Engine, Event, FileJournal, RunState, StagePhase, SystemPhase, WaitingFor,
+};
 use blackstart_model::Plan;
 
 use super::*;
@@ -188,9 +190,9 @@ fn progress_lines(run: &str, plan: &Plan, event: &Event) -> Vec<String> {
         }
         Event::System {
             system,
-            reason: Some(reason),
+            waiting_for: Some(WaitingFor::ManualStep),
             ..
-        } if reason.starts_with("waiting for confirmation") => lines.push(format!(
+        } => lines.push(format!(
             "    confirm with `blackstart confirm {run} {system} --by NAME`"
         )),
         _ => {}
@@ -214,9 +216,11 @@ fn notable(event: &Event) -> bool {
             phase,
             StagePhase::Gate | StagePhase::Failed | StagePhase::RolledBack
         ),
-        Event::System { phase, reason, .. } => {
+        Event::System {
+            phase, waiting_for, ..
+        } => {
             matches!(phase, SystemPhase::Failed | SystemPhase::RolledBack)
-                || reason.as_deref().is_some_and(|r| r.starts_with("waiting"))
+                || waiting_for.is_some()
         }
         Event::RunStarted { .. }
         | Event::AttemptBegun { .. }

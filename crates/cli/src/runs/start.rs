@@ -12,6 +12,7 @@ use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::{StepContext, kubernetes::Cluster};
 use blackstart_engine::{
     Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, StagePhase, SystemPhase,
+    WaitingFor,
 };
 use blackstart_model::Plan;
 use blackstart_model::playbook::{Action, Check};
@@ -487,10 +488,7 @@ async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static st
                 }
             }
             for sys in &state.systems {
-                let waiting = sys
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("waiting for confirmation"));
+                let waiting = sys.waiting_for == Some(WaitingFor::ManualStep);
                 if waiting
                     && sys.confirmed_by.is_none()
                     && asked.insert(format!("{}/{:?}", sys.id, sys.phase))

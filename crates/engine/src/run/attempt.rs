@@ -319,7 +319,7 @@ impl<S: RunStore + 'static> Inner<S> {
                 ),
             ),
         };
-        self.system_event(id, phase, Some(ask))?;
+        self.system_waits(id, phase, WaitingFor::UnknownOutcome, ask)?;
         let system = id.to_owned();
         let decided = self.wait_until(move |s| {
             s.system(&system).is_some_and(|s| {

@@ -28,8 +28,9 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
             system,
             phase,
             reason,
+            waiting_for,
         } => {
-            tracing::info!(run, seq, system = %system, phase = ?phase, reason = reason.as_deref(), "system");
+            tracing::info!(run, seq, system = %system, phase = ?phase, reason = reason.as_deref(), waiting_for = ?waiting_for, "system");
         }
         Event::Output {
             system,

@@ -44,7 +44,9 @@ use blackstart_model::playbook::{Action, OnFailure};
 use blackstart_model::{Plan, PlannedStage, PlannedSystem};
 
 use crate::RunStore;
-use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase};
+use crate::event::{
+    AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor,
+};
 use crate::inbox::{Request, RequestSource};
 use crate::journal::Record;
 use crate::probe;
@@ -472,6 +474,23 @@ impl<S: RunStore + 'static> Inner<S> {
             system: id.to_owned(),
             phase,
             reason,
+            waiting_for: None,
+        })
+    }
+
+    /// The system waits for a person; `ask` says what, in words.
+    fn system_waits(
+        &self,
+        id: &str,
+        phase: SystemPhase,
+        waiting_for: WaitingFor,
+        ask: String,
+    ) -> Result<(), EngineError> {
+        self.emit(Event::System {
+            system: id.to_owned(),
+            phase,
+            reason: Some(ask),
+            waiting_for: Some(waiting_for),
         })
     }
 

@@ -119,10 +119,11 @@ impl<S: RunStore + 'static> Inner<S> {
             );
         };
         if let Action::Manual(m) = stop {
-            self.system_event(
+            self.system_waits(
                 id,
                 SystemPhase::Stopping,
-                Some(format!("waiting for confirmation: {}", m.instruction)),
+                WaitingFor::ManualStep,
+                format!("waiting for confirmation: {}", m.instruction),
             )?;
             let system = id.clone();
             self.wait_until(move |s| s.system(&system).is_some_and(|s| s.confirmed_by.is_some()))

@@ -108,10 +108,11 @@ impl<S: RunStore + 'static> Inner<S> {
         phase: SystemPhase,
         instruction: &str,
     ) -> Result<bool, EngineError> {
-        self.system_event(
+        self.system_waits(
             id,
             phase,
-            Some(format!("waiting for confirmation: {instruction}")),
+            WaitingFor::ManualStep,
+            format!("waiting for confirmation: {instruction}"),
         )?;
         let system = id.to_owned();
         let confirmed =
