@@ -8,9 +8,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::event::{
-    AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor,
-};
+use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor};
 use crate::process::Process;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -15,8 +15,8 @@ use blackstart_engine::process::Process;
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::StepContext;
 use blackstart_engine::{
-    Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, RunState, StagePhase, SystemPhase,
-    WaitingFor,
+    Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, RunState, StagePhase,
+    SystemPhase, WaitingFor,
 };
 use tokio::sync::watch;
 
@@ -335,9 +335,8 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
     });
     let inbox = Inbox::new(&lab.dir);
     wait_for(&engine, "the manual step", |s| {
-        s.system("plc").is_some_and(|p| {
-            p.waiting_for == Some(WaitingFor::ManualStep)
-        })
+        s.system("plc")
+            .is_some_and(|p| p.waiting_for == Some(WaitingFor::ManualStep))
     })
     .await;
     inbox
@@ -599,9 +598,8 @@ async fn a_person_s_time_on_a_manual_step_is_not_counted_and_a_pause_holds_it() 
     );
     let (lab, engine) = lab(&yaml);
     let waiting = |s: &RunState| {
-        s.system("plc").is_some_and(|p| {
-            p.waiting_for == Some(WaitingFor::ManualStep)
-        })
+        s.system("plc")
+            .is_some_and(|p| p.waiting_for == Some(WaitingFor::ManualStep))
     };
     // A pause while the person works holds the run; nothing times out.
     let run = tokio::spawn({

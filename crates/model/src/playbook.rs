@@ -234,6 +234,16 @@ impl Action {
         }
     }
 
+    /// The workload this action scales and the count it sets: a start is
+    /// healthy only when a readiness check of that workload finds it at
+    /// that count, not merely "ready" (at 0 replicas every count agrees).
+    pub fn scales(&self) -> Option<(Workload, u32)> {
+        match self {
+            Action::Kubernetes(k) if !k.rollout_restart => k.replicas.map(|n| (k.workload(), n)),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Exec(_) => "exec",

@@ -229,9 +229,21 @@ fn global_example_verifies_what_its_header_says() {
             assert!(!s.verify.is_empty(), "{} promises verify checks", s.id);
         }
         // "the line-side systems after them do not"
-        let plant = ["wolverhampton", "solihull", "halewood", "nitra", "changshu", "pune", "itatiaia"];
+        let plant = [
+            "wolverhampton",
+            "solihull",
+            "halewood",
+            "nitra",
+            "changshu",
+            "pune",
+            "itatiaia",
+        ];
         if plant.contains(&s.site.as_str()) && !promised {
-            assert!(s.verify.is_empty(), "{}: the header says line-side systems do not verify", s.id);
+            assert!(
+                s.verify.is_empty(),
+                "{}: the header says line-side systems do not verify",
+                s.id
+            );
         }
     }
 }

@@ -237,6 +237,7 @@ async fn apply(
     let records = store.records();
     let ns = run.namespace().unwrap_or_default();
     let counter = ctx.metrics.probe_failures(&playbook_name);
+    let retries = ctx.metrics.api_retries(&playbook_name);
     let cx = StepContext::new(
         blackstart_engine::secrets::Secrets::from_env(),
         ctx.settings.step_timeout,
@@ -252,6 +253,9 @@ async fn apply(
     let cx = StepContext {
         on_probe_failure: Some(ProbeHook(Arc::new(move || {
             counter.inc();
+        }))),
+        on_api_retry: Some(ProbeHook(Arc::new(move || {
+            retries.inc();
         }))),
         ..cx
     };

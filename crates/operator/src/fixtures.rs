@@ -48,6 +48,25 @@ struct World {
     /// Status patches still to refuse with a conflict, as when a person's
     /// edit lands between the operator's read and its write.
     conflicts: usize,
+    /// Injected faults: requests whose method and path end match are
+    /// answered with the status (a 5xx, a 429) until the count runs out.
+    faults: Vec<Fault>,
+    /// Requests whose path ends so are never answered (the operator is
+    /// killed while they are in flight) while this is set.
+    hang: Option<String>,
+}
+
+/// An injected fault: the next `times` requests of `method` to a path
+/// ending in `path` are answered with `status`.
+#[derive(Debug, Clone)]
+struct Fault {
+    method: Method,
+    path: String,
+    status: u16,
+    times: usize,
+    /// The request is applied before the error is sent, as when the API
+    /// server's answer is lost on the way back.
+    applied: bool,
 }
 
 /// The mocked API server.
@@ -169,6 +188,37 @@ impl FakeApi {
         self.world().conflicts = n;
     }
 
+    /// The next `times` `method` requests to a path ending in `path` are
+    /// answered with `status` (500, 503, 429 …) without being applied.
+    pub fn fail_next(&self, method: Method, path: &str, status: u16, times: usize) {
+        self.world().faults.push(Fault {
+            method,
+            path: path.to_owned(),
+            status,
+            times,
+            applied: false,
+        });
+    }
+
+    /// As [`FakeApi::fail_next`], but each request is applied before the
+    /// error is sent back.
+    pub fn fail_next_after_applying(&self, method: Method, path: &str, status: u16, times: usize) {
+        self.world().faults.push(Fault {
+            method,
+            path: path.to_owned(),
+            status,
+            times,
+            applied: true,
+        });
+    }
+
+    /// PATCHes to a path ending in `path` are held unanswered and not
+    /// applied, as when the operator dies with the request in flight;
+    /// `None` answers the ones that come next.
+    pub fn hang_patches(&self, path: Option<&str>) {
+        self.world().hang = path.map(str::to_owned);
+    }
+
     pub fn log(&self) -> Vec<Logged> {
         self.world().log.clone()
     }
@@ -212,7 +262,35 @@ impl FakeApi {
             .unwrap_or_default()
             .to_owned();
         let path = parts.uri.path().to_owned();
-        let (status, answer) = self.handle(&parts.method, &path, &content_type, body.clone());
+        let hang = parts.method == Method::PATCH
+            && self
+                .world()
+                .hang
+                .as_deref()
+                .is_some_and(|h| path.ends_with(h));
+        if hang {
+            self.world().log.push(Logged {
+                method: parts.method.clone(),
+                path,
+                content_type,
+                body,
+                status: 0,
+            });
+            return std::future::pending().await;
+        }
+        let (status, answer) = match self.fault(&parts.method, &path) {
+            Some((code, applied)) => {
+                if applied {
+                    let _ = self.handle(&parts.method, &path, &content_type, body.clone());
+                }
+                status(
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    "InternalError",
+                    format!("injected fault on {path}"),
+                )
+            }
+            None => self.handle(&parts.method, &path, &content_type, body.clone()),
+        };
         self.world().log.push(Logged {
             method: parts.method.clone(),
             path,
@@ -225,6 +303,17 @@ impl FakeApi {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
             .expect("a response from parts that are always valid")
+    }
+
+    /// The status of an injected fault that matches, counting it used.
+    fn fault(&self, method: &Method, path: &str) -> Option<(u16, bool)> {
+        let mut w = self.world();
+        let f = w
+            .faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == method && path.ends_with(&f.path))?;
+        f.times -= 1;
+        Some((f.status, f.applied))
     }
 
     fn handle(

@@ -38,6 +38,7 @@ pub struct Metrics {
     runs: Family<Labels, Gauge>,
     stage_seconds: Family<Labels, Histogram>,
     probe_failures: Family<Labels, Counter>,
+    api_retries: Family<Labels, Counter>,
     reconciles: Counter,
     reconcile_errors: Counter,
     /// Each run's last known phase, so the gauge moves a run, not adds one.
@@ -80,6 +81,7 @@ impl Metrics {
             Histogram::new(exponential_buckets(1.0, 2.0, 15))
         });
         let probe_failures = Family::<Labels, Counter>::default();
+        let api_retries = Family::<Labels, Counter>::default();
         let reconciles = Counter::default();
         let reconcile_errors = Counter::default();
         registry.register("runs", "RestartRuns by phase", runs.clone());
@@ -92,6 +94,11 @@ impl Metrics {
             "probe_failures",
             "Failed health probe rounds",
             probe_failures.clone(),
+        );
+        registry.register(
+            "api_retries",
+            "Kubernetes API calls of steps and probes retried after a transient error (429, 5xx, a dropped connection)",
+            api_retries.clone(),
         );
         registry.register(
             "reconciles",
@@ -108,6 +115,7 @@ impl Metrics {
             runs,
             stage_seconds,
             probe_failures,
+            api_retries,
             reconciles,
             reconcile_errors,
             phases: Mutex::new(HashMap::new()),
@@ -153,6 +161,13 @@ impl Metrics {
     /// A counter to hand the engine for one playbook's probe failures.
     pub fn probe_failures(&self, playbook: &str) -> Counter {
         self.probe_failures
+            .get_or_create(&playbook_label(playbook))
+            .clone()
+    }
+
+    /// A counter to hand the engine for one playbook's API retries.
+    pub fn api_retries(&self, playbook: &str) -> Counter {
+        self.api_retries
             .get_or_create(&playbook_label(playbook))
             .clone()
     }

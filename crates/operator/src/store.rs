@@ -18,6 +18,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
@@ -25,6 +26,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use blackstart_engine::step::retry::{backoff, transient};
 use blackstart_engine::{Event, Record, RunPhase, RunState, RunStore, StagePhase};
 use blackstart_model::Plan;
 
@@ -32,6 +34,9 @@ use crate::crd::{Condition, RestartRun, RestartRunStatus, StageStatus, SystemSta
 
 /// How often a conflicting status patch is tried again after a fresh read.
 pub const CONFLICT_RETRIES: usize = 5;
+/// How many writes with an unknown outcome (5xx, 429, a dropped
+/// connection) are retried, with backoff, before the run stops: about 20 s.
+pub const STATUS_RETRIES: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -142,6 +147,7 @@ impl StatusStore {
         let _writing = self.writer.lock().await;
         let (record, next_state, ops) = self.prepare(event)?;
         let mut attempt = 0;
+        let (mut unsure, mut delays) = (0, backoff());
         loop {
             let rv = self.lock().resource_version.clone();
             let mut all = Vec::with_capacity(ops.len() + 1);
@@ -161,26 +167,19 @@ impl StatusStore {
                 .await
             {
                 Ok(obj) => {
-                    let mut g = self.lock();
-                    g.resource_version = obj.metadata.resource_version.clone();
-                    g.records.push(record.clone());
-                    g.state = Some(next_state);
-                    if let Some(status) = obj.status {
-                        g.conditions = status.conditions;
-                    }
-                    drop(g);
-                    // Announcing never holds the run up: when the Events
-                    // publisher is that far behind, this one is left out
-                    // (the journal in the status has it).
-                    if let Some(h) = &self.heralds
-                        && let Err(mpsc::error::TrySendError::Full(r)) = h.try_send(record.clone())
-                    {
-                        tracing::warn!(
-                            seq = r.seq,
-                            "the Events publisher is behind; an Event was left out"
-                        );
-                    }
+                    self.committed(&record, next_state, obj);
                     return Ok(record);
+                }
+                // A 5xx, a 429 or a dropped connection: whether the write
+                // landed is unknown, so the status is read before trying
+                // again, and a write that did land is taken as done.
+                Err(e) if transient(&e) && unsure < STATUS_RETRIES => {
+                    unsure += 1;
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(2))).await;
+                    if let Some(obj) = self.landed(&record).await? {
+                        self.committed(&record, next_state, obj);
+                        return Ok(record);
+                    }
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -199,6 +198,66 @@ impl StatusStore {
                 }
             }
         }
+    }
+
+    /// Takes a written record in: the store's copy, and the Events.
+    fn committed(&self, record: &Record, next_state: RunState, obj: RestartRun) {
+        let mut g = self.lock();
+        g.resource_version = obj.metadata.resource_version.clone();
+        g.records.push(record.clone());
+        g.state = Some(next_state);
+        if let Some(status) = obj.status {
+            g.conditions = status.conditions;
+        }
+        drop(g);
+        // Announcing never holds the run up: when the Events publisher is
+        // that far behind, this one is left out (the journal has it).
+        if let Some(h) = &self.heralds
+            && let Err(mpsc::error::TrySendError::Full(r)) = h.try_send(record.clone())
+        {
+            tracing::warn!(
+                seq = r.seq,
+                "the Events publisher is behind; an Event was left out"
+            );
+        }
+    }
+
+    /// After a write whose outcome is unknown: the object if the journal on
+    /// the server already ends with `record` (it landed); otherwise, the
+    /// journal still being ours, `None` with the new resourceVersion taken
+    /// for another try. A read that fails transiently is `None` too.
+    async fn landed(&self, record: &Record) -> Result<Option<RestartRun>, StoreError> {
+        let fresh = match self.api.get_status(&self.name).await {
+            Ok(fresh) => fresh,
+            Err(e) if transient(&e) => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    run: self.name.clone(),
+                    source,
+                });
+            }
+        };
+        let theirs = fresh
+            .status
+            .as_ref()
+            .map(|s| s.journal.as_slice())
+            .unwrap_or(&[]);
+        let mut g = self.lock();
+        let ours = g.records.len();
+        let same_prefix = theirs.len() >= ours
+            && theirs[..ours].last().map(|r| &r.hash) == g.records.last().map(|r| &r.hash);
+        if same_prefix && theirs.len() == ours + 1 && theirs[ours].hash == record.hash {
+            return Ok(Some(fresh));
+        }
+        if same_prefix && theirs.len() == ours {
+            g.resource_version = fresh.metadata.resource_version;
+            return Ok(None);
+        }
+        Err(StoreError::Fenced {
+            run: self.name.clone(),
+            ours,
+            theirs: theirs.len(),
+        })
     }
 
     /// After a conflict: takes the new resourceVersion if the journal on

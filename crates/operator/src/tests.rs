@@ -648,17 +648,35 @@ fn a_rollout_is_ready_only_when_observed_updated_and_available() {
         name: "portal".into(),
         namespace: Some("dealers".into()),
     };
-    let obj = |generation: i64, status: serde_json::Value| -> kube::api::DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "portal", "generation": generation},
-            "spec": {"replicas": 3},
-            "status": status,
-        }))
-        .expect("a valid object")
-    };
+    let with =
+        |replicas: i64, generation: i64, status: serde_json::Value| -> kube::api::DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "portal", "generation": generation},
+                "spec": {"replicas": replicas},
+                "status": status,
+            }))
+            .expect("a valid object")
+        };
+    let obj = |generation: i64, status: serde_json::Value| with(3, generation, status);
     let full = json!({"observedGeneration": 5, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3});
-    assert!(judge(&w, &obj(5, full.clone())).ok);
+    assert!(judge(&w, &obj(5, full.clone()), None).ok);
+    assert!(judge(&w, &obj(5, full.clone()), Some(3)).ok);
+    // At 0 desired replicas every count agrees, and nothing runs.
+    let zero = with(0, 5, json!({"observedGeneration": 5}));
+    let outcome = judge(&w, &zero, None);
+    assert!(!outcome.ok);
+    assert_eq!(
+        outcome.detail,
+        "Deployment dealers/portal: scaled to 0 replicas: nothing runs, so it is not ready"
+    );
+    // Ready, but not at the count the start set: someone scaled it since.
+    let outcome = judge(&w, &obj(5, full.clone()), Some(5));
+    assert!(!outcome.ok);
+    assert_eq!(
+        outcome.detail,
+        "Deployment dealers/portal: 3 replicas desired where its start set 5: it does not run as started"
+    );
     let cases = [
         (
             obj(6, full),
@@ -687,7 +705,7 @@ fn a_rollout_is_ready_only_when_observed_updated_and_available() {
         ),
     ];
     for (o, want) in cases {
-        let outcome = judge(&w, &o);
+        let outcome = judge(&w, &o, None);
         assert!(!outcome.ok);
         assert_eq!(outcome.detail, format!("Deployment dealers/portal: {want}"));
     }
@@ -898,4 +916,211 @@ fn a_confirmation_in_the_spec_is_taken_once_even_across_an_operator_restart() {
         })
     });
     assert_eq!(confirmations(&restarted).len(), 2);
+}
+
+/// Every system the journal calls Healthy at the end runs at the replicas
+/// its start set: the check each scenario makes that "Healthy" was true.
+fn healthy_means_running(fake: &FakeApi, run: &RestartRun) {
+    let state = blackstart_engine::RunState::fold(journal(run).iter().map(|r| (r.seq, &r.event)))
+        .expect("the journal folds");
+    let (_, deployments) = crate::fixtures::plant_playbook("{}", false);
+    let set = |id: &str| match id {
+        "parts-db" => 1,
+        _ => 2,
+    };
+    for s in &state.systems {
+        if s.phase == blackstart_engine::SystemPhase::Healthy {
+            assert!(deployments.iter().any(|d| d["metadata"]["name"] == s.id));
+            let d = fake.get("deployments", &s.id);
+            assert_eq!(
+                d["spec"]["replicas"],
+                json!(set(&s.id)),
+                "{} is Healthy",
+                s.id
+            );
+            assert_eq!(
+                d["status"]["readyReplicas"],
+                json!(set(&s.id)),
+                "{} is Healthy",
+                s.id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_on_a_scale_patch_is_retried_not_rolled_back() {
+    let fake = plant("{}", false);
+    fake.fail_next(Method::PATCH, "/deployments/parts-api", 500, 2);
+    fake.fail_next(Method::GET, "/deployments/parts-db", 503, 1);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+
+    healthy_means_running(&fake, &run);
+    // Summed up in one line, not one record per retry.
+    let ended: Vec<String> = journal(&run)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::AttemptEnded {
+                system,
+                reason: Some(reason),
+                ..
+            } if system == "parts-api" => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        ["scale Deployment parts-api to 2 (after 2 retries of transient API errors)"]
+    );
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("blackstart_api_retries_total{playbook=\"plant\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_api_error_fails_at_once_naming_the_object_and_verb() {
+    let fake = plant("{}", false);
+    fake.fail_next(Method::PATCH, "/deployments/parts-db", 403, 1);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        r.phase() == "RolledBack" || r.phase() == "Paused"
+    })
+    .await;
+    let patches = fake
+        .log()
+        .iter()
+        .filter(|l| l.method == Method::PATCH && l.path.ends_with("/deployments/parts-db"))
+        .filter(|l| l.status == 403)
+        .count();
+    assert_eq!(patches, 1, "a 403 is not asked again");
+    let failed = journal(&run).iter().find_map(|r| match &r.event {
+        Event::System {
+            system,
+            phase: blackstart_engine::SystemPhase::Failed,
+            reason,
+            ..
+        } if system == "parts-db" => reason.clone(),
+        _ => None,
+    });
+    let failed = failed.expect("parts-db failed");
+    assert!(
+        failed.contains("Deployment parts-db: patch failed: injected fault on")
+            && failed.ends_with("(403)"),
+        "{failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_answered_500_are_retried_and_one_that_landed_is_not_written_twice() {
+    let fake = plant("{}", false);
+    fake.fail_next(Method::PATCH, "/restartruns/run-1/status", 500, 2);
+    fake.fail_next_after_applying(Method::PATCH, "/restartruns/run-1/status", 503, 2);
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    Record::verify_chain(&journal(&run)).expect("no record lost or doubled");
+    let statuses: Vec<u16> = fake
+        .log()
+        .iter()
+        .filter(|l| l.method == Method::PATCH && l.path.ends_with("/restartruns/run-1/status"))
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s >= 500).count(),
+        4,
+        "{statuses:?}"
+    );
+    healthy_means_running(&fake, &run);
+}
+
+/// The false green of an earlier release: a readiness check found a
+/// workload at 0 desired replicas "ready" (0 of 0), and a system that
+/// never ran was recorded Healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_at_zero_replicas_is_never_healthy() {
+    let fake = FakeApi::default();
+    let yaml = r#"apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: plant }
+spec:
+  defaults:
+    startTimeout: 1s
+    probe: { interval: 50ms, timeout: 1s }
+  sites: [ { id: engine-plant } ]
+  systems:
+    - id: parts-db
+      site: engine-plant
+      start: { kubernetes: { kind: Deployment, name: parts-db, rolloutRestart: true } }
+      health: [ { kubernetes: { kind: Deployment, name: parts-db } } ]
+  stages:
+    - { name: data, select: { sites: [engine-plant] }, gate: { onFailure: pause } }
+"#;
+    fake.create("playbooks", crate::fixtures::playbook(yaml));
+    fake.create(
+        "deployments",
+        crate::fixtures::deployment("parts-db", false),
+    );
+    fake.create(
+        "restartruns",
+        crate::fixtures::restart_run("run-1", "plant"),
+    );
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Paused")).await;
+    let records = journal(&run);
+    assert!(
+        !records.iter().any(|r| matches!(
+            &r.event,
+            Event::System {
+                phase: blackstart_engine::SystemPhase::Healthy,
+                ..
+            }
+        )),
+        "{records:#?}"
+    );
+    let failed = records.iter().find_map(|r| match &r.event {
+        Event::System {
+            phase: blackstart_engine::SystemPhase::Failed,
+            reason: Some(reason),
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        failed
+            .as_deref()
+            .is_some_and(|r| r.contains("scaled to 0 replicas: nothing runs")),
+        "{failed:?}"
+    );
+}
+
+/// The operator is killed while a scale PATCH is in flight (it never
+/// landed). The next operator drives the start again, says so in the
+/// journal, and calls the system Healthy only at the replicas it set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_cut_short_by_a_crash_is_driven_again_before_it_is_probed() {
+    let fake = plant("{}", false);
+    fake.hang_patches(Some("/deployments/parts-db"));
+    let first = fake.context();
+    reconcile_until(&fake, &first, "run-1", LIMIT, |_| {
+        fake.log()
+            .iter()
+            .any(|l| l.status == 0 && l.path.ends_with("/deployments/parts-db"))
+    })
+    .await;
+    first.abandon();
+    drop(first);
+    assert_eq!(replicas(&fake, "parts-db"), 0, "the PATCH never landed");
+    fake.hang_patches(None);
+
+    let second = fake.context();
+    let run = reconcile_until(&fake, &second, "run-1", LIMIT, phase_is("Succeeded")).await;
+    let redriven = journal(&run).iter().any(|r| {
+        matches!(&r.event, Event::System { system, phase: blackstart_engine::SystemPhase::Starting, reason: Some(reason), .. }
+            if system == "parts-db" && reason.starts_with("driven again"))
+    });
+    assert!(redriven, "{:#?}", journal(&run));
+    healthy_means_running(&fake, &run);
+    Record::verify_chain(&journal(&run)).expect("one journal across both operators");
 }

@@ -93,7 +93,8 @@ impl<S: RunStore + 'static> Inner<S> {
             } else {
                 AttemptResult::Failed
             },
-            reason: (!outcome.ok).then(|| outcome.detail.clone()),
+            // A success says nothing more, unless it took retries.
+            reason: (!outcome.ok || outcome.retries > 0).then(|| outcome.detail.clone()),
         })?;
         Ok(outcome)
     }
@@ -273,7 +274,7 @@ impl<S: RunStore + 'static> Inner<S> {
     pub(super) async fn verdict(&self, sys: &PlannedSystem) -> bool {
         let cx = StepContext {
             timeout: sys.probe.timeout.to_std(),
-            ..self.cx.clone()
+            ..self.health_cx(sys)
         };
         let (mut ok, mut failed) = (0u32, 0u32);
         loop {

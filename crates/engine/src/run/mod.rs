@@ -44,9 +44,7 @@ use blackstart_model::playbook::{Action, OnFailure};
 use blackstart_model::{Plan, PlannedStage, PlannedSystem};
 
 use crate::RunStore;
-use crate::event::{
-    AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor,
-};
+use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor};
 use crate::inbox::{Request, RequestSource};
 use crate::journal::Record;
 use crate::probe;
@@ -429,6 +427,15 @@ impl<S: RunStore + 'static> Inner<S> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The context a system's health checks run in: they judge the
+    /// workload its start scaled at the count the start set.
+    fn health_cx(&self, sys: &PlannedSystem) -> StepContext {
+        StepContext {
+            scaled: sys.start.scales(),
+            ..self.cx.clone()
+        }
+    }
+
     fn paused(&self) -> bool {
         *self.pause.borrow()
     }
@@ -589,7 +596,7 @@ impl<S: RunStore + 'static> Inner<S> {
         for sys in &stage.systems {
             let (inner, sys) = (Arc::clone(self), sys.clone());
             watches.spawn(async move {
-                probe::watch(&sys.health, &sys.probe, soak, &inner.cx)
+                probe::watch(&sys.health, &sys.probe, soak, &inner.health_cx(&sys))
                     .await
                     .map_err(|e| (sys.id.clone(), e))
             });

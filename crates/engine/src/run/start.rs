@@ -13,11 +13,12 @@ impl<S: RunStore + 'static> Inner<S> {
         sys: &PlannedSystem,
     ) -> Result<Task, EngineError> {
         let deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
+        let mut redriven = false;
         match self.settle(sys, StepKind::Start).await? {
             Settled::Nothing => {}
             Settled::Succeeded => return self.probe_after_start(sys, deadline).await,
             Settled::Failed(reason) => return self.system_failed(&sys.id, reason),
-            Settled::Unknown if sys.start.idempotent() => {}
+            Settled::Unknown if sys.start.idempotent() => redriven = true,
             Settled::Unknown if !sys.health.is_empty() => {
                 if self.verdict(sys).await {
                     self.system_event(
@@ -39,7 +40,12 @@ impl<S: RunStore + 'static> Inner<S> {
             if let Some(reason) = self.verify(sys).await? {
                 return Ok(Some(reason));
             }
-            self.system_event(&sys.id, SystemPhase::Starting, None)?;
+            // Driven again on purpose, and said so: a crash cut its start
+            // short, and running this start again is harmless.
+            let why = redriven.then(|| {
+                "driven again: a crash cut its start short, and this start is idempotent".to_owned()
+            });
+            self.system_event(&sys.id, SystemPhase::Starting, why)?;
             if let Action::Manual(_) = &sys.start {
                 return Ok(None);
             }
@@ -132,7 +138,7 @@ impl<S: RunStore + 'static> Inner<S> {
         deadline: tokio::time::Instant,
     ) -> Result<Task, EngineError> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match probe::until_healthy(&sys.health, &sys.probe, left, &self.cx).await {
+        match probe::until_healthy(&sys.health, &sys.probe, left, &self.health_cx(sys)).await {
             Ok(_) => {
                 self.system_event(&sys.id, SystemPhase::Healthy, None)?;
                 Ok(Task::Healthy)

@@ -170,11 +170,13 @@ impl Step for Exec {
                     detail,
                     exit_code: code,
                     output,
+                    retries: 0,
                 }
             }
             Ok(Err(e)) => Outcome::failed(format!("waiting for `{shown_program}` failed: {e}")),
             Err(_) => Outcome {
                 output,
+                retries: 0,
                 ..Outcome::failed(format!(
                     "`{shown_program}` timed out after {}; its process group was killed",
                     humantime::format_duration(timeout)

@@ -127,6 +127,7 @@ impl Step for Request<'_> {
             detail: cx.secrets.redact(&detail),
             exit_code: None,
             output: output.clone(),
+            retries: 0,
         };
         let status_ok = match h.expect_status {
             Some(want) => status == want,
@@ -172,6 +173,7 @@ impl Step for Request<'_> {
             detail: format!("{method} {shown}: HTTP {status}"),
             exit_code: None,
             output,
+            retries: 0,
         }
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use blackstart_model::playbook::{KubernetesAction, Workload, WorkloadKind};
 
-use super::{Outcome, StepContext};
+use super::{Outcome, StepContext, retry};
 
 /// The replicas a workload had before blackstart first scaled it.
 pub const REPLICAS_BEFORE: &str = "blackstart.dev/replicas-before";
@@ -60,12 +60,31 @@ fn cluster<'a>(cx: &'a StepContext, what: &str) -> Result<&'a Cluster, Outcome> 
     })
 }
 
-/// Says what went wrong with an API call in one line: the API server's own
-/// message when it sent one.
-fn api_error(w: &Workload, e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{w}: {} ({})", s.message, s.code),
-        other => format!("{w}: {other}"),
+/// Says what went wrong with an API call in one line: the object, the
+/// verb, the API server's own message when it sent one, and how many tries
+/// it took when transient errors were retried.
+fn api_error(w: &Workload, verb: &str, e: &retry::GaveUp) -> String {
+    let tries = if e.tries > 1 {
+        format!(", after {} tries", e.tries)
+    } else {
+        String::new()
+    };
+    match &e.error {
+        kube::Error::Api(s) => format!("{w}: {verb} failed: {} ({}{tries})", s.message, s.code),
+        other => format!("{w}: {verb} failed: {other}{}", tries),
+    }
+}
+
+/// A successful outcome, saying how many transient errors it went through.
+fn ok_after(detail: String, retries: u32) -> Outcome {
+    let detail = if retries == 0 {
+        detail
+    } else {
+        format!("{detail} (after {retries} retries of transient API errors)")
+    };
+    Outcome {
+        retries,
+        ..Outcome::ok(detail)
     }
 }
 
@@ -83,6 +102,23 @@ async fn with_timeout(
     }
 }
 
+/// Calls the API server, retrying transient errors within the step's
+/// time (a little inside it, so the last error is what the step reports).
+async fn call<T, F, Fut>(cx: &StepContext, call: F) -> Result<(T, u32), retry::GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + cx.timeout.mul_f64(0.9);
+    let hook = cx.on_api_retry.clone();
+    let on_retry = move || {
+        if let Some(h) = &hook {
+            (h.0)();
+        }
+    };
+    retry::until(deadline, &on_retry, call).await
+}
+
 /// Runs a kubernetes start or stop.
 pub(super) async fn act(a: &KubernetesAction, cx: &StepContext) -> Outcome {
     let w = a.workload();
@@ -92,13 +128,17 @@ pub(super) async fn act(a: &KubernetesAction, cx: &StepContext) -> Outcome {
     };
     let api = api(cluster, &w);
     with_timeout(cx, &w, async {
+        let mut retries = 0;
         let patch = if a.rollout_restart {
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
             json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
         } else {
-            let current = match api.get(&a.name).await {
-                Ok(obj) => obj,
-                Err(e) => return Outcome::failed(api_error(&w, &e)),
+            let current = match call(cx, || api.get(&a.name)).await {
+                Ok((obj, n)) => {
+                    retries += n;
+                    obj
+                }
+                Err(e) => return Outcome::failed(api_error(&w, "get", &e)),
             };
             let replicas = current
                 .data
@@ -131,9 +171,11 @@ pub(super) async fn act(a: &KubernetesAction, cx: &StepContext) -> Outcome {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        match api.patch(&a.name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => Outcome::ok(a.summary()),
-            Err(e) => Outcome::failed(api_error(&w, &e)),
+        // A merge patch of absolute values: sending it again is harmless.
+        let patch = Patch::Merge(&patch);
+        match call(cx, || api.patch(&a.name, &params, &patch)).await {
+            Ok((_, n)) => ok_after(a.summary(), retries + n),
+            Err(e) => Outcome::failed(api_error(&w, "patch", &e)),
         }
     })
     .await
@@ -146,24 +188,46 @@ pub(super) async fn ready(w: &Workload, cx: &StepContext) -> Outcome {
         Err(o) => return o,
     };
     let api = api(cluster, w);
+    let ns = |w: &Workload| {
+        w.namespace
+            .clone()
+            .unwrap_or_else(|| cluster.namespace.clone())
+    };
+    let expected = cx
+        .scaled
+        .as_ref()
+        .filter(|(s, _)| s.kind == w.kind && s.name == w.name && ns(s) == ns(w))
+        .map(|(_, n)| i64::from(*n));
     with_timeout(cx, w, async {
-        match api.get(&w.name).await {
-            Ok(obj) => judge(w, &obj),
-            Err(e) => Outcome::failed(api_error(w, &e)),
+        match call(cx, || api.get(&w.name)).await {
+            Ok((obj, _)) => judge(w, &obj, expected),
+            Err(e) => Outcome::failed(api_error(w, "get", &e)),
         }
     })
     .await
 }
 
 /// The rollout is done when the controller has seen the latest spec and
-/// every desired replica is updated, ready and available.
-pub fn judge(w: &Workload, obj: &DynamicObject) -> Outcome {
+/// every desired replica is updated, ready and available. A workload that
+/// desires no replicas runs nothing, so it is never ready; with `expected`
+/// (the count the system's start set), it must desire exactly that many.
+pub fn judge(w: &Workload, obj: &DynamicObject, expected: Option<i64>) -> Outcome {
     let count = |path: &str| obj.data.pointer(path).and_then(Value::as_i64).unwrap_or(0);
     let desired = obj
         .data
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1);
+    if desired == 0 {
+        return Outcome::failed(format!(
+            "{w}: scaled to 0 replicas: nothing runs, so it is not ready"
+        ));
+    }
+    if let Some(n) = expected.filter(|n| *n != desired) {
+        return Outcome::failed(format!(
+            "{w}: {desired} replicas desired where its start set {n}: it does not run as started"
+        ));
+    }
     let generation = obj.metadata.generation.unwrap_or(0);
     let observed = count("/status/observedGeneration");
     if observed < generation {

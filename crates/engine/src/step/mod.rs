@@ -10,6 +10,7 @@
 mod exec;
 mod http;
 pub mod kubernetes;
+pub mod retry;
 mod tcp;
 
 use std::future::Future;
@@ -33,6 +34,9 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     /// What the step printed or received, truncated and redacted.
     pub output: String,
+    /// Transient API errors retried on the way (kubernetes steps); the
+    /// journal says so in one line rather than one record each.
+    pub retries: u32,
 }
 
 impl Outcome {
@@ -42,6 +46,7 @@ impl Outcome {
             detail: detail.into(),
             exit_code: None,
             output: String::new(),
+            retries: 0,
         }
     }
 
@@ -51,6 +56,7 @@ impl Outcome {
             detail: detail.into(),
             exit_code: None,
             output: String::new(),
+            retries: 0,
         }
     }
 }
@@ -66,11 +72,17 @@ pub struct StepContext {
     pub cluster: Option<kubernetes::Cluster>,
     /// Told of every failed probe round, for metrics.
     pub on_probe_failure: Option<ProbeHook>,
+    /// Told of every retry of a transient API error, for metrics.
+    pub on_api_retry: Option<ProbeHook>,
     /// `defaults.inheritEnv` of the plan: what every exec step gets from
     /// blackstart's environment besides [`ALWAYS_INHERITED`].
     pub inherit_env: Vec<String>,
     /// Set for a start or stop attempt, which the journal follows.
     pub attempt: Option<AttemptHooks>,
+    /// For a system's health checks: the workload its start scaled and the
+    /// count it set. A readiness check of that workload passes only at that
+    /// count, so "Healthy" means running as started.
+    pub scaled: Option<(blackstart_model::playbook::Workload, u32)>,
 }
 
 /// The variables every exec step gets from blackstart's environment;
@@ -97,7 +109,8 @@ impl std::fmt::Debug for AttemptHooks {
     }
 }
 
-/// Something told of each failed probe round (the operator counts them).
+/// Something told of each failed probe round or API retry (the operator
+/// counts them).
 #[derive(Clone)]
 pub struct ProbeHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
 
@@ -115,8 +128,10 @@ impl StepContext {
             timeout,
             cluster: None,
             on_probe_failure: None,
+            on_api_retry: None,
             inherit_env: Vec::new(),
             attempt: None,
+            scaled: None,
         })
     }
 
