@@ -465,7 +465,10 @@ impl Steering {
                 if phase != RunPhase::RolledBack
                     && let Err(e) = self
                         .engine
-                        .rollback("rollback requested in the RestartRun's spec", None)
+                        .rollback(
+                            "rollback requested in the RestartRun's spec",
+                            spec.rollback_by.as_deref(),
+                        )
                         .await
                 {
                     self.failed(&e.to_string()).await;
@@ -483,7 +486,12 @@ impl Steering {
             }
             self.pause.send_replace(spec.paused);
             let result = {
-                let steer = steer(self.spec.clone(), self.stop.clone(), self.pause.clone());
+                let steer = steer(
+                    self.engine.clone(),
+                    self.spec.clone(),
+                    self.stop.clone(),
+                    self.pause.clone(),
+                );
                 tokio::select! {
                     result = self.engine.run() => result,
                     () = steer => continue,
@@ -564,6 +572,7 @@ impl Steering {
 /// Keeps the engine's pause switch in line with the spec (and deletion)
 /// while the engine runs; never ends on its own.
 async fn steer(
+    engine: Engine<StatusStore>,
     mut spec: watch::Receiver<RestartRunSpec>,
     mut stop: watch::Receiver<bool>,
     pause: watch::Sender<bool>,
@@ -577,6 +586,11 @@ async fn steer(
             std::future::pending::<()>().await;
         }
         let s = spec.borrow().clone();
+        if s.rollback {
+            // The pause that stops new starts is the rollback's first step,
+            // and the journal says rollback, not pause.
+            engine.rollback_comes_next();
+        }
         pause.send_replace(s.paused || s.rollback || *stop.borrow());
     }
 }

@@ -74,11 +74,16 @@ pub struct RestartRunSpec {
     /// starts: later edits to the Playbook do not change a run under way.
     pub playbook_ref: PlaybookRef,
     /// Approvals of stage gates. Each counts once; removing one after it
-    /// was recorded does not take it back (the journal keeps it).
+    /// was recorded does not take it back (the journal keeps it). The API
+    /// server defaults it to `[]`, so a JSON Patch `add /spec/approvals/-`
+    /// works on a fresh run too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("default" = []))]
     pub approvals: Vec<ApprovalEntry>,
-    /// Confirmations that a manual step was done.
+    /// Confirmations that a manual step was done; `[]` by default, as
+    /// approvals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("default" = []))]
     pub confirmations: Vec<ConfirmationEntry>,
     /// True stops new starts; the operator sets it when a stage failed and
     /// its gate says pause. Set it back to false to resume.
@@ -88,6 +93,9 @@ pub struct RestartRunSpec {
     /// it RolledBack.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
+    /// Who asked for the rollback: the journal names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_by: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

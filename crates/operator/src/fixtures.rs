@@ -151,6 +151,9 @@ impl FakeApi {
         if matches!(kind, "deployments" | "statefulsets") {
             settle(&mut obj);
         }
+        if kind == "restartruns" {
+            default_run(&mut obj);
+        }
         w.objects.insert(path_of(kind, &name), obj);
     }
 
@@ -419,6 +422,15 @@ impl FakeApi {
                 (StatusCode::OK, next)
             }
             _ => invalid("method not supported by the fake"),
+        }
+    }
+}
+
+/// What the API server fills in from the RestartRun CRD's defaults.
+fn default_run(obj: &mut Value) {
+    for list in ["approvals", "confirmations"] {
+        if obj["spec"][list].is_null() {
+            obj["spec"][list] = json!([]);
         }
     }
 }

@@ -395,10 +395,56 @@ async fn rollback_in_the_spec_stops_what_the_run_started() {
     let ctx = fake.context();
     at_the_gate(&fake, &ctx).await;
     assert_eq!(replicas(&fake, "parts-db"), 1);
-    fake.patch_spec("run-1", json!({"rollback": true}));
+    fake.patch_spec("run-1", json!({"rollback": true, "rollbackBy": "alice"}));
     let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("RolledBack")).await;
     assert_eq!(replicas(&fake, "parts-db"), 0);
     assert_eq!(stage_phase(&run, "apps"), "Skipped");
+    // Journaled as what it is: a rollback, by whoever asked; not a pause.
+    let records = journal(&run);
+    assert!(
+        !records.iter().any(|r| matches!(&r.event, Event::Run { phase: blackstart_engine::RunPhase::Paused, .. })),
+        "{records:#?}"
+    );
+    let begun = records.iter().find_map(|r| match &r.event {
+        Event::RollbackBegun { by, reason, .. } => Some((by.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        begun,
+        Some((
+            Some("alice".to_owned()),
+            "rollback requested in the RestartRun's spec".to_owned()
+        ))
+    );
+}
+
+/// The README's kubectl command for an approval, a JSON Patch that adds to
+/// `/spec/approvals/-`, works on a fresh run (the CRD defaults the list to
+/// `[]`) and keeps the approvals given before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_kubectl_approval_patch_works_on_a_fresh_run_and_keeps_earlier_ones() {
+    use kube::api::{Patch, PatchParams};
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    let documented = r#"'[{"op":"add","path":"/spec/approvals/-","value":{"stage":"data","by":"alice","role":"incident-commander"}}]'"#;
+    assert!(readme.contains(documented), "the README shows the patch tested here");
+    let ctx = fake.context();
+    let runs = fake.runs(&ctx);
+    let add = |by: &str| -> json_patch::Patch {
+        serde_json::from_value(json!([{"op": "add", "path": "/spec/approvals/-", "value": {"stage": "data", "by": by, "role": "incident-commander"}}]))
+            .expect("a JSON Patch")
+    };
+    for by in ["alice", "bob"] {
+        runs.patch("run-1", &PatchParams::default(), &Patch::Json::<()>(add(by)))
+            .await
+            .expect("the patch applies");
+    }
+    let approvals = fake.run("run-1").spec.approvals;
+    let by: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+    assert_eq!(by, ["alice", "bob"]);
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    healthy_means_running(&fake, &run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

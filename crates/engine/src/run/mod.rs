@@ -134,6 +134,9 @@ struct Inner<S> {
     running: Mutex<HashMap<String, Running>>,
     /// Set by [`Engine::interrupt`]: from then on nothing is recorded.
     interrupted: AtomicBool,
+    /// A rollback was asked for and comes next: the pause that stops new
+    /// starts for it is not journaled as a pause of its own.
+    rollback_next: AtomicBool,
     /// The run began under journal format 1, which recorded no attempts:
     /// a system it left `Starting` may have run its start.
     format_1: bool,
@@ -177,6 +180,7 @@ impl<S: RunStore + 'static> Engine<S> {
                 poll,
                 running: Mutex::default(),
                 interrupted: AtomicBool::new(false),
+                rollback_next: AtomicBool::new(false),
                 format_1: records.first().is_some_and(|r| r.v == 1),
             }),
         })
@@ -210,6 +214,15 @@ impl<S: RunStore + 'static> Engine<S> {
             });
         }
         taken.len()
+    }
+
+    /// Says that the coming pause (no new starts; steps under way finish)
+    /// is the start of a rollback: [`Engine::run`] then returns `Paused`
+    /// without journaling a pause, and [`Engine::rollback`] journals what
+    /// it is. For the operator's `spec.rollback`, which stops the run
+    /// through the same pause switch as `spec.paused`.
+    pub fn rollback_comes_next(&self) {
+        self.inner.rollback_next.store(true, Ordering::SeqCst);
     }
 
     pub fn state(&self) -> RunState {
@@ -308,13 +321,15 @@ impl<S: RunStore + 'static> Engine<S> {
             inner.stage_event(&stage.name, StagePhase::Running, None)?;
             match self.start_stage(stage).await? {
                 Starts::AllHealthy => {}
-                Starts::Paused => return inner.pause_run("paused by the commander"),
+                Starts::Paused => return inner.commander_pause("paused by the commander"),
                 Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
             }
             inner.stage_event(&stage.name, StagePhase::Gate, None)?;
             match inner.hold_gate(stage).await? {
                 Starts::AllHealthy => {}
-                Starts::Paused => return inner.pause_run("paused at the gate by the commander"),
+                Starts::Paused => {
+                    return inner.commander_pause("paused at the gate by the commander");
+                }
                 Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
             }
             inner.stage_event(&stage.name, StagePhase::Succeeded, None)?;
@@ -638,6 +653,15 @@ impl<S: RunStore + 'static> Inner<S> {
                 }
             }
         }
+    }
+
+    /// A pause a person asked for; not journaled when it only makes way
+    /// for a rollback.
+    fn commander_pause(&self, reason: &str) -> Result<RunPhase, EngineError> {
+        if self.rollback_next.load(Ordering::SeqCst) {
+            return Ok(RunPhase::Paused);
+        }
+        self.pause_run(reason)
     }
 
     fn pause_run(&self, reason: &str) -> Result<RunPhase, EngineError> {
