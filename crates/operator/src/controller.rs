@@ -586,7 +586,11 @@ async fn steer(
             std::future::pending::<()>().await;
         }
         let s = spec.borrow().clone();
-        if s.rollback {
+        if *stop.borrow() {
+            engine.pause_because(
+                "the RestartRun was deleted: no new starts; what the run started is left as it is",
+            );
+        } else if s.rollback {
             // The pause that stops new starts is the rollback's first step,
             // and the journal says rollback, not pause.
             engine.rollback_comes_next();
@@ -637,7 +641,7 @@ impl Herald {
                     type_,
                     &reason,
                     &note,
-                    action,
+                    &action,
                 )
                 .await;
             }
@@ -653,18 +657,18 @@ const HERALD_BUFFER: usize = 1024;
 /// `kubectl describe`: run and stage transitions, gates, rollbacks,
 /// approvals, failures. The reason is a CamelCase word from this closed
 /// set; the note is the engine's one text for the event, as `audit` shows it.
-pub fn describe(event: &Event) -> Option<(EventType, String, String, &'static str)> {
+pub fn describe(event: &Event) -> Option<(EventType, String, String, String)> {
     use EventType::{Normal, Warning};
     let (type_, reason, action) = match event {
-        Event::RunStarted { .. } => (Normal, "Planned".to_owned(), "Plan"),
+        Event::RunStarted { .. } => (Normal, "Planned".to_owned(), "Plan".to_owned()),
         Event::Run { phase, .. } => {
             let type_ = match phase {
                 RunPhase::Failed | RunPhase::RolledBack => Warning,
                 _ => Normal,
             };
-            (type_, format!("Run{phase:?}"), "Run")
+            (type_, format!("Run{phase:?}"), "Run".to_owned())
         }
-        Event::Stage { phase, .. } => {
+        Event::Stage { stage, phase, .. } => {
             let (type_, reason) = match phase {
                 StagePhase::Running => (Normal, "StageStarted"),
                 StagePhase::Gate => (Normal, "GateReached"),
@@ -673,15 +677,36 @@ pub fn describe(event: &Event) -> Option<(EventType, String, String, &'static st
                 StagePhase::RolledBack => (Warning, "StageRolledBack"),
                 StagePhase::Pending | StagePhase::Skipped => return None,
             };
-            (type_, reason.to_owned(), "Stage")
+            (type_, reason.to_owned(), subject("Stage", stage))
         }
-        Event::RollbackBegun { .. } => (Warning, "RollbackBegun".to_owned(), "Rollback"),
-        Event::Approved { .. } => (Normal, "Approved".to_owned(), "Approve"),
+        Event::RollbackBegun { stage, .. } => (
+            Warning,
+            "RollbackBegun".to_owned(),
+            stage
+                .as_deref()
+                .map_or_else(|| "Rollback".to_owned(), |s| subject("Rollback", s)),
+        ),
+        Event::Approved { stage, .. } => (Normal, "Approved".to_owned(), subject("Approve", stage)),
         Event::System {
+            system,
             phase: SystemPhase::Failed,
             ..
-        } => (Warning, "SystemFailed".to_owned(), "Start"),
+        } => (Warning, "SystemFailed".to_owned(), subject("Start", system)),
         _ => return None,
     };
     Some((type_, reason, event.describe(), action))
+}
+
+/// An Event's action naming what it acted on. Kubernetes folds Events with
+/// the same type, reason and action into one series that keeps the first
+/// note, so a stage's name in the action keeps each stage's Events apart.
+/// At most 128 bytes, as the API server takes.
+fn subject(verb: &str, what: &str) -> String {
+    let mut action = format!("{verb} {what}");
+    let mut cut = action.len().min(128);
+    while !action.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    action.truncate(cut);
+    action
 }

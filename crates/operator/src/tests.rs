@@ -402,7 +402,13 @@ async fn rollback_in_the_spec_stops_what_the_run_started() {
     // Journaled as what it is: a rollback, by whoever asked; not a pause.
     let records = journal(&run);
     assert!(
-        !records.iter().any(|r| matches!(&r.event, Event::Run { phase: blackstart_engine::RunPhase::Paused, .. })),
+        !records.iter().any(|r| matches!(
+            &r.event,
+            Event::Run {
+                phase: blackstart_engine::RunPhase::Paused,
+                ..
+            }
+        )),
         "{records:#?}"
     );
     let begun = records.iter().find_map(|r| match &r.event {
@@ -428,7 +434,10 @@ async fn the_readmes_kubectl_approval_patch_works_on_a_fresh_run_and_keeps_earli
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("the README");
     let documented = r#"'[{"op":"add","path":"/spec/approvals/-","value":{"stage":"data","by":"alice","role":"incident-commander"}}]'"#;
-    assert!(readme.contains(documented), "the README shows the patch tested here");
+    assert!(
+        readme.contains(documented),
+        "the README shows the patch tested here"
+    );
     let ctx = fake.context();
     let runs = fake.runs(&ctx);
     let add = |by: &str| -> json_patch::Patch {
@@ -436,9 +445,13 @@ async fn the_readmes_kubectl_approval_patch_works_on_a_fresh_run_and_keeps_earli
             .expect("a JSON Patch")
     };
     for by in ["alice", "bob"] {
-        runs.patch("run-1", &PatchParams::default(), &Patch::Json::<()>(add(by)))
-            .await
-            .expect("the patch applies");
+        runs.patch(
+            "run-1",
+            &PatchParams::default(),
+            &Patch::Json::<()>(add(by)),
+        )
+        .await
+        .expect("the patch applies");
     }
     let approvals = fake.run("run-1").spec.approvals;
     let by: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
@@ -494,6 +507,36 @@ async fn deleting_a_run_stops_its_driver_and_releases_the_finalizer() {
         1,
         "deleting a run does not undo it"
     );
+    // The journal says why the run stopped: not a commander's pause.
+    let last = journal(&fake.run("run-1"))
+        .last()
+        .map(|r| r.event.clone())
+        .expect("a journal");
+    assert!(
+        matches!(&last, Event::Run { phase: blackstart_engine::RunPhase::Paused, reason: Some(r) } if r.starts_with("the RestartRun was deleted")),
+        "{last:?}"
+    );
+}
+
+/// Kubernetes folds Events of the same type, reason and action into one
+/// series keeping the first note; each stage's transitions stay apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stage_has_its_own_events() {
+    let fake = plant("{}", false);
+    let ctx = fake.context();
+    reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    event_published(&fake, "RunSucceeded").await;
+    let events = fake.events();
+    for reason in ["StageStarted", "GateReached", "GatePassed"] {
+        let notes: Vec<&str> = events
+            .iter()
+            .filter(|(r, _)| r == reason)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        assert_eq!(notes.len(), 2, "{reason}: {events:#?}");
+        assert!(notes[0].contains("stage data"), "{notes:?}");
+        assert!(notes[1].contains("stage apps"), "{notes:?}");
+    }
 }
 
 #[test]

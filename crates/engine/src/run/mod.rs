@@ -137,6 +137,8 @@ struct Inner<S> {
     /// A rollback was asked for and comes next: the pause that stops new
     /// starts for it is not journaled as a pause of its own.
     rollback_next: AtomicBool,
+    /// Why the coming pause happens, when not a person's plain pause.
+    pause_reason: Mutex<Option<String>>,
     /// The run began under journal format 1, which recorded no attempts:
     /// a system it left `Starting` may have run its start.
     format_1: bool,
@@ -181,6 +183,7 @@ impl<S: RunStore + 'static> Engine<S> {
                 running: Mutex::default(),
                 interrupted: AtomicBool::new(false),
                 rollback_next: AtomicBool::new(false),
+                pause_reason: Mutex::new(None),
                 format_1: records.first().is_some_and(|r| r.v == 1),
             }),
         })
@@ -223,6 +226,16 @@ impl<S: RunStore + 'static> Engine<S> {
     /// through the same pause switch as `spec.paused`.
     pub fn rollback_comes_next(&self) {
         self.inner.rollback_next.store(true, Ordering::SeqCst);
+    }
+
+    /// Says why the coming pause happens (the journal's reason), when it
+    /// is not a person pausing: the operator's RestartRun being deleted.
+    pub fn pause_because(&self, reason: &str) {
+        *self
+            .inner
+            .pause_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
     }
 
     pub fn state(&self) -> RunState {
@@ -661,7 +674,12 @@ impl<S: RunStore + 'static> Inner<S> {
         if self.rollback_next.load(Ordering::SeqCst) {
             return Ok(RunPhase::Paused);
         }
-        self.pause_run(reason)
+        let given = self
+            .pause_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.pause_run(given.as_deref().unwrap_or(reason))
     }
 
     fn pause_run(&self, reason: &str) -> Result<RunPhase, EngineError> {
