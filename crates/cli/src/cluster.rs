@@ -41,7 +41,7 @@ pub fn approve(
 pub fn operator(
     namespace: Option<String>,
     listen: std::net::SocketAddr,
-    lease_namespace: Option<String>,
+    lease_namespace: String,
     identity: Option<String>,
 ) -> Result<u8, CliError> {
     let identity = identity

@@ -182,7 +182,7 @@ enum Command {
     Man,
     /// Run the Kubernetes operator: Playbooks and RestartRuns in, restarts out.
     #[command(
-        after_help = "Examples:\n  blackstart operator\n  blackstart operator --namespace restart --listen 0.0.0.0:8080\n\nThe operator watches RestartRuns (in NS, or in every namespace), plans each\nfrom its Playbook, and drives it with the same engine as `apply`, keeping\nthe run's journal in the RestartRun's status. Replicas elect a leader on the\nLease `blackstart-operator`; only the leader drives runs. It serves /metrics\n(Prometheus), /healthz and /readyz on --listen. It talks to the cluster of\nits pod, or of the kubeconfig when run outside one.\n\nInstall the CRDs and RBAC from manifests/ first; see the README's\n\"Kubernetes operator\" section."
+        after_help = "Examples:\n  blackstart operator\n  blackstart operator --namespace restart --listen 0.0.0.0:8080\n\nThe operator watches RestartRuns (in NS, or in every namespace), plans each\nfrom its Playbook, and drives it with the same engine as `apply`, keeping\nthe run's journal in the RestartRun's status. Replicas elect a leader on the\nLease blackstart-system/blackstart-operator (also when run outside the cluster); only\nthe leader drives runs, and it stops when it cannot confirm it still holds the Lease. It serves /metrics\n(Prometheus), /healthz and /readyz on --listen. It talks to the cluster of\nits pod, or of the kubeconfig when run outside one.\n\nInstall the CRDs and RBAC from manifests/ first; see the README's\n\"Kubernetes operator\" section."
     )]
     Operator {
         /// Watch RestartRuns in this namespace only; every namespace when not given.
@@ -191,9 +191,10 @@ enum Command {
         /// Where /metrics, /healthz and /readyz are served.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
-        /// The namespace of the leader-election Lease; the client's default when not given.
-        #[arg(long, value_name = "NS")]
-        lease_namespace: Option<String>,
+        /// The namespace of the leader-election Lease: the same for every replica,
+        /// in the cluster or not, whatever the kubeconfig's default namespace.
+        #[arg(long, value_name = "NS", default_value = blackstart_operator::LEASE_NAMESPACE)]
+        lease_namespace: String,
         /// This replica's name in the Lease and in Events; $POD_NAME or the host name by default.
         #[arg(long, value_name = "NAME")]
         identity: Option<String>,

@@ -87,6 +87,7 @@ fn path_of(kind: &str, name: &str) -> String {
             format!("/apis/blackstart.dev/v1alpha1/namespaces/{NS}/{kind}/{name}")
         }
         "deployments" | "statefulsets" => format!("/apis/apps/v1/namespaces/{NS}/{kind}/{name}"),
+        "leases" => format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{name}"),
         _ => format!("/api/v1/namespaces/{NS}/{kind}/{name}"),
     }
 }

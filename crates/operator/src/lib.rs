@@ -27,8 +27,10 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
@@ -39,6 +41,16 @@ pub use crd::{Playbook, RestartRun};
 
 /// The name of the Lease replicas compete for, and of the Events' reporter.
 pub const NAME: &str = "blackstart-operator";
+/// Where the Lease lives unless told otherwise: the operator's own
+/// namespace, fixed, so that an operator started on a laptop (whose
+/// kubeconfig's default namespace is anything) and the in-cluster replicas
+/// compete for the same Lease and never drive the same runs at once.
+pub const LEASE_NAMESPACE: &str = "blackstart-system";
+/// How long a Lease is held without renewal (kube-lease-manager's default),
+/// and the margin before it within which a leader that could not confirm
+/// it still holds the Lease stops driving.
+const LEASE_SECONDS: u64 = 30;
+const LEASE_MARGIN: u64 = 10;
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -47,8 +59,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
-    /// The namespace of the Lease; the client's default when `None`.
-    pub lease_namespace: Option<String>,
+    /// The namespace of the Lease ([`LEASE_NAMESPACE`] by default).
+    pub lease_namespace: String,
     /// This replica's name in the Lease and in Events (the pod's name).
     pub identity: String,
     pub settings: Settings,
@@ -84,10 +96,7 @@ pub async fn run(opts: Options) -> Result<(), OperatorError> {
         })?;
     tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
 
-    let lease_ns = opts
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let lease_ns = opts.lease_namespace.clone();
     let lease_err = |reason: String| OperatorError::Lease {
         namespace: lease_ns.clone(),
         reason,
@@ -129,11 +138,57 @@ pub async fn run(opts: Options) -> Result<(), OperatorError> {
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         });
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &lease_ns);
+    let held = still_held(
+        leases,
+        opts.identity.clone(),
+        Duration::from_secs(LEASE_SECONDS / 6),
+        Duration::from_secs(LEASE_SECONDS - LEASE_MARGIN),
+    );
     tokio::select! {
         () = controller => Ok(()),
         _ = leading.wait_for(|l| !*l) => {
             ctx.abandon();
             Err(OperatorError::LostLease { namespace: lease_ns })
+        }
+        () = held => {
+            ctx.abandon();
+            Err(OperatorError::LostLease { namespace: lease_ns })
+        }
+    }
+}
+
+/// Returns once this replica can no longer be sure it holds the Lease: the
+/// Lease names another holder, or no read of it has succeeded for `within`
+/// (the API server is out of reach, so renewals fail too, and another
+/// replica may take the Lease once it expires). The lease manager keeps
+/// saying "leader" while its renewals fail; this check makes the leader
+/// stop driving and writing before the Lease can expire under it.
+pub async fn still_held(leases: Api<Lease>, identity: String, every: Duration, within: Duration) {
+    let mut confirmed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match leases.get_opt(NAME).await {
+            Ok(Some(lease)) => {
+                let holder = lease.spec.and_then(|s| s.holder_identity);
+                if holder.as_deref() != Some(identity.as_str()) {
+                    tracing::error!(holder = ?holder, "the Lease names another holder");
+                    return;
+                }
+                confirmed = tokio::time::Instant::now();
+            }
+            Ok(None) => {
+                tracing::error!("the Lease is gone");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the Lease to confirm it is held"),
+        }
+        if confirmed.elapsed() >= within {
+            tracing::error!(
+                seconds = within.as_secs(),
+                "could not confirm the Lease is held; stopping before it can expire"
+            );
+            return;
         }
     }
 }

@@ -1213,3 +1213,46 @@ async fn a_scale_cut_short_by_a_crash_is_driven_again_before_it_is_probed() {
     healthy_means_running(&fake, &run);
     Record::verify_chain(&journal(&run)).expect("one journal across both operators");
 }
+
+/// A leader stops when it cannot confirm it holds the Lease: another
+/// replica holds it, or no read succeeded for the window (renewals fail
+/// too, and the Lease may expire under it). While it holds, it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stops_when_it_cannot_confirm_its_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let lease = |holder: &str| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": crate::NAME},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30},
+        })
+    };
+    let (every, within) = (Duration::from_millis(20), Duration::from_millis(300));
+    let held = |fake: &FakeApi| {
+        let leases: kube::Api<Lease> = kube::Api::namespaced(fake.client(), crate::fixtures::NS);
+        crate::still_held(leases, "replica-a".into(), every, within)
+    };
+
+    let fake = FakeApi::default();
+    fake.create("leases", lease("replica-a"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(600), held(&fake))
+            .await
+            .is_err(),
+        "it holds the Lease, so it goes on"
+    );
+
+    fake.create("leases", lease("replica-b"));
+    tokio::time::timeout(Duration::from_secs(5), held(&fake))
+        .await
+        .expect("another replica holds the Lease: stop");
+
+    let fake = FakeApi::default();
+    fake.create("leases", lease("replica-a"));
+    fake.fail_next(Method::GET, "/leases/blackstart-operator", 503, 1000);
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), held(&fake))
+        .await
+        .expect("the Lease cannot be read: stop within the window");
+    assert!(started.elapsed() >= within);
+}
