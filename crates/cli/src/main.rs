@@ -786,6 +786,7 @@ fn empty_plan(like: &Plan) -> Plan {
         critical_path: Vec::new(),
         env: Vec::new(),
         inherit_env: Vec::new(),
+        roles: None,
         stages: Vec::new(),
     }
 }

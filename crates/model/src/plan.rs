@@ -41,6 +41,11 @@ pub struct Plan {
     /// environment besides PATH, HOME, LANG and TZ.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherit_env: Vec<String>,
+    /// `spec.roles`: who may decide, and the keys their decisions are
+    /// verified with. A journal's plan carries them, so decisions are
+    /// verified against what was reviewed, offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<crate::playbook::Role>>,
     pub stages: Vec<PlannedStage>,
 }
 
@@ -210,6 +215,7 @@ impl Plan {
         let PlaybookSpec {
             systems,
             stages: spec_stages,
+            roles,
             ..
         } = pb.spec;
         let mut systems: Vec<Option<System>> = systems.into_iter().map(Some).collect();
@@ -279,6 +285,7 @@ impl Plan {
             critical_path,
             env,
             inherit_env: defaults.inherit_env,
+            roles,
             stages,
         }
     }
@@ -310,6 +317,9 @@ impl Plan {
             }
         };
         match role {
+            _ if roles.is_empty() => Err(format!(
+                "stage `{stage}`'s gate asks for no approval; there is nothing to approve"
+            )),
             Some(r) if !roles.contains(&r) => Err(format!(
                 "stage `{stage}` does not need approval by `{r}`; it needs: {}",
                 list()
@@ -506,10 +516,20 @@ pub fn playbook_hash(pb: &Playbook) -> String {
     let PlaybookSpec {
         description,
         defaults,
+        roles,
         sites,
         systems,
         stages,
     } = &pb.spec;
+    // Who may decide is part of what was reviewed, in any order written.
+    let roles = roles.as_ref().map(|roles| {
+        let mut roles = roles.clone();
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        for r in &mut roles {
+            r.members.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        roles
+    });
     let mut sites: Vec<&Site> = sites.iter().collect();
     sites.sort_by(|a, b| a.id.cmp(&b.id));
     let mut systems: Vec<&System> = systems.iter().collect();
@@ -524,6 +544,10 @@ pub fn playbook_hash(pb: &Playbook) -> String {
         top.serialize_field("name", &pb.metadata.name)?;
         top.serialize_field("description", description)?;
         top.serialize_field("defaults", defaults)?;
+        // Left out when absent, so playbooks without roles keep their hash.
+        if let Some(roles) = &roles {
+            top.serialize_field("roles", roles)?;
+        }
         top.serialize_field("sites", &sites)?;
         top.serialize_field("systems", &SystemsInOrder(&systems))?;
         top.serialize_field("stages", &StagesInOrder(stages))?;

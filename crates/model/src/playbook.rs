@@ -52,9 +52,51 @@ pub struct PlaybookSpec {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Defaults::is_empty")]
     pub defaults: Defaults,
+    /// Who may decide: each gate's approvals and each manual step's role
+    /// name one of these. Without it, names are taken as given and the
+    /// decisions are unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<Role>>,
     pub sites: Vec<Site>,
     pub systems: Vec<System>,
     pub stages: Vec<Stage>,
+}
+
+/// People who may decide a gate or confirm a manual step, enrolled before
+/// the incident (reviewed in the playbook's pull request, like git's allowed
+/// signers), so their decisions can be verified offline.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Role {
+    pub name: String,
+    pub members: Vec<Member>,
+    #[serde(skip)]
+    pub src: RoleSrc,
+}
+
+/// A member of a role. With a `key`, every decision they make must be
+/// signed with it (`ssh-keygen -Y sign -n blackstart`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Member {
+    pub name: String,
+    /// An OpenSSH public key: `ssh-ed25519 AAAA… comment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoleSrc {
+    pub node: Pos,
+    pub name: Pos,
+    /// Per member: where its name and its key are written.
+    pub members: Vec<(Pos, Pos)>,
+}
+
+impl Role {
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
 }
 
 /// Settings every system inherits unless it sets its own.
@@ -516,6 +558,10 @@ impl KubernetesAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manual {
     pub instruction: String,
+    /// The role whose members may confirm it; with `spec.roles`, anyone
+    /// in a role of the stage's gate when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -362,3 +362,80 @@ pb.yaml:16:70: warning: role `incident-comander` is named by this gate only, and
 "
     );
 }
+
+const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEY_ALICE alice@corp";
+
+fn with_roles(roles: &str, gate: &str, manual_role: &str) -> String {
+    pb(&format!(
+        "  roles:\n{roles}{SITES}  systems:
+    - {{ id: db, site: hq, tier: data, start: {{ manual: {{ instruction: Start it, role: {manual_role} }} }} }}
+  stages:
+    - {{ name: data, select: {{ tiers: [data] }}, gate: {{ approvals: [{gate}] }} }}
+"
+    ))
+}
+
+#[test]
+fn declared_roles_are_checked_where_they_are_named() {
+    let alice = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/keys/alice.pub"
+    ))
+    .expect("the test key");
+    let alice = alice.trim();
+    let roles = format!(
+        "    - {{ name: incident-commander, members: [ {{ name: alice, key: \"{alice}\" }} ] }}\n    - {{ name: ot-engineer, members: [ {{ name: dave }} ] }}\n"
+    );
+    assert_eq!(
+        report(&with_roles(&roles, "incident-commander", "ot-engineer")),
+        "valid\n"
+    );
+    let report = report(&with_roles(&roles, "incident-comander", "ot-enginer"));
+    assert!(report.contains("pb.yaml:14:68: error: role `incident-comander`, named by the gate of stage `data`, is not declared in spec.roles"), "{report}");
+    assert!(
+        report.contains("did you mean `incident-commander`?"),
+        "{report}"
+    );
+    assert!(report.contains("pb.yaml:12:7: error: role `ot-enginer`, named by the manual step of system `db`, is not declared in spec.roles"), "{report}");
+}
+
+#[test]
+fn members_and_keys_are_checked() {
+    let alice = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/keys/alice.pub"
+    ))
+    .expect("the test key");
+    let alice = alice.trim();
+    // One person twice in a role, a key that is not one, and one key for
+    // two names (one person could then fill two roles of a gate).
+    let roles = format!(
+        "    - {{ name: incident-commander, members: [ {{ name: alice, key: \"{alice}\" }}, {{ name: alice }} ] }}\n    - {{ name: ciso, members: [ {{ name: carol, key: \"{ALICE}\" }}, {{ name: mallory, key: \"{alice}\" }} ] }}\n    - {{ name: ot-engineer, members: [] }}\n"
+    );
+    let report = report(&with_roles(&roles, "incident-commander", "ot-engineer"));
+    assert!(
+        report.contains("`alice` is a member of role `incident-commander` twice"),
+        "{report}"
+    );
+    assert!(
+        report.contains("the key of `carol` is not an OpenSSH public key"),
+        "{report}"
+    );
+    assert!(report.contains("is also enrolled for `alice`"), "{report}");
+    assert!(
+        report.contains("role `ot-engineer` has no members"),
+        "{report}"
+    );
+}
+
+#[test]
+fn without_roles_manual_steps_may_name_any_role() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - {{ id: db, site: hq, tier: data, start: {{ manual: {{ instruction: Start it, role: anyone }} }} }}
+  stages:
+    - {{ name: data, select: {{ tiers: [data] }} }}
+"
+    ));
+    assert_eq!(report(&yaml), "valid\n");
+}

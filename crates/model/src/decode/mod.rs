@@ -1,0 +1,482 @@
+//! From the node tree to the typed playbook, collecting every problem.
+//!
+//! Each decoder reads what it can, records what is wrong with the position of
+//! the offending node, and carries on with the siblings, so that one pass
+//! over a broken file reports all of it. A value that could not be read
+//! becomes `None` and its parent gives up quietly: the cause is already
+//! recorded, and a second message about the parent would only be noise.
+
+use std::collections::BTreeMap;
+
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::duration::Duration;
+use crate::playbook::*;
+use crate::yaml::{Key, Node, Tree, Value};
+
+pub(crate) struct Cx<'t> {
+    pub diags: Diagnostics,
+    pub tree: &'t Tree<'t>,
+    pub broken: Broken,
+}
+
+/// Sites, systems and stages that could not be read. The rest of the
+/// playbook is still checked as a whole; these say which of those checks'
+/// findings could be mere echoes of an item already reported as broken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Broken {
+    pub sites: Vec<String>,
+    pub systems: Vec<String>,
+    pub stages: Vec<String>,
+    /// Broken items whose id could not be read either.
+    pub unnamed_sites: usize,
+    pub unnamed_systems: usize,
+    pub unnamed_stages: usize,
+}
+
+impl Broken {
+    pub fn site(&self, id: &str) -> bool {
+        self.unnamed_sites > 0 || self.sites.iter().any(|s| s == id)
+    }
+    pub fn system(&self, id: &str) -> bool {
+        self.unnamed_systems > 0 || self.systems.iter().any(|s| s == id)
+    }
+    pub fn any_system(&self) -> bool {
+        self.unnamed_systems > 0 || !self.systems.is_empty()
+    }
+    pub fn any_stage(&self) -> bool {
+        self.unnamed_stages > 0 || !self.stages.is_empty()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ItemKind {
+    Site,
+    System,
+    Stage,
+}
+
+/// A top-level list whose readable items are kept even when others are
+/// broken, so that one pass can still check the playbook as a whole.
+fn items<'t, T: Decode>(node: &'t Node<'t>, kind: ItemKind, cx: &mut Cx<'t>) -> Option<Vec<T>> {
+    let tree = cx.tree;
+    let Some(nodes) = tree.seq(node) else {
+        wrong_type(node, "a list", cx);
+        return None;
+    };
+    let mut out = Vec::with_capacity(nodes.len());
+    for item in nodes {
+        match T::decode(item, cx) {
+            Some(v) => out.push(v),
+            None => {
+                let key = match kind {
+                    ItemKind::Stage => "name",
+                    ItemKind::Site | ItemKind::System => "id",
+                };
+                let id = tree.map(item).and_then(|entries| {
+                    entries.iter().find_map(|(k, v)| match &v.value {
+                        Value::Str(s) if k.name == key => Some(s.to_string()),
+                        _ => None,
+                    })
+                });
+                let b = &mut cx.broken;
+                let (named, unnamed) = match kind {
+                    ItemKind::Site => (&mut b.sites, &mut b.unnamed_sites),
+                    ItemKind::System => (&mut b.systems, &mut b.unnamed_systems),
+                    ItemKind::Stage => (&mut b.stages, &mut b.unnamed_stages),
+                };
+                match id {
+                    Some(id) => named.push(id),
+                    None => *unnamed += 1,
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+impl Cx<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diags.push(Diagnostic::error(pos, message));
+    }
+}
+
+/// A value that can be read from a node.
+pub(crate) trait Decode: Sized {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self>;
+}
+
+fn wrong_type(node: &Node<'_>, expected: &str, cx: &mut Cx<'_>) {
+    let mut d = Diagnostic::error(
+        node.pos,
+        format!("expected {expected}, found {}", node.value.kind()),
+    );
+    if expected == "a string"
+        && matches!(
+            node.value,
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null
+        )
+    {
+        d = d.with_help(format!("quote it to make it text: \"{}\"", node.value));
+    }
+    cx.diags.push(d);
+}
+
+impl Decode for String {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        match &node.value {
+            Value::Str(s) if s.contains("${") => match crate::placeholder::pieces(s) {
+                Ok(_) => Some(s.to_string()),
+                Err(e) => {
+                    cx.error(node.pos, e.to_string());
+                    None
+                }
+            },
+            Value::Str(s) => Some(s.to_string()),
+            _ => {
+                wrong_type(node, "a string", cx);
+                None
+            }
+        }
+    }
+}
+
+fn decode_int(node: &Node<'_>, cx: &mut Cx<'_>, min: i64, max: i64) -> Option<i64> {
+    match node.value {
+        Value::Int(i) if (min..=max).contains(&i) => Some(i),
+        Value::Int(i) => {
+            cx.error(
+                node.pos,
+                format!("{i} is out of range: expected a whole number from {min} to {max}"),
+            );
+            None
+        }
+        _ => {
+            wrong_type(node, "a whole number", cx);
+            None
+        }
+    }
+}
+
+impl Decode for u32 {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        decode_int(node, cx, 0, i64::from(u32::MAX)).and_then(|i| u32::try_from(i).ok())
+    }
+}
+
+impl Decode for u16 {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        decode_int(node, cx, 0, i64::from(u16::MAX)).and_then(|i| u16::try_from(i).ok())
+    }
+}
+
+impl Decode for bool {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                wrong_type(node, "true or false", cx);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for Duration {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        match &node.value {
+            Value::Str(s) => match s.parse() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    cx.error(node.pos, e.to_string());
+                    None
+                }
+            },
+            Value::Int(i) => {
+                cx.diags.push(
+                    Diagnostic::error(node.pos, format!("bad duration {i}: a unit is missing"))
+                        .with_help(format!("write it with a unit, like {i}s or {i}m")),
+                );
+                None
+            }
+            _ => {
+                wrong_type(node, "a duration such as 30s", cx);
+                None
+            }
+        }
+    }
+}
+
+impl<T: Decode> Decode for Vec<T> {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let tree = cx.tree;
+        let Some(items) = tree.seq(node) else {
+            wrong_type(node, "a list", cx);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            match T::decode(item, cx) {
+                Some(v) => out.push(v),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// String maps (labels, env, headers). Values must be text, as in Kubernetes.
+impl Decode for BTreeMap<String, String> {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let tree = cx.tree;
+        let Some(entries) = tree.map(node) else {
+            wrong_type(node, "a mapping of names to text", cx);
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in entries {
+            match String::decode(value, cx) {
+                Some(v) => {
+                    out.insert(key.name.to_string(), v);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// A value together with where it was written.
+pub(crate) struct At<T>(pub T, pub Pos);
+
+impl<T: Decode> Decode for At<T> {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        T::decode(node, cx).map(|v| At(v, node.pos))
+    }
+}
+
+fn split<T>(items: Vec<At<T>>) -> (Vec<T>, Vec<Pos>) {
+    items.into_iter().map(|At(v, p)| (v, p)).unzip()
+}
+
+/// The fields of one mapping, read one by one; whatever is never asked for
+/// is reported as unknown when the reader is finished.
+struct Fields<'a> {
+    what: &'static str,
+    pos: Pos,
+    entries: &'a [(Key<'a>, Node<'a>)],
+    /// The names asked for so far; a fixed array, as decoding a large
+    /// playbook reads millions of mappings and none has more fields.
+    known: [&'static str; MAX_FIELDS],
+    known_len: usize,
+}
+
+/// More fields than any type of the playbook has.
+const MAX_FIELDS: usize = 16;
+
+impl<'a> Fields<'a> {
+    fn of(node: &'a Node<'a>, what: &'static str, cx: &mut Cx<'a>) -> Option<Self> {
+        let tree = cx.tree;
+        match tree.map(node) {
+            Some(entries) => Some(Fields {
+                what,
+                pos: node.pos,
+                entries,
+                known: [""; MAX_FIELDS],
+                known_len: 0,
+            }),
+            None => {
+                wrong_type(node, &format!("a mapping ({what})"), cx);
+                None
+            }
+        }
+    }
+
+    fn get(&mut self, name: &'static str) -> Option<&'a Node<'a>> {
+        assert!(
+            self.known_len < MAX_FIELDS,
+            "a playbook type has at most {MAX_FIELDS} fields"
+        );
+        self.known[self.known_len] = name;
+        self.known_len += 1;
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map(|(_, v)| v)
+    }
+
+    /// A field that must be there.
+    fn req<T: Decode>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<T> {
+        self.req_node(name, cx).and_then(|node| T::decode(node, cx))
+    }
+
+    /// The node of a field that must be there.
+    fn req_node(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<&'a Node<'a>> {
+        let node = self.get(name);
+        if node.is_none() {
+            cx.error(
+                self.pos,
+                format!("{} is missing the field `{name}`", self.what),
+            );
+        }
+        node
+    }
+
+    /// A field that may be left out; `None` when absent or unreadable.
+    fn opt<T: Decode>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<T> {
+        self.get(name).and_then(|node| T::decode(node, cx))
+    }
+
+    fn or_default<T: Decode + Default>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> T {
+        self.opt(name, cx).unwrap_or_default()
+    }
+
+    /// Reports every field that was never asked for, with the nearest known one.
+    fn finish(self, cx: &mut Cx<'_>) {
+        let known = &self.known[..self.known_len];
+        for (key, _) in self.entries {
+            if known.contains(&key.name.as_ref()) {
+                continue;
+            }
+            let mut d = Diagnostic::error(
+                key.pos,
+                format!("unknown field `{}` in {}", key.name, self.what),
+            );
+            d = match nearest(&key.name, known.iter().copied()) {
+                Some(near) => d.with_help(format!("did you mean `{near}`?")),
+                None => d.with_help(format!("expected one of: {}", known.join(", "))),
+            };
+            cx.diags.push(d);
+        }
+    }
+}
+
+/// The candidate closest to `wanted`, if it is close enough to be a typo.
+pub(crate) fn nearest<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let wanted_lower = wanted.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&wanted_lower, &c.to_lowercase()), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, c)| c)
+}
+
+/// A mapping with exactly one key naming its kind, as `exec: {...}`.
+fn one_of<'a>(
+    node: &'a Node<'a>,
+    what: &'static str,
+    kinds: &[&'static str],
+    cx: &mut Cx<'a>,
+) -> Option<(&'a str, &'a Node<'a>)> {
+    let tree = cx.tree;
+    let Some(entries) = tree.map(node) else {
+        wrong_type(
+            node,
+            &format!("a mapping with one of: {}", kinds.join(", ")),
+            cx,
+        );
+        return None;
+    };
+    let mut found = None;
+    for (key, value) in entries {
+        if !kinds.contains(&key.name.as_ref()) {
+            let mut d =
+                Diagnostic::error(key.pos, format!("`{}` is not a kind of {what}", key.name));
+            d = match nearest(&key.name, kinds.iter().copied()) {
+                Some(near) => d.with_help(format!(
+                    "did you mean `{near}`? expected one of: {}",
+                    kinds.join(", ")
+                )),
+                None => d.with_help(format!("expected one of: {}", kinds.join(", "))),
+            };
+            cx.diags.push(d);
+            return None;
+        }
+        if found.is_some() {
+            cx.error(
+                key.pos,
+                format!(
+                    "a {what} has exactly one kind; found a second one, `{}`",
+                    key.name
+                ),
+            );
+            return None;
+        }
+        found = Some((key.name.as_ref(), value));
+    }
+    if found.is_none() {
+        cx.error(
+            node.pos,
+            format!("empty {what}: give one of: {}", kinds.join(", ")),
+        );
+    }
+    found
+}
+
+/// A text value that must be one of a fixed set.
+fn named<'t, T>(
+    node: &'t Node<'t>,
+    what: &str,
+    names: &[&str],
+    from: impl Fn(&str) -> Option<T>,
+    cx: &mut Cx<'t>,
+) -> Option<T> {
+    let text = String::decode(node, cx)?;
+    let found = from(&text);
+    if found.is_none() {
+        let mut d = Diagnostic::error(
+            node.pos,
+            format!(
+                "unknown {what} {text:?}; expected one of: {}",
+                names.join(", ")
+            ),
+        );
+        if let Some(near) = nearest(&text, names.iter().copied()) {
+            d = d.with_help(format!("did you mean `{near}`?"));
+        }
+        cx.diags.push(d);
+    }
+    found
+}
+
+mod roles;
+mod spec;
+mod steps;
+
+/// Reads a whole playbook from its node tree. `None` means at least one error
+/// was recorded in `cx`.
+pub(crate) fn playbook<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Playbook> {
+    Playbook::decode(node, cx)
+}
+
+/// `inheritEnv`: names of environment variables, each checked where it is
+/// written, since a typo here means a step silently runs without it.
+fn env_names_at<'t>(f: &mut Fields<'t>, cx: &mut Cx<'t>) -> Vec<String> {
+    let names: Vec<At<String>> = f.or_default("inheritEnv", cx);
+    let mut out = Vec::with_capacity(names.len());
+    for At(name, pos) in names {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            out.push(name);
+        } else {
+            cx.diags.push(
+                Diagnostic::error(pos, format!("{name:?} is not an environment variable name"))
+                    .with_help(
+                        "use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG",
+                    ),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}

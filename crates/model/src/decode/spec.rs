@@ -1,0 +1,290 @@
+//! The playbook's frame: its metadata, defaults, sites, systems and
+//! stages, each decoded field by field with the positions validation needs.
+
+use super::*;
+
+impl Decode for Playbook {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "the playbook", cx)?;
+        let api_version: Option<At<String>> = f.req("apiVersion", cx);
+        let kind: Option<At<String>> = f.req("kind", cx);
+        let metadata = f.req("metadata", cx);
+        let spec = f.req("spec", cx);
+        f.finish(cx);
+        if let Some(At(v, pos)) = &api_version
+            && v != API_VERSION
+        {
+            cx.diags.push(
+                Diagnostic::error(*pos, format!("unsupported apiVersion {v:?}"))
+                    .with_help(format!("this blackstart reads `apiVersion: {API_VERSION}`")),
+            );
+        }
+        if let Some(At(k, pos)) = &kind
+            && k != KIND
+        {
+            cx.diags.push(
+                Diagnostic::error(*pos, format!("kind {k:?} is not a playbook"))
+                    .with_help(format!("expected `kind: {KIND}`")),
+            );
+        }
+        Some(Playbook {
+            api_version: api_version?.0,
+            kind: kind?.0,
+            metadata: metadata?,
+            spec: spec?,
+        })
+    }
+}
+
+impl Decode for Metadata {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "metadata", cx)?;
+        let name = f.req("name", cx);
+        let namespace = f.opt("namespace", cx);
+        let labels = f.or_default("labels", cx);
+        let annotations = f.or_default("annotations", cx);
+        f.finish(cx);
+        Some(Metadata {
+            name: name?,
+            namespace,
+            labels,
+            annotations,
+        })
+    }
+}
+
+impl Decode for PlaybookSpec {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "spec", cx)?;
+        let description = f.opt("description", cx);
+        let defaults = f.or_default("defaults", cx);
+        let roles = f.opt("roles", cx);
+        let sites = f
+            .req_node("sites", cx)
+            .and_then(|n| items(n, ItemKind::Site, cx));
+        let systems = f
+            .req_node("systems", cx)
+            .and_then(|n| items(n, ItemKind::System, cx));
+        let stages = f
+            .req_node("stages", cx)
+            .and_then(|n| items(n, ItemKind::Stage, cx));
+        f.finish(cx);
+        Some(PlaybookSpec {
+            description,
+            defaults,
+            roles,
+            sites: sites?,
+            systems: systems?,
+            stages: stages?,
+        })
+    }
+}
+
+impl Decode for Defaults {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "defaults", cx)?;
+        let d = Defaults {
+            start_timeout: f.opt("startTimeout", cx),
+            expected_duration: f.opt("expectedDuration", cx),
+            probe: f.or_default("probe", cx),
+            inherit_env: env_names_at(&mut f, cx),
+        };
+        f.finish(cx);
+        Some(d)
+    }
+}
+
+impl Decode for ProbeSettings {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "probe settings", cx)?;
+        let p = ProbeSettings {
+            initial_delay: f.opt("initialDelay", cx),
+            interval: f.opt("interval", cx),
+            timeout: f.opt("timeout", cx),
+            success_threshold: f.opt("successThreshold", cx),
+            failure_threshold: f.opt("failureThreshold", cx),
+        };
+        f.finish(cx);
+        for (value, name) in [
+            (p.success_threshold, "successThreshold"),
+            (p.failure_threshold, "failureThreshold"),
+        ] {
+            if value == Some(0) {
+                cx.error(node.pos, format!("{name} must be at least 1"));
+            }
+        }
+        if p.interval == Some(Duration::ZERO) {
+            cx.error(node.pos, "interval must be longer than 0s");
+        }
+        Some(p)
+    }
+}
+
+impl Decode for Site {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a site", cx)?;
+        let id: Option<At<String>> = f.req("id", cx);
+        let name = f.opt("name", cx);
+        let labels = f.or_default("labels", cx);
+        f.finish(cx);
+        let At(id, id_pos) = id?;
+        Some(Site {
+            id,
+            name,
+            labels,
+            src: SiteSrc {
+                node: node.pos,
+                id: id_pos,
+            },
+        })
+    }
+}
+
+impl Decode for System {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a system", cx)?;
+        let id: Option<At<String>> = f.req("id", cx);
+        let name = f.opt("name", cx);
+        let site: Option<At<String>> = f.req("site", cx);
+        let tier = f.opt("tier", cx);
+        let labels = f.or_default("labels", cx);
+        let depends_on: Option<Vec<At<String>>> = f.opt("dependsOn", cx);
+        let expected_duration = f.opt("expectedDuration", cx);
+        let start_timeout = f.opt("startTimeout", cx);
+        let probe = f.or_default("probe", cx);
+        let verify = f.or_default("verify", cx);
+        let start: Option<At<Action>> = f.req("start", cx);
+        let stop = f.opt("stop", cx);
+        let health = f.or_default("health", cx);
+        f.finish(cx);
+        let (At(id, id_pos), At(site, site_pos)) = (id?, site?);
+        let At(start, start_pos) = start?;
+        if let Action::Kubernetes(k) = &start
+            && k.replicas.is_none()
+            && !k.rollout_restart
+        {
+            cx.diags.push(
+                Diagnostic::error(
+                    start_pos,
+                    format!("system `{id}`: a kubernetes start needs `replicas` or `rolloutRestart`"),
+                )
+                .with_ids([id.clone()])
+                .with_help("e.g. start: { kubernetes: { kind: Deployment, name: dealer-portal, replicas: 3 } }"),
+            );
+            return None;
+        }
+        let (depends_on, dep_pos) = split(depends_on.unwrap_or_default());
+        Some(System {
+            id,
+            name,
+            site,
+            tier,
+            labels,
+            depends_on,
+            expected_duration,
+            start_timeout,
+            probe,
+            verify,
+            start,
+            stop,
+            health,
+            src: SystemSrc {
+                node: node.pos,
+                id: id_pos,
+                site: site_pos,
+                depends_on: dep_pos,
+            },
+        })
+    }
+}
+
+impl Decode for Stage {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a stage", cx)?;
+        let name: Option<At<String>> = f.req("name", cx);
+        let description = f.opt("description", cx);
+        let select_node = f.get("select");
+        let max_parallel: Option<At<u32>> = f.opt("maxParallel", cx);
+        let gate: Option<GateWithSrc> = f.opt("gate", cx);
+        f.finish(cx);
+        if select_node.is_none() {
+            cx.error(node.pos, "a stage is missing the field `select`");
+        }
+        let (select, mut src) = decode_selector(select_node?, cx)?;
+        let At(name, name_pos) = name?;
+        let max_parallel = match max_parallel {
+            Some(At(0, pos)) => {
+                cx.error(pos, "maxParallel must be at least 1");
+                None
+            }
+            other => other.map(|At(n, _)| n),
+        };
+        let GateWithSrc { gate, approvals } = gate.unwrap_or_default();
+        src.node = node.pos;
+        src.name = name_pos;
+        src.approvals = approvals;
+        Some(Stage {
+            name,
+            description,
+            select,
+            max_parallel,
+            gate,
+            src,
+        })
+    }
+}
+
+fn decode_selector<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<(Selector, StageSrc)> {
+    let mut f = Fields::of(node, "a stage selector", cx)?;
+    let sites: Option<Vec<At<String>>> = f.opt("sites", cx);
+    let tiers: Option<Vec<At<String>>> = f.opt("tiers", cx);
+    let systems: Option<Vec<At<String>>> = f.opt("systems", cx);
+    let labels = f.or_default("labels", cx);
+    f.finish(cx);
+    let (sites, site_pos) = split(sites.unwrap_or_default());
+    let (tiers, tier_pos) = split(tiers.unwrap_or_default());
+    let (systems, system_pos) = split(systems.unwrap_or_default());
+    Some((
+        Selector {
+            sites,
+            tiers,
+            systems,
+            labels,
+        },
+        StageSrc {
+            select: node.pos,
+            sites: site_pos,
+            tiers: tier_pos,
+            systems: system_pos,
+            ..StageSrc::default()
+        },
+    ))
+}
+
+/// A gate and the positions of its approval roles, which live on the stage.
+#[derive(Default)]
+struct GateWithSrc {
+    gate: Gate,
+    approvals: Vec<Pos>,
+}
+
+impl Decode for GateWithSrc {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a gate", cx)?;
+        let soak = f.opt("soak", cx);
+        let approvals: Option<Vec<At<String>>> = f.opt("approvals", cx);
+        let on_failure = f
+            .get("onFailure")
+            .and_then(|n| named(n, "onFailure", &OnFailure::NAMES, OnFailure::from_name, cx));
+        f.finish(cx);
+        let (approvals, approval_pos) = split(approvals.unwrap_or_default());
+        Some(GateWithSrc {
+            gate: Gate {
+                soak,
+                approvals,
+                on_failure: on_failure.unwrap_or_default(),
+            },
+            approvals: approval_pos,
+        })
+    }
+}
