@@ -57,7 +57,7 @@ fn the_reconnect_playbook_drills_to_success() {
         assert!(at(&format!("stage {name} Gate")) < passed);
         for a in stage["approvals"].as_array().unwrap() {
             let approved = format!(
-                "stage {name} approved by {} as {}",
+                "stage {name} approved by {} as {}, unsigned",
                 a["by"].as_str().unwrap(),
                 a["role"].as_str().unwrap()
             );
@@ -252,13 +252,18 @@ fn manual_approvals_make_a_drill_wait_for_people() {
         {
             let name = stage["name"].as_str().unwrap().to_owned();
             if !approved.contains(&name) {
-                for role in ["security-lead", "dpo", "ciso"] {
+                // One person per role of a gate.
+                for (by, role) in [
+                    ("carol", "security-lead"),
+                    ("dora", "dpo"),
+                    ("cian", "ciso"),
+                ] {
                     let _ = blackstart(&[
                         "approve",
                         "m1",
                         &name,
                         "--by",
-                        "carol",
+                        by,
                         "--role",
                         role,
                         "--state-dir",
@@ -280,7 +285,7 @@ fn manual_approvals_make_a_drill_wait_for_people() {
         .map(|a| a["by"].as_str().unwrap())
         .collect();
     assert!(
-        !by.is_empty() && by.iter().all(|b| *b == "carol"),
+        !by.is_empty() && by.iter().all(|b| ["carol", "dora", "cian"].contains(b)),
         "only people approved: {by:?}"
     );
 }

@@ -4,15 +4,18 @@
 use blackstart_operator::steer::{self, SteerError};
 use blackstart_operator::{OperatorError, Options, Settings};
 
-use crate::runs::{note, runtime};
+use blackstart_engine::decision::Decision;
+
+use crate::runs::{Prepared, Signing, note, prepare, runtime};
 use crate::{CliError, exit};
 
-/// `approve RUN STAGE --k8s`: appends the approval to the RestartRun's spec.
+/// `approve RUN STAGE --k8s`: checks the approval against the RestartRun's
+/// journal as the operator will, signs it if asked, and appends it to the
+/// RestartRun's spec.
 pub fn approve(
     run: &str,
-    stage: &str,
-    by: &str,
-    role: Option<String>,
+    decision: Decision,
+    signing: &Signing,
     namespace: Option<String>,
 ) -> Result<u8, CliError> {
     let rt = runtime()?;
@@ -21,19 +24,32 @@ pub fn approve(
             .await
             .map_err(|e| CliError::Runtime(OperatorError::Client(e).to_string()))?;
         let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-        match steer::approve(client, &ns, run, stage, by, role).await {
-            Ok(role) => {
-                let role = role.map(|r| format!(" as {r}")).unwrap_or_default();
-                note(&format!(
-                    "approval of `{stage}` by {by}{role} added to RestartRun {ns}/{run}; the operator records it"
-                ));
-                Ok(exit::SUCCESS)
+        let refused = |e: SteerError| match e {
+            e @ (SteerError::NotFound { .. } | SteerError::Refused(_)) => {
+                CliError::Usage(e.to_string())
             }
-            Err(e @ (SteerError::NotFound { .. } | SteerError::Refused(_))) => {
-                Err(CliError::Usage(e.to_string()))
+            e => CliError::Runtime(e.to_string()),
+        };
+        let (plan, state) = steer::plan_and_state(client.clone(), &ns, run)
+            .await
+            .map_err(refused)?;
+        let request = match prepare(&plan, &state, decision, signing)? {
+            Prepared::Message(text) => {
+                crate::write_output(None, &text)?;
+                return Ok(exit::SUCCESS);
             }
-            Err(e) => Err(CliError::Runtime(e.to_string())),
-        }
+            Prepared::Ready(request) => request,
+        };
+        let blackstart_engine::Request::Approve { stage, by, .. } = &request else {
+            return Err(CliError::Usage("only approvals are written to a RestartRun".into()));
+        };
+        let d = request.decision();
+        let role = steer::approve(client, &ns, run, &d).await.map_err(refused)?;
+        let role = role.map(|r| format!(" as {r}")).unwrap_or_default();
+        note(&format!(
+            "approval of `{stage}` by {by}{role} added to RestartRun {ns}/{run}; the operator records it"
+        ));
+        Ok(exit::SUCCESS)
     })
 }
 

@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use blackstart_engine::decision::{Decision, Kind};
 use blackstart_model::{Diagnostics, MAX_INPUT_BYTES, Plan, Validated, diff, render};
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
@@ -156,6 +157,8 @@ enum Command {
         #[arg(long)]
         by: String,
         #[command(flatten)]
+        signing: runs::Signing,
+        #[command(flatten)]
         state: StateDir,
     },
     /// Where a run stands: the run's, each stage's and each system's phase.
@@ -201,7 +204,7 @@ enum Command {
     },
     /// Approve a stage's gate, from any terminal, while `apply` waits.
     #[command(
-        after_help = "Examples:\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander\n  blackstart approve ir-2025-09 engine-plant --by alice --k8s --namespace restart\n\n--role may be left out when the gate needs a single role. With --k8s the\napproval is appended to the RestartRun's spec.approvals, as the kubectl\npatch in the README does."
+        after_help = "Examples:\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --key ~/.ssh/id_ed25519\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --key ~/.ssh/id_ed25519.pub   # through ssh-agent\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --message > decision.txt\n  ssh-keygen -Y sign -n blackstart -f ~/.ssh/id_ed25519 decision.txt\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --signature decision.txt.sig\n  blackstart approve ir-2025-09 engine-plant --by alice --k8s --namespace restart --key ~/.ssh/id_ed25519\n\nAn approval is taken only while every system of the stage is healthy (its gate waits),\nfrom a member of the role (with spec.roles), one role per person per gate; a member\nwith an enrolled key must sign. The signature covers run, playbook, stage, role, person,\nnote and the wait it answers, so it is good for this one wait only. Refusals exit 2 and\nsay why. --role may be left out when the gate needs a single role. With --k8s the\napproval is appended to the RestartRun's spec.approvals."
     )]
     Approve {
         run: String,
@@ -212,6 +215,8 @@ enum Command {
         /// The gate role approved as.
         #[arg(long)]
         role: Option<String>,
+        #[command(flatten)]
+        signing: runs::Signing,
         /// Approve a RestartRun in the cluster (the kubeconfig's) instead
         /// of a run in --state-dir.
         #[arg(long)]
@@ -222,14 +227,39 @@ enum Command {
         #[command(flatten)]
         state: StateDir,
     },
+    /// Say no at a stage's gate: the gate fails and its onFailure applies.
+    #[command(
+        after_help = "Examples:\n  blackstart deny ir-2025-09 engine-plant --by carol --role ciso --reason \"EDR still alerting on wolv-mes\" --key ~/.ssh/id_ecdsa\n\nTaken, like an approval, while the gate waits, from a member of a role the gate needs;\nsigned alike."
+    )]
+    Deny {
+        run: String,
+        stage: String,
+        /// Who denies; recorded in the journal.
+        #[arg(long)]
+        by: String,
+        /// The gate role denied as.
+        #[arg(long)]
+        role: Option<String>,
+        /// Why; recorded in the journal and shown where the run stopped.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        signing: runs::Signing,
+        #[command(flatten)]
+        state: StateDir,
+    },
     /// Confirm a manual step was done.
-    #[command(after_help = "Examples:\n  blackstart confirm ir-2025-09 wolv-plc-gateway --by olga")]
+    #[command(
+        after_help = "Examples:\n  blackstart confirm ir-2025-09 wolv-plc-gateway --by olga --key ~/.ssh/id_ed25519\n\nTaken only for a system that waits for it: a manual step, or a start a crash left\nunknown on a system without health checks. With spec.roles, from a member of the manual\nstep's role (or of a role of the stage's gate); signed like an approval."
+    )]
     Confirm {
         run: String,
         system: String,
         /// Who confirms; recorded in the journal.
         #[arg(long)]
         by: String,
+        #[command(flatten)]
+        signing: runs::Signing,
         #[command(flatten)]
         state: StateDir,
     },
@@ -536,7 +566,7 @@ fn print_warnings(path: &Path, validated: &Validated) {
     }
 }
 
-fn write_output(output: Option<&Path>, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_output(output: Option<&Path>, text: &str) -> Result<(), CliError> {
     match output {
         Some(path) => std::fs::write(path, text).map_err(|source| CliError::Write {
             path: path.display().to_string(),
@@ -588,8 +618,14 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             run,
             system,
             by,
+            signing,
             state,
-        } => runs::retry(&state.state_dir, &run, &system, &by),
+        } => runs::decide(
+            &state.state_dir,
+            &run,
+            Decision::new(Kind::Retry, &system, &by),
+            &signing,
+        ),
         Command::Status { run, state, format } => {
             runs::status(&state.state_dir, &run, matches!(format, DiagFormat::Json))
         }
@@ -598,19 +634,55 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             stage,
             by,
             role,
+            signing,
             k8s: true,
             namespace,
             state: _,
-        } => cluster::approve(&run, &stage, &by, role, namespace),
+        } => cluster::approve(
+            &run,
+            Decision {
+                role,
+                ..Decision::new(Kind::Approve, &stage, &by)
+            },
+            &signing,
+            namespace,
+        ),
         Command::Approve {
             run,
             stage,
             by,
             role,
+            signing,
             k8s: false,
             state,
             namespace: _,
-        } => runs::approve(&state.state_dir, &run, &stage, &by, role),
+        } => runs::decide(
+            &state.state_dir,
+            &run,
+            Decision {
+                role,
+                ..Decision::new(Kind::Approve, &stage, &by)
+            },
+            &signing,
+        ),
+        Command::Deny {
+            run,
+            stage,
+            by,
+            role,
+            reason,
+            signing,
+            state,
+        } => runs::decide(
+            &state.state_dir,
+            &run,
+            Decision {
+                role,
+                reason: Some(reason),
+                ..Decision::new(Kind::Deny, &stage, &by)
+            },
+            &signing,
+        ),
         Command::Operator {
             namespace,
             listen,
@@ -621,8 +693,14 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             run,
             system,
             by,
+            signing,
             state,
-        } => runs::confirm(&state.state_dir, &run, &system, &by),
+        } => runs::decide(
+            &state.state_dir,
+            &run,
+            Decision::new(Kind::Confirm, &system, &by),
+            &signing,
+        ),
         Command::Audit {
             run,
             verify,

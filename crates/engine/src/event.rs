@@ -14,7 +14,22 @@ use serde::{Deserialize, Serialize};
 
 use blackstart_model::Plan;
 
+pub use crate::decision::Proof;
 use crate::process::Process;
+
+/// How a decision reads in the audit: signed with which key, or unsigned;
+/// and its note.
+fn signed(proof: &Proof) -> String {
+    let how = match &proof.key {
+        Some(key) => format!(", signed {key}"),
+        None if proof.wait.is_some() => ", unsigned".to_owned(),
+        None => String::new(),
+    };
+    match &proof.note {
+        Some(note) => format!("{how} (note: {note})"),
+        None => how,
+    }
+}
 
 /// Which of a system's actions a step attempt runs. Verify and health
 /// checks only look, so running them again is always harmless; these two
@@ -171,14 +186,47 @@ pub enum Event {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
+    /// A person of a role the gate needs said no: the gate fails, and its
+    /// `onFailure` applies.
+    #[serde(rename_all = "camelCase")]
+    Denied {
+        stage: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     /// A person confirmed a manual step.
     #[serde(rename_all = "camelCase")]
-    Confirmed { system: String, by: String },
+    Confirmed {
+        system: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
     /// A person asked for a new start attempt of a system whose last one a
     /// crash left unknown.
     #[serde(rename_all = "camelCase")]
-    RetryRequested { system: String, by: String },
+    RetryRequested {
+        system: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
+    /// A decision that reached the run and was not taken, with why: the
+    /// audit shows who tried what.
+    #[serde(rename_all = "camelCase")]
+    Refused {
+        decision: String,
+        subject: String,
+        by: String,
+        reason: String,
+    },
     /// A start or stop is about to run: journaled before it runs, so that
     /// no attempt runs that the journal does not show.
     #[serde(rename_all = "camelCase")]
@@ -277,19 +325,46 @@ impl Event {
                     .unwrap_or_default(),
                 output.trim_end().lines().last().unwrap_or("")
             ),
-            Event::Approved { stage, by, role } => {
-                format!(
-                    "stage {stage} approved by {by}{}",
-                    role.as_deref()
-                        .map(|r| format!(" as {r}"))
-                        .unwrap_or_default()
-                )
+            Event::Approved {
+                stage,
+                by,
+                role,
+                proof,
+            } => format!(
+                "stage {stage} approved by {by}{}{}",
+                role.as_deref()
+                    .map(|r| format!(" as {r}"))
+                    .unwrap_or_default(),
+                signed(proof)
+            ),
+            Event::Denied {
+                stage,
+                by,
+                role,
+                reason,
+                proof,
+            } => format!(
+                "stage {stage} denied by {by}{}{}: {reason}",
+                role.as_deref()
+                    .map(|r| format!(" as {r}"))
+                    .unwrap_or_default(),
+                signed(proof)
+            ),
+            Event::Confirmed { system, by, proof } => {
+                format!("{system} confirmed by {by}{}", signed(proof))
             }
-            Event::Confirmed { system, by } => format!("{system} confirmed by {by}"),
+            Event::Refused {
+                decision,
+                subject,
+                by,
+                reason,
+            } => format!("{decision} of {subject} by {by} refused: {reason}"),
             Event::TornWriteDiscarded { bytes } => {
                 format!("{bytes} bytes of an unfinished write discarded after a crash")
             }
-            Event::RetryRequested { system, by } => format!("{system}: retry asked by {by}"),
+            Event::RetryRequested { system, by, proof } => {
+                format!("{system}: retry asked by {by}{}", signed(proof))
+            }
             Event::AttemptBegun {
                 system,
                 step,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::decision::{Decision, Kind, Proof};
 use crate::journal::RunDir;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,24 +25,91 @@ pub enum Request {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
+    /// The gate fails: a person of a role it needs said no.
+    Deny {
+        stage: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     Confirm {
         system: String,
         by: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     /// Start a system again whose last start a crash left unknown.
     Retry {
         system: String,
         by: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
 }
 
+impl Request {
+    /// The decision it asks for, in the words [`crate::decision`] checks.
+    pub fn decision(&self) -> Decision {
+        let (kind, subject, by, role, reason, proof) = match self {
+            Request::Approve {
+                stage,
+                by,
+                role,
+                proof,
+            } => (Kind::Approve, stage, by, role.clone(), None, proof),
+            Request::Deny {
+                stage,
+                by,
+                role,
+                reason,
+                proof,
+            } => (
+                Kind::Deny,
+                stage,
+                by,
+                role.clone(),
+                Some(reason.clone()),
+                proof,
+            ),
+            Request::Confirm { system, by, proof } => {
+                (Kind::Confirm, system, by, None, None, proof)
+            }
+            Request::Retry { system, by, proof } => (Kind::Retry, system, by, None, None, proof),
+        };
+        Decision {
+            kind,
+            subject: subject.clone(),
+            by: by.clone(),
+            role,
+            reason,
+            proof: proof.clone(),
+        }
+    }
+}
+
+/// A request not yet acknowledged: its token, and the request or why it
+/// cannot be read.
+pub type Pending = (String, Result<Request, String>);
+
 /// Where a run's requests come from.
 pub trait RequestSource: Send + Sync {
-    /// Requests not yet acknowledged, oldest first, each with a token to ack.
-    fn pending(&self) -> Result<Vec<(String, Request)>, String>;
+    /// Requests not yet acknowledged, oldest first, each with a token to
+    /// ack; one that cannot be read is an `Err` saying why, so that it is
+    /// reported and put aside without holding up the others.
+    fn pending(&self) -> Result<Vec<Pending>, String>;
     /// The request is recorded; it must not come back.
     fn ack(&self, token: &str) -> Result<(), String>;
+    /// A request that could not be read is kept out of the way, for a
+    /// person to look at; by default it is simply acknowledged.
+    fn set_aside(&self, token: &str) -> Result<(), String> {
+        self.ack(token)
+    }
 }
 
 /// The CLI's request source: a directory of JSON files.
@@ -80,7 +148,7 @@ impl Inbox {
 }
 
 impl RequestSource for Inbox {
-    fn pending(&self) -> Result<Vec<(String, Request)>, String> {
+    fn pending(&self) -> Result<Vec<Pending>, String> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -92,14 +160,28 @@ impl RequestSource for Inbox {
             .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
             .collect();
         names.sort();
-        names
+        Ok(names
             .into_iter()
-            .map(|n| Inbox::read_one(&self.dir.join(&n)).map(|r| (n, r)))
-            .collect()
+            .map(|n| {
+                let r = Inbox::read_one(&self.dir.join(&n));
+                (n, r)
+            })
+            .collect())
     }
 
     fn ack(&self, token: &str) -> Result<(), String> {
         match std::fs::remove_file(self.dir.join(token)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", self.dir.join(token).display())),
+        }
+    }
+
+    /// Moves an unreadable request to `inbox/refused/`, out of the way.
+    fn set_aside(&self, token: &str) -> Result<(), String> {
+        let aside = self.dir.join("refused");
+        std::fs::create_dir_all(&aside).map_err(|e| format!("{}: {e}", aside.display()))?;
+        match std::fs::rename(self.dir.join(token), aside.join(token)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(format!("{}: {e}", self.dir.join(token).display())),

@@ -10,6 +10,7 @@
 //! only to a `RunStore`, so the operator keeps the same events in a
 //! RestartRun's status without the engine knowing.
 
+pub mod decision;
 pub mod event;
 pub mod inbox;
 pub mod journal;

@@ -17,6 +17,19 @@ pub struct Approval {
     pub by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// `SHA256:…` of the key it was signed with; none when unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A "no" at a gate: the gate fails.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Denial {
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,6 +38,12 @@ pub struct StageState {
     pub name: String,
     pub phase: StagePhase,
     pub approvals: Vec<Approval>,
+    /// The journal seq at which its gate began waiting, the last time:
+    /// what a signed decision of the gate answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_since: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied: Option<Denial>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +57,9 @@ pub struct SystemState {
     /// What it waits for a person to do, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<WaitingFor>,
+    /// The journal seq at which it began waiting for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmed_by: Option<String>,
     /// Whether its start action ever began: what a rollback must stop.
@@ -112,6 +134,10 @@ pub struct RunState {
     pub run: String,
     pub playbook: String,
     pub playbook_hash: String,
+    /// A drill: decisions by members are taken unsigned (it rehearses the
+    /// plan, not the keys), and status and audit say so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
     pub phase: RunPhase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -165,6 +191,7 @@ impl RunState {
             playbook,
             playbook_hash,
             plan,
+            drill,
             ..
         } = first
         else {
@@ -174,6 +201,7 @@ impl RunState {
             run: run.clone(),
             playbook: playbook.clone(),
             playbook_hash: playbook_hash.clone(),
+            drill: *drill,
             phase: RunPhase::Pending,
             reason: None,
             stages: plan
@@ -183,6 +211,8 @@ impl RunState {
                     name: s.name.clone(),
                     phase: StagePhase::Pending,
                     approvals: Vec::new(),
+                    gate_since: None,
+                    denied: None,
                 })
                 .collect(),
             systems: plan
@@ -193,6 +223,7 @@ impl RunState {
                     phase: SystemPhase::Pending,
                     reason: None,
                     waiting_for: None,
+                    waiting_since: None,
                     confirmed_by: None,
                     started: false,
                     attempts: 0,
@@ -232,7 +263,15 @@ impl RunState {
                 self.phase = *phase;
                 self.reason = reason.clone();
             }
-            Event::Stage { stage, phase, .. } => self.stage_mut(seq, stage)?.phase = *phase,
+            Event::Stage { stage, phase, .. } => {
+                let st = self.stage_mut(seq, stage)?;
+                st.phase = *phase;
+                if *phase == StagePhase::Gate {
+                    st.gate_since = Some(seq);
+                    // A denial answered the wait before; a new wait is open.
+                    st.denied = None;
+                }
+            }
             Event::System {
                 system,
                 phase,
@@ -243,24 +282,45 @@ impl RunState {
                 s.phase = *phase;
                 s.reason = reason.clone();
                 s.waiting_for = *waiting_for;
+                s.waiting_since = waiting_for.map(|_| seq);
                 s.started |= *phase == SystemPhase::Starting;
                 // A manual stop needs its own confirmation, not the start's.
                 if *phase == SystemPhase::Stopping {
                     s.confirmed_by = None;
                 }
             }
-            Event::Approved { stage, by, role } => {
+            Event::Approved {
+                stage,
+                by,
+                role,
+                proof,
+            } => {
                 self.stage_mut(seq, stage)?.approvals.push(Approval {
                     by: by.clone(),
                     role: role.clone(),
+                    key: proof.key.clone(),
                 });
             }
-            Event::Confirmed { system, by } => {
+            Event::Denied {
+                stage,
+                by,
+                role,
+                reason,
+                ..
+            } => {
+                self.stage_mut(seq, stage)?.denied = Some(Denial {
+                    by: by.clone(),
+                    role: role.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            Event::Refused { .. } => {}
+            Event::Confirmed { system, by, .. } => {
                 let s = self.system_mut(seq, system)?;
                 s.confirmed_by = Some(by.clone());
                 s.waiting_for = None;
             }
-            Event::RetryRequested { system, by } => {
+            Event::RetryRequested { system, by, .. } => {
                 let s = self.system_mut(seq, system)?;
                 s.retry_by = Some(by.clone());
                 s.waiting_for = None;

@@ -78,6 +78,7 @@ fn write_run(dir: &RunDir) -> FileJournal {
             stage: "apps".into(),
             by: "alice".into(),
             role: Some("incident-commander".into()),
+            proof: Default::default(),
         },
     ] {
         j.append(&e).unwrap();

@@ -343,6 +343,7 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
         .submit(&Request::Confirm {
             system: "plc".into(),
             by: "olga".into(),
+            proof: Default::default(),
         })
         .unwrap();
     wait_for(&engine, "the gate", |s| {
@@ -354,6 +355,7 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
             stage: "ot".into(),
             by: "alice".into(),
             role: Some("incident-commander".into()),
+            proof: Default::default(),
         })
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -367,6 +369,7 @@ async fn the_gate_waits_for_approval_and_a_manual_step_for_confirmation() {
             stage: "ot".into(),
             by: "bob".into(),
             role: Some("plant-manager".into()),
+            proof: Default::default(),
         })
         .unwrap();
     assert_eq!(run.await.unwrap().unwrap(), RunPhase::Succeeded);
@@ -561,6 +564,7 @@ async fn a_failure_cancels_starts_in_flight_and_manual_stops_wait_for_a_person()
         .submit(&Request::Confirm {
             system: "gateway".into(),
             by: "olga".into(),
+            proof: Default::default(),
         })
         .unwrap();
     // `bad` fails, which cancels `slow` mid-start; the rollback then waits at the gateway.
@@ -579,6 +583,7 @@ async fn a_failure_cancels_starts_in_flight_and_manual_stops_wait_for_a_person()
         .submit(&Request::Confirm {
             system: "gateway".into(),
             by: "olga".into(),
+            proof: Default::default(),
         })
         .unwrap();
     assert_eq!(run.await.unwrap().unwrap(), RunPhase::RolledBack);
@@ -623,6 +628,7 @@ async fn a_person_s_time_on_a_manual_step_is_not_counted_and_a_pause_holds_it() 
         .submit(&Request::Confirm {
             system: "plc".into(),
             by: "olga".into(),
+            proof: Default::default(),
         })
         .unwrap();
     assert_eq!(lab.resume().run().await.unwrap(), RunPhase::Succeeded);

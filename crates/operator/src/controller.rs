@@ -687,6 +687,16 @@ pub fn describe(event: &Event) -> Option<(EventType, String, String, String)> {
                 .map_or_else(|| "Rollback".to_owned(), |s| subject("Rollback", s)),
         ),
         Event::Approved { stage, .. } => (Normal, "Approved".to_owned(), subject("Approve", stage)),
+        Event::Denied { stage, .. } => (Warning, "Denied".to_owned(), subject("Deny", stage)),
+        Event::Refused {
+            decision,
+            subject: what,
+            ..
+        } => (
+            Warning,
+            "DecisionRefused".to_owned(),
+            subject(&format!("Refuse {decision}"), what),
+        ),
         Event::System {
             system,
             phase: SystemPhase::Failed,

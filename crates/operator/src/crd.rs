@@ -114,6 +114,33 @@ pub struct ApprovalEntry {
     /// When, RFC 3339; for people, the journal records its own time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    #[serde(default, flatten)]
+    pub signed: SignedEntry,
+}
+
+/// What makes a decision in the spec verifiable, as `approve --k8s`
+/// writes it: the journal seq of the wait it answers, a note, and the
+/// armored SSH signature of a member with an enrolled key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl SignedEntry {
+    pub fn proof(&self) -> blackstart_engine::decision::Proof {
+        blackstart_engine::decision::Proof {
+            wait: self.wait,
+            note: self.note.clone(),
+            key: None,
+            signature: self.signature.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -123,6 +150,8 @@ pub struct ConfirmationEntry {
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    #[serde(default, flatten)]
+    pub signed: SignedEntry,
 }
 
 /// What the operator records. Everything but `journal` is derived from the

@@ -8,9 +8,10 @@
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use blackstart_engine::Event;
+use blackstart_engine::decision::Decision;
+use blackstart_engine::{Event, RunState};
 
-use crate::crd::{ApprovalEntry, RestartRun};
+use crate::crd::{ApprovalEntry, RestartRun, SignedEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -22,16 +23,15 @@ pub enum SteerError {
     Api(#[source] kube::Error),
 }
 
-/// Adds an approval of `stage` to the run's spec, after checking that the
-/// run is under way, has that stage, and that its gate needs `role`.
+/// Adds an approval of `stage` to the run's spec, after checking it as
+/// the operator will: the stage's gate waits, needs `role`, `by` may fill
+/// it, and the signature (if the playbook enrols a key for `by`) is good.
 /// Returns the role the approval counts for.
 pub async fn approve(
     client: kube::Client,
     namespace: &str,
     run: &str,
-    stage: &str,
-    by: &str,
-    role: Option<String>,
+    decision: &Decision,
 ) -> Result<Option<String>, SteerError> {
     let api: Api<RestartRun> = Api::namespaced(client, namespace);
     let obj = api
@@ -42,12 +42,6 @@ pub async fn approve(
             namespace: namespace.to_owned(),
             run: run.to_owned(),
         })?;
-    if obj.has_ended() {
-        return Err(SteerError::Refused(format!(
-            "run {run} has ended ({}); there is nothing left to approve",
-            obj.phase()
-        )));
-    }
     let journal = obj
         .status
         .as_ref()
@@ -58,14 +52,23 @@ pub async fn approve(
             "run {run} has no plan yet (is the operator running, and does its Playbook exist?)"
         )));
     };
-    let role = plan
-        .approval_role(run, stage, role)
-        .map_err(SteerError::Refused)?;
+    let state = RunState::fold(journal.iter().map(|r| (r.seq, &r.event)))
+        .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
+    let taken =
+        blackstart_engine::decision::take(plan, &state, decision).map_err(SteerError::Refused)?;
+    let Event::Approved { role, proof, .. } = taken else {
+        return Err(SteerError::Refused("not an approval".into()));
+    };
     let entry = ApprovalEntry {
-        stage: stage.to_owned(),
-        by: by.to_owned(),
+        stage: decision.subject.clone(),
+        by: decision.by.clone(),
         role: role.clone(),
         at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        signed: SignedEntry {
+            wait: proof.wait,
+            note: proof.note,
+            signature: proof.signature,
+        },
     };
     let entry = serde_json::to_value(&entry).unwrap_or(Value::Null);
     let patch = if obj.spec.approvals.is_empty() {
@@ -89,4 +92,30 @@ pub async fn approve(
             other => SteerError::Api(other),
         })?;
     Ok(role)
+}
+
+/// The run's plan and state, folded from its journal: what `approve
+/// --message` signs over.
+pub async fn plan_and_state(
+    client: kube::Client,
+    namespace: &str,
+    run: &str,
+) -> Result<(blackstart_model::Plan, RunState), SteerError> {
+    let api: Api<RestartRun> = Api::namespaced(client, namespace);
+    let obj = api
+        .get_opt(run)
+        .await
+        .map_err(SteerError::Api)?
+        .ok_or_else(|| SteerError::NotFound {
+            namespace: namespace.to_owned(),
+            run: run.to_owned(),
+        })?;
+    let journal = obj.status.map(|s| s.journal).unwrap_or_default();
+    let Some(Event::RunStarted { plan, .. }) = journal.first().map(|r| &r.event) else {
+        return Err(SteerError::Refused(format!("run {run} has no plan yet")));
+    };
+    let plan = (**plan).clone();
+    let state = RunState::fold(journal.iter().map(|r| (r.seq, &r.event)))
+        .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
+    Ok((plan, state))
 }

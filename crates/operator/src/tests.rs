@@ -196,7 +196,7 @@ async fn a_gate_waits_for_its_approval_given_in_the_spec() {
     );
     let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
     assert!(journal(&run).iter().any(|r| matches!(&r.event,
-        Event::Approved { stage, by, role } if stage == "data" && by == "alice" && role.as_deref() == Some("incident-commander"))));
+        Event::Approved { stage, by, role, .. } if stage == "data" && by == "alice" && role.as_deref() == Some("incident-commander"))));
     assert_eq!(condition(&run, "AwaitingApproval"), "False");
     assert!(
         fake.events()
@@ -313,6 +313,7 @@ async fn a_journal_extended_by_someone_else_is_not_written_over() {
             stage: "data".into(),
             by: "mallory".into(),
             role: None,
+            proof: Default::default(),
         },
     );
     records.push(extra);
@@ -336,6 +337,7 @@ async fn a_journal_extended_by_someone_else_is_not_written_over() {
             stage: "data".into(),
             by: "mallory".into(),
             role: None,
+            proof: Default::default(),
         })
         .await
         .expect("the current store appends");
@@ -344,6 +346,7 @@ async fn a_journal_extended_by_someone_else_is_not_written_over() {
             stage: "data".into(),
             by: "eve".into(),
             role: None,
+            proof: Default::default(),
         })
         .await
         .expect_err("the stale store must refuse");
@@ -439,6 +442,9 @@ async fn the_readmes_kubectl_approval_patch_works_on_a_fresh_run_and_keeps_earli
         "the README shows the patch tested here"
     );
     let ctx = fake.context();
+    // An approval counts only once the gate waits: patched then.
+    at_the_gate(&fake, &ctx).await;
+    assert!(fake.run("run-1").spec.approvals.is_empty());
     let runs = fake.runs(&ctx);
     let add = |by: &str| -> json_patch::Patch {
         serde_json::from_value(json!([{"op": "add", "path": "/spec/approvals/-", "value": {"stage": "data", "by": by, "role": "incident-commander"}}]))
@@ -617,6 +623,14 @@ fn structural(node: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     }
 }
 
+fn approval(stage: &str, by: &str, role: Option<String>) -> blackstart_engine::decision::Decision {
+    use blackstart_engine::decision::{Decision, Kind};
+    Decision {
+        role,
+        ..Decision::new(Kind::Approve, stage, by)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_checks_the_run_then_appends_to_the_spec() {
     let fake = plant("{ approvals: [incident-commander] }", false);
@@ -627,9 +641,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         client.clone(),
         crate::fixtures::NS,
         "run-1",
-        "dta",
-        "alice",
-        None,
+        &approval("dta", "alice", None),
     )
     .await
     .expect_err("an unknown stage is refused");
@@ -641,9 +653,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         client.clone(),
         crate::fixtures::NS,
         "run-1",
-        "data",
-        "alice",
-        Some("cfo".into()),
+        &approval("data", "alice", Some("cfo".into())),
     )
     .await
     .expect_err("a role the gate does not need is refused");
@@ -655,9 +665,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         client.clone(),
         crate::fixtures::NS,
         "run-9",
-        "data",
-        "alice",
-        None,
+        &approval("data", "alice", None),
     )
     .await
     .expect_err("an unknown run is refused");
@@ -667,16 +675,19 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         client.clone(),
         crate::fixtures::NS,
         "run-1",
-        "data",
-        "alice",
-        None,
+        &approval("data", "alice", None),
     )
     .await
     .expect("approved");
     assert_eq!(role.as_deref(), Some("incident-commander"));
-    crate::steer::approve(client, crate::fixtures::NS, "run-1", "data", "bob", None)
-        .await
-        .expect("a second approval appends");
+    crate::steer::approve(
+        client,
+        crate::fixtures::NS,
+        "run-1",
+        &approval("data", "bob", None),
+    )
+    .await
+    .expect("a second approval appends");
     let approvals = fake.run("run-1").spec.approvals;
     assert_eq!(
         approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>(),
@@ -952,11 +963,13 @@ fn a_confirmation_in_the_spec_is_taken_once_even_across_an_operator_restart() {
                 system: "plc".into(),
                 by: "olga".into(),
                 at: None,
+                signed: Default::default(),
             },
             ConfirmationEntry {
                 system: "plc".into(),
                 by: "olga".into(),
                 at: None,
+                signed: Default::default(),
             },
         ],
         ..RestartRunSpec::default()
@@ -967,7 +980,7 @@ fn a_confirmation_in_the_spec_is_taken_once_even_across_an_operator_restart() {
             .pending()
             .expect("pending requests")
             .into_iter()
-            .filter(|(_, r)| matches!(r, blackstart_engine::Request::Confirm { .. }))
+            .filter(|(_, r)| matches!(r, Ok(blackstart_engine::Request::Confirm { .. })))
             .map(|(token, _)| token)
             .collect::<Vec<_>>()
     };
@@ -992,6 +1005,7 @@ fn a_confirmation_in_the_spec_is_taken_once_even_across_an_operator_restart() {
         Event::Confirmed {
             system: "plc".into(),
             by: "olga".into(),
+            proof: Default::default(),
         },
     );
     let restarted = crate::requests::SpecRequests::new(rx, &[started, confirmed]);
@@ -1002,6 +1016,7 @@ fn a_confirmation_in_the_spec_is_taken_once_even_across_an_operator_restart() {
             system: "gw".into(),
             by: "ali".into(),
             at: None,
+            signed: Default::default(),
         })
     });
     assert_eq!(confirmations(&restarted).len(), 2);

@@ -206,6 +206,8 @@ fn notable(event: &Event) -> bool {
     match event {
         Event::Run { .. }
         | Event::Approved { .. }
+        | Event::Denied { .. }
+        | Event::Refused { .. }
         | Event::Confirmed { .. }
         | Event::RetryRequested { .. }
         | Event::RollbackBegun { .. }

@@ -134,6 +134,36 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
             ));
         }
     }
+    // Every decision's signature, again, against the roles of the plan the
+    // run was started with; and a decision owed a signature that has none.
+    if let Some(Event::RunStarted {
+        plan, drill, run, ..
+    }) = scan.records.first().map(|r| &r.event)
+    {
+        let (mut signed, mut unsigned) = (0, 0);
+        for r in &scan.records {
+            if let Err(why) = blackstart_engine::decision::recheck(plan, run, *drill, &r.event) {
+                return failed(format!("event {}: {why}", r.seq));
+            }
+            if let Event::Approved { proof, .. }
+            | Event::Denied { proof, .. }
+            | Event::Confirmed { proof, .. }
+            | Event::RetryRequested { proof, .. } = &r.event
+            {
+                if proof.signed() {
+                    signed += 1;
+                } else {
+                    unsigned += 1;
+                }
+            }
+        }
+        if signed + unsigned > 0 {
+            note(&format!(
+                "decisions: {signed} signed and verified against the plan's roles, {unsigned} unsigned{}",
+                if *drill { " (a drill)" } else { "" }
+            ));
+        }
+    }
     for r in &scan.records {
         if let Event::SetAside {
             file,

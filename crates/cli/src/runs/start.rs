@@ -127,14 +127,14 @@ pub fn apply(
         &records,
         &dir,
         Mode::Run,
-        None,
+        false,
         secrets,
     )
 }
 
 /// `drill FILE`: the real engine, probes and journal against the simulated
-/// plant. Gates are approved and manual steps confirmed as `drill` unless
-/// `manual` is set.
+/// plant. Gates are approved and manual steps confirmed by a stand-in
+/// unless `manual` is set.
 pub fn drill(
     plan: Plan,
     file: &Path,
@@ -168,7 +168,7 @@ pub fn drill(
         journal.path().display()
     ));
     let records = journal.load()?;
-    let steward = (!manual).then_some("drill");
+    let steward = !manual;
     let secrets = secrets_for(&plan, true)?;
     let code = drive(&rt, journal, &records, &dir, Mode::Run, steward, secrets);
     let counts = plant.counts();
@@ -284,7 +284,7 @@ pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError
         &records,
         &dir,
         Mode::Run,
-        None,
+        false,
         secrets,
     )
 }
@@ -322,7 +322,7 @@ pub fn rollback(
     }
     let secrets = secrets_of(&records)?;
     let mode = Mode::Rollback(by.map(str::to_owned));
-    drive(&runtime()?, journal, &records, &dir, mode, None, secrets)
+    drive(&runtime()?, journal, &records, &dir, mode, false, secrets)
 }
 
 enum Mode {
@@ -360,14 +360,15 @@ async fn cluster_for(records: &[Record]) -> Result<Option<Cluster>, CliError> {
 }
 
 /// Runs the engine to the end of the run (or a pause) with progress lines;
-/// a `steward` name approves every gate and confirms every manual step.
+/// with `steward`, a drill's stand-in approves every gate and confirms
+/// every manual step.
 fn drive(
     rt: &tokio::runtime::Runtime,
     journal: FileJournal,
     records: &[Record],
     dir: &RunDir,
     mode: Mode,
-    steward: Option<&'static str>,
+    steward: bool,
     secrets: Secrets,
 ) -> Result<u8, CliError> {
     rt.block_on(async {
@@ -382,7 +383,7 @@ fn drive(
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
         // Subscribed before the run begins, so no record is missed.
         let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
-        let steward = steward.map(|by| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir), by)));
+        let steward = steward.then(|| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir))));
         let signals = tokio::spawn(on_signals(engine.clone(), pause));
         let ended = match &mode {
             Mode::Run => engine.run().await,
@@ -465,37 +466,75 @@ async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Send
     std::process::exit(i32::from(exit::INTERRUPTED));
 }
 
-/// Approves every gate and confirms every manual step, as `by`: what a drill
-/// does so that it runs unattended.
-async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox, by: &'static str) {
+/// Approves every gate and confirms every manual step, so that a drill
+/// runs unattended. It decides as the playbook's people would: each role
+/// by one of its members (unsigned: a drill rehearses the plan, not the
+/// keys), one person per role of a gate, so a gate that no set of distinct
+/// people could open fails the drill as it would fail the restart. Without
+/// `spec.roles`, as `drill-ROLE`.
+async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox) {
     let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let plan = engine.plan().clone();
+    let members = |role: &str| -> Vec<String> {
+        match &plan.roles {
+            Some(roles) => roles
+                .iter()
+                .filter(|r| r.name == role)
+                .flat_map(|r| r.members.iter().map(|m| m.name.clone()))
+                .collect(),
+            None => vec![format!("drill-{role}")],
+        }
+    };
     loop {
         let mut requests = Vec::new();
         engine.with_state(|state| {
-            let plan = engine.plan();
             for (stage, planned) in state.stages.iter().zip(&plan.stages) {
                 if stage.phase != StagePhase::Gate {
                     continue;
                 }
+                let mut chosen: Vec<String> = Vec::new();
                 for role in &planned.gate.approvals {
-                    if asked.insert(format!("{}/{role}", stage.name)) {
+                    let Some(by) = members(role).into_iter().find(|m| !chosen.contains(m)) else {
+                        continue;
+                    };
+                    chosen.push(by.clone());
+                    if asked.insert(format!("{}/{role}/{:?}", stage.name, stage.gate_since)) {
                         requests.push(Request::Approve {
                             stage: stage.name.clone(),
-                            by: by.to_owned(),
+                            by,
                             role: Some(role.clone()),
+                            proof: Default::default(),
                         });
                     }
                 }
             }
             for sys in &state.systems {
                 let waiting = sys.waiting_for == Some(WaitingFor::ManualStep);
-                if waiting
-                    && sys.confirmed_by.is_none()
-                    && asked.insert(format!("{}/{:?}", sys.id, sys.phase))
+                if !waiting || sys.confirmed_by.is_some() {
+                    continue;
+                }
+                let planned = plan.systems().find(|(_, s)| s.id == sys.id);
+                let role = planned.and_then(|(stage, s)| {
+                    [Some(&s.start), s.stop.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|a| match a {
+                            blackstart_model::playbook::Action::Manual(m) => m.role.clone(),
+                            _ => None,
+                        })
+                        .or_else(|| stage.gate.approvals.first().cloned())
+                });
+                let by = match (&plan.roles, role) {
+                    (Some(_), Some(role)) => members(&role).into_iter().next(),
+                    _ => Some("drill".to_owned()),
+                };
+                if let Some(by) = by
+                    && asked.insert(format!("{}/{:?}", sys.id, sys.waiting_since))
                 {
                     requests.push(Request::Confirm {
                         system: sys.id.clone(),
-                        by: by.to_owned(),
+                        by,
+                        proof: Default::default(),
                     });
                 }
             }

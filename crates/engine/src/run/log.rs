@@ -40,16 +40,38 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         } => {
             tracing::debug!(run, seq, system = %system, step = %step, exit_code = ?exit_code, output = %output, "output");
         }
-        Event::Approved { stage, by, role } => {
-            tracing::info!(run, seq, stage = %stage, by = %by, role = role.as_deref(), "approved");
+        Event::Approved {
+            stage,
+            by,
+            role,
+            proof,
+        } => {
+            tracing::info!(run, seq, stage = %stage, by = %by, role = role.as_deref(), key = proof.key.as_deref(), "approved");
         }
-        Event::Confirmed { system, by } => {
+        Event::Denied {
+            stage,
+            by,
+            role,
+            reason,
+            ..
+        } => {
+            tracing::warn!(run, seq, stage = %stage, by = %by, role = role.as_deref(), reason = %reason, "denied");
+        }
+        Event::Refused {
+            decision,
+            subject,
+            by,
+            reason,
+        } => {
+            tracing::warn!(run, seq, decision = %decision, subject = %subject, by = %by, reason = %reason, "decision refused");
+        }
+        Event::Confirmed { system, by, .. } => {
             tracing::info!(run, seq, system = %system, by = %by, "confirmed")
         }
         Event::TornWriteDiscarded { bytes } => {
             tracing::warn!(run, seq, bytes, "torn write discarded")
         }
-        Event::RetryRequested { system, by } => {
+        Event::RetryRequested { system, by, .. } => {
             tracing::info!(run, seq, system = %system, by = %by, "retry requested")
         }
         Event::AttemptBegun {

@@ -45,7 +45,7 @@ use blackstart_model::{Plan, PlannedStage, PlannedSystem};
 
 use crate::RunStore;
 use crate::event::{AttemptResult, Event, RunPhase, StagePhase, StepKind, SystemPhase, WaitingFor};
-use crate::inbox::{Request, RequestSource};
+use crate::inbox::RequestSource;
 use crate::journal::Record;
 use crate::probe;
 use crate::process::{self, Process};
@@ -331,13 +331,18 @@ impl<S: RunStore + 'static> Engine<S> {
             if phase == Some(StagePhase::Succeeded) {
                 continue;
             }
-            inner.stage_event(&stage.name, StagePhase::Running, None)?;
-            match self.start_stage(stage).await? {
-                Starts::AllHealthy => {}
-                Starts::Paused => return inner.commander_pause("paused by the commander"),
-                Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
+            // A run resumed at an open gate goes on waiting at that gate:
+            // the wait, and the decisions signed for it, stay the same.
+            let at_gate = phase == Some(StagePhase::Gate) && inner.all_healthy(stage);
+            if !at_gate {
+                inner.stage_event(&stage.name, StagePhase::Running, None)?;
+                match self.start_stage(stage).await? {
+                    Starts::AllHealthy => {}
+                    Starts::Paused => return inner.commander_pause("paused by the commander"),
+                    Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
+                }
+                inner.stage_event(&stage.name, StagePhase::Gate, None)?;
             }
-            inner.stage_event(&stage.name, StagePhase::Gate, None)?;
             match inner.hold_gate(stage).await? {
                 Starts::AllHealthy => {}
                 Starts::Paused => {
@@ -553,6 +558,16 @@ impl<S: RunStore + 'static> Inner<S> {
         })
     }
 
+    /// Whether every system of the stage is Healthy in the state.
+    fn all_healthy(&self, stage: &PlannedStage) -> bool {
+        let state = self.lock();
+        stage.systems.iter().all(|s| {
+            state
+                .system(&s.id)
+                .is_some_and(|s| s.phase == SystemPhase::Healthy)
+        })
+    }
+
     fn system_started(&self, id: &str) -> bool {
         self.lock().system(id).is_some_and(|s| s.started)
     }
@@ -570,35 +585,39 @@ impl<S: RunStore + 'static> Inner<S> {
         })
     }
 
+    /// Takes people's requests: each is checked as [`crate::decision`]
+    /// says, against the state now; one that cannot be taken is journaled
+    /// as refused, with why, and acknowledged either way.
     fn take_requests(&self) -> Result<(), EngineError> {
         for (token, request) in self.requests.pending().map_err(EngineError::Requests)? {
-            let event = match request {
-                Request::Approve { stage, by, role } => {
-                    // Unknown stages and repeated approvals are acknowledged and dropped.
-                    let fresh = self
-                        .lock()
-                        .stage(&stage)
-                        .is_some_and(|s| !s.approvals.iter().any(|a| a.by == by && a.role == role));
-                    fresh.then_some(Event::Approved { stage, by, role })
-                }
-                Request::Confirm { system, by } => {
-                    let fresh = self
-                        .lock()
-                        .system(&system)
-                        .is_some_and(|s| s.confirmed_by.is_none());
-                    fresh.then_some(Event::Confirmed { system, by })
-                }
-                Request::Retry { system, by } => {
-                    let fresh = self
-                        .lock()
-                        .system(&system)
-                        .is_some_and(|s| s.retry_by.is_none());
-                    fresh.then_some(Event::RetryRequested { system, by })
+            let request = match request {
+                Ok(r) => r,
+                Err(why) => {
+                    // Unreadable: reported, put aside, and the rest go on.
+                    self.emit(Event::Refused {
+                        decision: "unreadable request".to_owned(),
+                        subject: token.clone(),
+                        by: String::new(),
+                        reason: why,
+                    })?;
+                    self.requests
+                        .set_aside(&token)
+                        .map_err(EngineError::Requests)?;
+                    continue;
                 }
             };
-            if let Some(event) = event {
-                self.emit(event)?;
-            }
+            let d = request.decision();
+            let taken = crate::decision::take(&self.plan, &self.lock(), &d);
+            let event = match taken {
+                Ok(event) => event,
+                Err(reason) => Event::Refused {
+                    decision: d.kind.as_str().to_owned(),
+                    subject: d.subject.clone(),
+                    by: d.by.clone(),
+                    reason,
+                },
+            };
+            self.emit(event)?;
             self.requests.ack(&token).map_err(EngineError::Requests)?;
         }
         Ok(())
@@ -636,6 +655,9 @@ impl<S: RunStore + 'static> Inner<S> {
                 .is_some_and(|st| approved(&roles, &st.approvals))
         });
         tokio::pin!(approvals);
+        let name = stage.name.clone();
+        let denied = self.wait_until(move |s| s.stage(&name).is_some_and(|st| st.denied.is_some()));
+        tokio::pin!(denied);
         let mut pause = self.pause.clone();
         let (mut soaked, mut approved_all) = (watches.is_empty(), false);
         loop {
@@ -659,6 +681,19 @@ impl<S: RunStore + 'static> Inner<S> {
                     }
                 },
                 () = &mut approvals, if !approved_all => approved_all = true,
+                () = &mut denied => {
+                    watches.abort_all();
+                    let denial = self.lock().stage(&stage.name).and_then(|st| st.denied.clone());
+                    let why = denial.map_or_else(String::new, |d| {
+                        format!(
+                            "denied by {}{}: {}",
+                            d.by,
+                            d.role.map(|r| format!(" as {r}")).unwrap_or_default(),
+                            d.reason
+                        )
+                    });
+                    return Ok(Starts::Failed(why));
+                }
                 Ok(()) = pause.changed() => {
                     if *pause.borrow() {
                         return Ok(Starts::Paused);

@@ -1,0 +1,522 @@
+//! People's decisions: who may make them, when, and whether a signed one
+//! is what it says.
+//!
+//! One place decides, for every way a decision arrives: the CLI asks here
+//! before it hands a request over (so a person hears "no" at once, exit 2),
+//! the engine asks again when it takes the request (the state may have
+//! moved, and an inbox file can be written by anyone), the operator's
+//! requests from a RestartRun's spec go through the engine alike, and
+//! `audit --verify` re-checks every signature in a journal against the
+//! plan's roles.
+//!
+//! A signature is made over [`message`]: deterministic text that binds the
+//! run, the playbook's hash, the decision, what it is about, the role, the
+//! person, an optional note and the journal sequence number of the wait it
+//! answers. It is good for that one wait only: a signature copied to another
+//! run, stage, role, decision or a later wait does not verify. Signatures are
+//! SSH signatures (`ssh-keygen -Y sign -n blackstart`), verified in process,
+//! offline: during a cyber incident the identity provider may be down or
+//! not trusted, and the keys were reviewed with the playbook.
+
+use serde::{Deserialize, Serialize};
+use ssh_key::{HashAlg, PublicKey, SshSig};
+
+use blackstart_model::Plan;
+use blackstart_model::playbook::{Action, Role};
+
+use crate::event::{Event, StagePhase, SystemPhase};
+use crate::state::RunState;
+
+/// The SSH signature namespace of blackstart's decisions.
+pub const NAMESPACE: &str = "blackstart";
+
+/// What makes a decision checkable: the wait it answers, a note, and from
+/// a member with an enrolled key, that key's fingerprint and the signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Proof {
+    /// The journal sequence number at which the gate or the manual step
+    /// began waiting: what the signature is good for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `SHA256:…` of the key that signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The armored SSH signature (`-----BEGIN SSH SIGNATURE-----`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl Proof {
+    pub fn is_empty(&self) -> bool {
+        self == &Proof::default()
+    }
+
+    pub fn signed(&self) -> bool {
+        self.signature.is_some()
+    }
+}
+
+/// The kinds of decision, as the message and the audit name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Approve,
+    Deny,
+    Confirm,
+    Retry,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Approve => "approve",
+            Kind::Deny => "deny",
+            Kind::Confirm => "confirm",
+            Kind::Retry => "retry",
+        }
+    }
+
+    /// A stage's gate (approve, deny) or a system (confirm, retry).
+    fn subject(self) -> &'static str {
+        match self {
+            Kind::Approve | Kind::Deny => "stage",
+            Kind::Confirm | Kind::Retry => "system",
+        }
+    }
+}
+
+/// One decision, as a person asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub kind: Kind,
+    /// The stage (approve, deny) or the system (confirm, retry).
+    pub subject: String,
+    pub by: String,
+    /// The role it is made in; for approvals, resolved from the gate when
+    /// it needs only one.
+    pub role: Option<String>,
+    /// Deny only: why.
+    pub reason: Option<String>,
+    pub proof: Proof,
+}
+
+impl Decision {
+    /// A decision with no role, reason or proof yet.
+    pub fn new(kind: Kind, subject: &str, by: &str) -> Decision {
+        Decision {
+            kind,
+            subject: subject.to_owned(),
+            by: by.to_owned(),
+            role: None,
+            reason: None,
+            proof: Proof::default(),
+        }
+    }
+}
+
+/// The bytes a signature covers. Every value is written as a JSON string,
+/// so no text (a note with a newline) can make two decisions read alike.
+pub fn message(run: &str, playbook_hash: &str, d: &Decision, wait: u64) -> String {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut m = String::from("blackstart decision v1\n");
+    m.push_str(&format!("run: {}\n", q(run)));
+    m.push_str(&format!("playbook: {}\n", q(playbook_hash)));
+    m.push_str(&format!("decision: {}\n", d.kind.as_str()));
+    m.push_str(&format!("{}: {}\n", d.kind.subject(), q(&d.subject)));
+    m.push_str(&format!("role: {}\n", q(d.role.as_deref().unwrap_or(""))));
+    m.push_str(&format!("by: {}\n", q(&d.by)));
+    m.push_str(&format!("wait: {wait}\n"));
+    if let Some(reason) = &d.reason {
+        m.push_str(&format!("reason: {}\n", q(reason)));
+    }
+    if let Some(note) = &d.proof.note {
+        m.push_str(&format!("note: {}\n", q(note)));
+    }
+    m
+}
+
+/// What a decision needs before it can be signed: the role it counts for
+/// and the wait it answers; or why it cannot be taken now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub role: Option<String>,
+    pub wait: u64,
+}
+
+/// Checks a decision against the plan and the run's state, all but the
+/// signature: the stage or system exists, is waiting for this decision
+/// now, the person may make it (a member of the role, one role per gate).
+pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
+    let run = &state.run;
+    if state.phase.is_final() {
+        return Err(format!(
+            "run {run} has ended ({:?}); there is nothing left to decide",
+            state.phase
+        ));
+    }
+    match d.kind {
+        Kind::Approve | Kind::Deny => gate_pending(plan, state, d),
+        Kind::Confirm | Kind::Retry => system_pending(plan, state, d),
+    }
+}
+
+fn gate_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
+    let run = &state.run;
+    let stage = &d.subject;
+    let role = plan.approval_role(run, stage, d.role.clone())?;
+    let st = state
+        .stage(stage)
+        .ok_or_else(|| format!("run {run} has no stage `{stage}`"))?;
+    let planned = plan.stages.iter().find(|s| &s.name == stage);
+    if st.phase != StagePhase::Gate {
+        let healthy = state
+            .systems
+            .iter()
+            .filter(|s| &s.stage == stage && s.phase == SystemPhase::Healthy)
+            .count();
+        let all = planned.map_or(0, |p| p.systems.len());
+        return Err(format!(
+            "stage `{stage}` is {:?} ({healthy} of {all} systems healthy); its gate takes decisions once all are healthy",
+            st.phase
+        ));
+    }
+    let unhealthy: Vec<&str> = state
+        .systems
+        .iter()
+        .filter(|s| &s.stage == stage && s.phase != SystemPhase::Healthy)
+        .map(|s| s.id.as_str())
+        .collect();
+    if !unhealthy.is_empty() {
+        return Err(format!(
+            "stage `{stage}` has systems that are not healthy ({}); its gate takes decisions once all are",
+            unhealthy.join(", ")
+        ));
+    }
+    if d.kind == Kind::Approve {
+        for a in &st.approvals {
+            if a.by == d.by && a.role == role {
+                return Err(format!(
+                    "{} already approved stage `{stage}`{}",
+                    d.by,
+                    role.as_deref()
+                        .map(|r| format!(" as {r}"))
+                        .unwrap_or_default()
+                ));
+            }
+            if a.by == d.by {
+                return Err(format!(
+                    "{} already approved stage `{stage}` as {}; one person fills at most one role of a gate",
+                    d.by,
+                    a.role.as_deref().unwrap_or("(no role)")
+                ));
+            }
+        }
+    }
+    if let Some(r) = &role {
+        member_of(plan, r, &d.by)?;
+    }
+    let wait = st
+        .gate_since
+        .ok_or_else(|| format!("stage `{stage}` has no recorded gate to decide"))?;
+    Ok(Pending { role, wait })
+}
+
+fn system_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
+    let run = &state.run;
+    let id = &d.subject;
+    let sys = state
+        .system(id)
+        .ok_or_else(|| format!("run {run} has no system `{id}`"))?;
+    let waits = match d.kind {
+        Kind::Confirm => sys.waiting_for.is_some(),
+        _ => sys.start_cut_short(),
+    };
+    if !waits {
+        return Err(format!(
+            "`{id}` is {:?}{} and waits for no {}",
+            sys.phase,
+            sys.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            match d.kind {
+                Kind::Confirm =>
+                    "confirmation: `confirm` answers a manual step or a start a crash left unknown",
+                _ => "retry: `retry` starts again a system whose start a crash cut short",
+            }
+        ));
+    }
+    // Who may: the manual step's role; else any role of the stage's gate.
+    let (stage, planned) = plan
+        .systems()
+        .find(|(_, s)| &s.id == id)
+        .ok_or_else(|| format!("run {run} has no system `{id}`"))?;
+    let manual_role = [Some(&planned.start), planned.stop.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|a| match a {
+            Action::Manual(m) => m.role.clone(),
+            _ => None,
+        });
+    let role = match (&d.role, manual_role) {
+        (Some(given), Some(needed)) if given != &needed => {
+            return Err(format!(
+                "`{id}` is confirmed by role `{needed}`, not `{given}`"
+            ));
+        }
+        (_, Some(needed)) => Some(needed),
+        (given, None) => given.clone(),
+    };
+    if plan.roles.is_some() {
+        match &role {
+            Some(r) => member_of(plan, r, &d.by)?,
+            None => {
+                let gate = &stage.gate.approvals;
+                let role = gate
+                    .iter()
+                    .find(|r| member_of(plan, r, &d.by).is_ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "{} is in no role of stage `{}`'s gate ({}); only its members decide for `{id}`",
+                            d.by,
+                            stage.name,
+                            gate.join(", ")
+                        )
+                    })?;
+                return Ok(Pending {
+                    role: Some(role.clone()),
+                    wait: sys.waiting_since.unwrap_or(0),
+                });
+            }
+        }
+    }
+    Ok(Pending {
+        role,
+        wait: sys.waiting_since.unwrap_or(0),
+    })
+}
+
+fn roles_of(plan: &Plan) -> Option<&[Role]> {
+    plan.roles.as_deref()
+}
+
+/// Without `spec.roles` anyone is taken by name; with them, `by` must be a
+/// member of `role`.
+fn member_of(plan: &Plan, role: &str, by: &str) -> Result<(), String> {
+    let Some(roles) = roles_of(plan) else {
+        return Ok(());
+    };
+    let r = roles
+        .iter()
+        .find(|r| r.name == role)
+        .ok_or_else(|| format!("role `{role}` is not declared in the playbook's roles"))?;
+    if r.member(by).is_none() {
+        let names: Vec<&str> = r.members.iter().map(|m| m.name.as_str()).collect();
+        return Err(format!(
+            "{by} is not a member of role `{role}`; its members: {}",
+            names.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The enrolled key of `by` in `role`, if the playbook enrols one.
+fn key_of(plan: &Plan, role: Option<&str>, by: &str) -> Result<Option<PublicKey>, String> {
+    let (Some(roles), Some(role)) = (roles_of(plan), role) else {
+        return Ok(None);
+    };
+    let Some(member) = roles
+        .iter()
+        .find(|r| r.name == role)
+        .and_then(|r| r.member(by))
+    else {
+        return Ok(None);
+    };
+    member
+        .key
+        .as_deref()
+        .map(|k| PublicKey::from_openssh(k).map_err(|e| format!("the key of {by}: {e}")))
+        .transpose()
+}
+
+/// Checks the signature, if the person's key requires one: `Ok` with the
+/// key's fingerprint when signed, `Ok(None)` for an unsigned decision
+/// that may be unsigned (no key enrolled).
+pub fn verify(
+    plan: &Plan,
+    run: &str,
+    d: &Decision,
+    role: Option<&str>,
+    wait: u64,
+) -> Result<Option<String>, String> {
+    let key = key_of(plan, role, &d.by)?;
+    let signature = d.proof.signature.as_deref();
+    let (key, armored) = match (key, signature) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(format!(
+                "{} has no key enrolled in the playbook, so the signature cannot be verified; decide without one",
+                d.by
+            ));
+        }
+        (Some(_), None) => {
+            return Err(format!(
+                "{} has a key enrolled, so the decision must be signed: --key, or --signature with a signature of --message",
+                d.by
+            ));
+        }
+        (Some(k), Some(s)) => (k, s),
+    };
+    let sig =
+        SshSig::from_pem(armored).map_err(|e| format!("the signature cannot be read: {e}"))?;
+    if sig.namespace() != NAMESPACE {
+        return Err(format!(
+            "the signature is for namespace `{}`, not `{NAMESPACE}` (sign with -n {NAMESPACE})",
+            sig.namespace()
+        ));
+    }
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    if sig.public_key() != key.key_data() {
+        return Err(format!(
+            "the signature was made with another key than {}'s ({fingerprint})",
+            d.by
+        ));
+    }
+    let with_role = Decision {
+        role: role.map(str::to_owned),
+        ..d.clone()
+    };
+    let text = message(run, &plan.playbook_hash, &with_role, wait);
+    key.verify(NAMESPACE, text.as_bytes(), &sig).map_err(|_| {
+        format!(
+            "the signature does not match this decision (run {run}, {} `{}`, role {}, wait {wait}): it was made for another run, {}, role, decision or wait",
+            d.kind.subject(),
+            d.subject,
+            role.unwrap_or("-"),
+            d.kind.subject()
+        )
+    })?;
+    Ok(Some(fingerprint))
+}
+
+/// Takes a decision: checks it all, and returns the event that records it.
+pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String> {
+    let p = pending(plan, state, d)?;
+    if let Some(w) = d.proof.wait
+        && w != p.wait
+    {
+        return Err(format!(
+            "the decision answers the wait at journal seq {w}, but {} `{}` waits since seq {}; decide again",
+            d.kind.subject(),
+            d.subject,
+            p.wait
+        ));
+    }
+    // A drill rehearses the plan, not the keys: members may decide unsigned.
+    let key = if state.drill && !d.proof.signed() {
+        None
+    } else {
+        verify(plan, &state.run, d, p.role.as_deref(), p.wait)?
+    };
+    let proof = Proof {
+        wait: Some(p.wait),
+        note: d.proof.note.clone(),
+        key,
+        signature: d.proof.signature.clone(),
+    };
+    let (subject, by) = (d.subject.clone(), d.by.clone());
+    Ok(match d.kind {
+        Kind::Approve => Event::Approved {
+            stage: subject,
+            by,
+            role: p.role,
+            proof,
+        },
+        Kind::Deny => Event::Denied {
+            stage: subject,
+            by,
+            role: p.role,
+            reason: d.reason.clone().unwrap_or_default(),
+            proof,
+        },
+        Kind::Confirm => Event::Confirmed {
+            system: subject,
+            by,
+            proof,
+        },
+        Kind::Retry => Event::RetryRequested {
+            system: subject,
+            by,
+            proof,
+        },
+    })
+}
+
+/// For `audit --verify`: whether a journaled decision's signature still
+/// verifies against the plan's roles, and whether one was owed.
+pub fn recheck(plan: &Plan, run: &str, drill: bool, event: &Event) -> Result<(), String> {
+    let (kind, subject, by, role, reason, proof) = match event {
+        Event::Approved {
+            stage,
+            by,
+            role,
+            proof,
+        } => (Kind::Approve, stage, by, role.as_deref(), None, proof),
+        Event::Denied {
+            stage,
+            by,
+            role,
+            reason,
+            proof,
+        } => (
+            Kind::Deny,
+            stage,
+            by,
+            role.as_deref(),
+            Some(reason.clone()),
+            proof,
+        ),
+        Event::Confirmed { system, by, proof } => (Kind::Confirm, system, by, None, None, proof),
+        Event::RetryRequested { system, by, proof } => (Kind::Retry, system, by, None, None, proof),
+        _ => return Ok(()),
+    };
+    let Some(wait) = proof.wait else {
+        // Recorded before decisions carried their wait (an earlier
+        // release): nothing was signed.
+        return Ok(());
+    };
+    if drill && !proof.signed() {
+        return Ok(());
+    }
+    let d = Decision {
+        kind,
+        subject: subject.clone(),
+        by: by.clone(),
+        role: role.map(str::to_owned),
+        reason,
+        proof: proof.clone(),
+    };
+    // Confirm and retry record no role: the signer's key is found in any
+    // role that enrols them.
+    let roles: Vec<Option<&str>> = match role {
+        Some(r) => vec![Some(r)],
+        None => match roles_of(plan) {
+            Some(rs) => rs
+                .iter()
+                .filter(|r| r.member(by).is_some())
+                .map(|r| Some(r.name.as_str()))
+                .collect(),
+            None => vec![None],
+        },
+    };
+    let mut last = Ok(None);
+    for r in roles {
+        last = verify(plan, run, &d, r, wait);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last.map(|_| ())
+}

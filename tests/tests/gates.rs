@@ -1,0 +1,496 @@
+//! Gates a commander can trust, end to end from two terminals: decisions
+//! are taken only when the gate waits, from members of its roles, one role
+//! per person, signed by those whose keys are enrolled; signatures made
+//! with OpenSSH's own `ssh-keygen -Y sign` verify; replays are refused; a
+//! denial fails the gate; `confirm` answers only a system that waits.
+
+// Helpers outside #[test] functions unwrap too: their failing is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use blackstart_tests::{Scratch, root, system_phase, wait_exit};
+
+/// The test keys (`tests/keys/`), copied with the permissions ssh-keygen
+/// insists on for a private key.
+fn key(s: &Scratch, name: &str) -> (String, String) {
+    let keys = root().join("tests/keys");
+    let private = s.dir().join(name);
+    std::fs::copy(keys.join(name), &private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let public = std::fs::read_to_string(keys.join(format!("{name}.pub"))).unwrap();
+    (private.display().to_string(), public.trim().to_owned())
+}
+
+/// db (data), app (apps) and web (a manual step for a plant manager). The
+/// data gate needs an incident commander and a plant manager; alice may be
+/// either, bob is a plant manager, carol an incident commander without a
+/// key. The apps gate rolls back on failure.
+fn playbook(s: &Scratch, alice: &str, bob: &str) -> String {
+    let d = s.dir().display();
+    s.write(
+        "gates.yaml",
+        &format!(
+            "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: gates }}
+spec:
+  defaults: {{ probe: {{ interval: 100ms, timeout: 1s }} }}
+  roles:
+    - name: incident-commander
+      members: [ {{ name: alice, key: \"{alice}\" }}, {{ name: carol }} ]
+    - name: plant-manager
+      members: [ {{ name: bob, key: \"{bob}\" }}, {{ name: alice, key: \"{alice}\" }} ]
+  sites: [ {{ id: dc }} ]
+  systems:
+    - id: db
+      site: dc
+      tier: data
+      start: {{ exec: {{ command: [sh, -c, \"sleep 0.5; echo start db >> {d}/log; touch {d}/db.ok\"] }} }}
+      stop: {{ exec: {{ command: [sh, -c, \"echo stop db >> {d}/log; rm -f {d}/db.ok\"] }} }}
+      health: [ {{ exec: {{ command: [test, -f, {d}/db.ok] }} }} ]
+    - id: app
+      site: dc
+      tier: app
+      dependsOn: [db]
+      start: {{ exec: {{ command: [sh, -c, \"echo start app >> {d}/log; touch {d}/app.ok\"] }} }}
+      stop: {{ exec: {{ command: [sh, -c, \"echo stop app >> {d}/log; rm -f {d}/app.ok\"] }} }}
+      health: [ {{ exec: {{ command: [test, -f, {d}/app.ok] }} }} ]
+  stages:
+    - {{ name: data, select: {{ tiers: [data] }}, gate: {{ approvals: [incident-commander, plant-manager] }} }}
+    - {{ name: apps, select: {{ tiers: [app] }}, gate: {{ approvals: [incident-commander], onFailure: rollback }} }}
+"
+        ),
+    )
+}
+
+fn stage_phase(s: &Scratch, run: &str, stage: &str) -> String {
+    s.status(run)["stages"]
+        .as_array()
+        .and_then(|v| v.iter().find(|st| st["name"] == stage))
+        .map_or(String::new(), |st| {
+            st["phase"].as_str().unwrap_or("").to_owned()
+        })
+}
+
+fn refused(s: &Scratch, args: &[&str], why: &str) {
+    let out = s.run(args);
+    assert_eq!(out.code, 2, "{args:?} should be refused: {}", out.stderr);
+    assert!(
+        out.stderr.contains(why),
+        "{args:?}: wanted `{why}` in: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_gate_is_decided_by_its_members_when_it_waits_and_signatures_verify() {
+    let s = Scratch::new();
+    let (alice_key, alice) = key(&s, "alice");
+    let (bob_key, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g1"]);
+    s.wait("g1", "db starting", |st| {
+        system_phase(st, "db") == "Starting"
+    });
+
+    // Too early: the stage's systems are not all healthy yet.
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "alice",
+            "--role",
+            "incident-commander",
+            "--key",
+            &alice_key,
+        ],
+        "its gate takes decisions once all are healthy",
+    );
+    s.wait("g1", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+
+    // Not a member; a member with a key who does not sign; a signature
+    // made with another person's key; a signature where none is enrolled.
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "mallory",
+            "--role",
+            "incident-commander",
+        ],
+        "mallory is not a member of role `incident-commander`; its members: alice, carol",
+    );
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "alice",
+            "--role",
+            "incident-commander",
+        ],
+        "alice has a key enrolled, so the decision must be signed",
+    );
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "bob",
+            "--role",
+            "plant-manager",
+            "--key",
+            &alice_key,
+        ],
+        "the signature was made with another key than bob's",
+    );
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "carol",
+            "--role",
+            "incident-commander",
+            "--key",
+            &alice_key,
+        ],
+        "carol has no key enrolled",
+    );
+
+    // alice signs with ssh-keygen herself: --message, then --signature.
+    let message = s.run(&[
+        "approve",
+        "g1",
+        "data",
+        "--by",
+        "alice",
+        "--role",
+        "incident-commander",
+        "--message",
+    ]);
+    assert_eq!(message.code, 0, "{}", message.stderr);
+    assert!(
+        message.stdout.starts_with("blackstart decision v1\n"),
+        "{}",
+        message.stdout
+    );
+    assert!(
+        message
+            .stdout
+            .contains("stage: \"data\"\nrole: \"incident-commander\"\nby: \"alice\"\n")
+    );
+    let text = s.write("decision.txt", &message.stdout);
+    let signed = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-Y",
+            "sign",
+            "-n",
+            "blackstart",
+            "-f",
+            &alice_key,
+            &text,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let sig = format!("{text}.sig");
+
+    // The same signature is no good for another role or another stage.
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "alice",
+            "--role",
+            "plant-manager",
+            "--signature",
+            &sig,
+        ],
+        "the signature does not match this decision",
+    );
+    refused(
+        &s,
+        &[
+            "deny",
+            "g1",
+            "data",
+            "--by",
+            "alice",
+            "--role",
+            "incident-commander",
+            "--reason",
+            "no",
+            "--signature",
+            &sig,
+        ],
+        "the signature does not match this decision",
+    );
+    let taken = s.run(&[
+        "approve",
+        "g1",
+        "data",
+        "--by",
+        "alice",
+        "--role",
+        "incident-commander",
+        "--signature",
+        &sig,
+    ]);
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    s.wait("g1", "alice's approval", |st| {
+        st["stages"][0]["approvals"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+
+    // One person, one role of a gate.
+    refused(
+        &s,
+        &[
+            "approve",
+            "g1",
+            "data",
+            "--by",
+            "alice",
+            "--role",
+            "plant-manager",
+            "--key",
+            &alice_key,
+        ],
+        "one person fills at most one role of a gate",
+    );
+    // bob signs through --key; the gate opens.
+    let bob_ok = s.run(&[
+        "approve",
+        "g1",
+        "data",
+        "--by",
+        "bob",
+        "--role",
+        "plant-manager",
+        "--key",
+        &bob_key,
+        "--note",
+        "CHG-1042",
+    ]);
+    assert_eq!(bob_ok.code, 0, "{}", bob_ok.stderr);
+
+    // apps: denied by an incident commander; its onFailure rolls back.
+    s.wait("g1", "the apps gate", |st| {
+        st["stages"][1]["phase"] == "Gate"
+    });
+    let denied = s.run(&[
+        "deny",
+        "g1",
+        "apps",
+        "--by",
+        "carol",
+        "--role",
+        "incident-commander",
+        "--reason",
+        "EDR alerts on app",
+    ]);
+    assert_eq!(denied.code, 0, "{}", denied.stderr);
+    assert_eq!(wait_exit(&mut apply, Duration::from_secs(30)), 1);
+    let status = s.status("g1");
+    assert_eq!(status["phase"], "RolledBack", "{status}");
+    // The failed stage is undone; the stage before it stays up.
+    assert_eq!(s.log(), ["start db", "start app", "stop app"]);
+    assert_eq!(stage_phase(&s, "g1", "apps"), "RolledBack");
+
+    // The audit shows who decided, signed or not, and verifies again.
+    let audit = s.run(&["audit", "g1"]);
+    assert!(
+        audit
+            .stdout
+            .contains("stage data approved by alice as incident-commander, signed SHA256:"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit
+            .stdout
+            .contains("stage data approved by bob as plant-manager, signed SHA256:"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit.stdout.contains("(note: CHG-1042)"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit.stdout.contains(
+            "stage apps denied by carol as incident-commander, unsigned: EDR alerts on app"
+        ),
+        "{}",
+        audit.stdout
+    );
+    let verify = s.run(&["audit", "g1", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(
+        verify
+            .stderr
+            .contains("decisions: 2 signed and verified against the plan's roles, 1 unsigned"),
+        "{}",
+        verify.stderr
+    );
+}
+
+/// An inbox request written by hand (not through the CLI's checks) is
+/// checked by the engine all the same: refused, journaled with why, and
+/// the run goes on waiting for a good one.
+#[test]
+fn the_engine_checks_what_reaches_its_inbox() {
+    let s = Scratch::new();
+    let (alice_key, alice) = key(&s, "alice");
+    let (_, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g2"]);
+    s.wait("g2", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    let inbox = Path::new(&s.state_dir()).join("runs/g2/inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("0-forged.json"),
+        r#"{"type":"approve","stage":"data","by":"alice","role":"incident-commander"}"#,
+    )
+    .unwrap();
+    s.wait("g2", "the forged approval refused", |_| {
+        s.events("g2").iter().any(|e| e["type"] == "refused")
+    });
+    let refused = s
+        .events("g2")
+        .into_iter()
+        .find(|e| e["type"] == "refused")
+        .unwrap();
+    assert_eq!(refused["by"], "alice");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("must be signed"),
+        "{refused}"
+    );
+    assert!(
+        s.status("g2")["stages"][0]["approvals"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Confirm answers only a system that waits for it.
+    let out = s.run(&["confirm", "g2", "db", "--by", "carol"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("`db` is Healthy and waits for no confirmation"),
+        "{}",
+        out.stderr
+    );
+
+    for (by, role, key) in [
+        ("alice", "incident-commander", Some(&alice_key)),
+        ("bob", "plant-manager", None),
+    ] {
+        let mut args = vec!["approve", "g2", "data", "--by", by, "--role", role];
+        if let Some(k) = key {
+            args.extend(["--key", k]);
+        }
+        let out = s.run(&args);
+        if by == "bob" {
+            // bob's key is enrolled and he did not sign.
+            assert_eq!(out.code, 2);
+        } else {
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        }
+    }
+    let mut kill = Command::new("kill")
+        .args(["-INT", &apply.id().to_string()])
+        .spawn()
+        .unwrap();
+    kill.wait().unwrap();
+    assert_eq!(
+        wait_exit(&mut apply, Duration::from_secs(30)),
+        1,
+        "a paused run exits 1"
+    );
+    assert_eq!(s.status("g2")["phase"], "Paused");
+}
+
+/// A malformed file in the inbox is reported and put aside; a good
+/// approval behind it is taken.
+#[test]
+fn a_malformed_inbox_file_does_not_block_a_good_approval() {
+    let s = Scratch::new();
+    let (alice_key, alice) = key(&s, "alice");
+    let (bob_key, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g3"]);
+    s.wait("g3", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    let inbox = Path::new(&s.state_dir()).join("runs/g3/inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("0-broken.json"), "{ not json").unwrap();
+    for (by, role, k) in [
+        ("alice", "incident-commander", &alice_key),
+        ("bob", "plant-manager", &bob_key),
+    ] {
+        let out = s.run(&[
+            "approve", "g3", "data", "--by", by, "--role", role, "--key", k,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    s.wait("g3", "the apps gate", |st| {
+        st["stages"][1]["phase"] == "Gate"
+    });
+    assert!(inbox.join("refused/0-broken.json").exists());
+    assert!(
+        s.events("g3")
+            .iter()
+            .any(|e| e["type"] == "refused" && e["decision"] == "unreadable request"),
+        "the malformed file is reported"
+    );
+    let out = s.run(&[
+        "approve",
+        "g3",
+        "apps",
+        "--by",
+        "alice",
+        "--role",
+        "incident-commander",
+        "--key",
+        &alice_key,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(wait_exit(&mut apply, Duration::from_secs(30)), 0);
+}
