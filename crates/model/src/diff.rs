@@ -29,6 +29,9 @@ pub struct PlanDiff {
     pub dependencies_added: Vec<Edge>,
     pub dependencies_removed: Vec<Edge>,
     pub gate_changes: Vec<GateChange>,
+    /// Who may decide: members and keys added to or removed from roles,
+    /// roles declared or dropped. Each changes who can restart the plant.
+    pub people_changes: Vec<String>,
     pub layer_changes: Vec<LayerChange>,
     /// Systems whose actions, checks or settings changed, with what changed.
     pub systems_changed: Vec<Changed>,
@@ -94,6 +97,7 @@ impl PlanDiff {
             && self.dependencies_added.is_empty()
             && self.dependencies_removed.is_empty()
             && self.gate_changes.is_empty()
+            && self.people_changes.is_empty()
             && self.layer_changes.is_empty()
             && self.systems_changed.is_empty()
             && self.base_duration == self.new_duration
@@ -150,6 +154,7 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
         dependencies_added: Vec::new(),
         dependencies_removed: Vec::new(),
         gate_changes: Vec::new(),
+        people_changes: people_changes(base, new),
         layer_changes: Vec::new(),
         systems_changed: Vec::new(),
         base_duration: base.estimated_duration,
@@ -269,6 +274,60 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
     d
 }
 
+/// Who may decide, before and after: each member's key per role.
+fn people_changes(base: &Plan, new: &Plan) -> Vec<String> {
+    let of = |plan: &Plan| -> BTreeMap<(String, String), Option<String>> {
+        plan.roles
+            .iter()
+            .flatten()
+            .flat_map(|r| {
+                r.members.iter().map(|m| {
+                    (
+                        (r.name.clone(), m.name.clone()),
+                        m.key.as_deref().map(fingerprint),
+                    )
+                })
+            })
+            .collect()
+    };
+    let (old, now) = (of(base), of(new));
+    let mut out = Vec::new();
+    match (&base.roles, &new.roles) {
+        (None, Some(_)) => out.push("roles declared: decisions are now taken from members only, and signed where keys are enrolled".to_owned()),
+        (Some(_), None) => out.push("roles removed: anyone may now decide under any name, unsigned".to_owned()),
+        _ => {}
+    }
+    for ((role, name), key) in &now {
+        match old.get(&(role.clone(), name.clone())) {
+            None => out.push(format!(
+                "**{name} may now decide as `{role}`**{}",
+                key.as_deref()
+                    .map(|k| format!(" (key {k})"))
+                    .unwrap_or_default()
+            )),
+            Some(before) if before != key => out.push(format!(
+                "**{name}'s key as `{role}` changed**: {} → {}",
+                before.as_deref().unwrap_or("none"),
+                key.as_deref().unwrap_or("none")
+            )),
+            Some(_) => {}
+        }
+    }
+    for (role, name) in old.keys() {
+        if !now.contains_key(&(role.clone(), name.clone())) {
+            out.push(format!("**{name} may no longer decide as `{role}`**"));
+        }
+    }
+    out
+}
+
+/// A key as a reviewer compares it: its SHA-256 fingerprint.
+fn fingerprint(key: &str) -> String {
+    ssh_key::PublicKey::from_openssh(key)
+        .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+        .unwrap_or_else(|_| key.to_owned())
+}
+
 fn list_or(items: &[String], none: &str) -> String {
     if items.is_empty() {
         none.to_owned()
@@ -371,6 +430,7 @@ impl PlanDiff {
                 .map(|g| format!("`{}` {}: {} → {}", g.stage, g.field, g.before, g.after))
                 .collect(),
         );
+        section("Who may decide", self.people_changes.clone());
         section(
             "Order changes inside a stage",
             self.layer_changes

@@ -22,19 +22,47 @@ pub fn json(plan: &Plan) -> String {
     out
 }
 
-fn gate_summary(stage: &PlannedStage) -> String {
+fn gate_summary(plan: &Plan, stage: &PlannedStage) -> String {
     let mut parts = Vec::new();
     if let Some(soak) = stage.gate.soak {
         parts.push(format!("soak {soak}"));
     }
     if !stage.gate.approvals.is_empty() {
-        parts.push(format!("approval by {}", stage.gate.approvals.join(", ")));
+        let roles: Vec<String> = stage
+            .gate
+            .approvals
+            .iter()
+            .map(|r| match who_may(plan, r) {
+                Some(people) => format!("{r} ({people})"),
+                None => r.clone(),
+            })
+            .collect();
+        parts.push(format!("approval by {}", roles.join(", ")));
     }
     if parts.is_empty() {
         parts.push("all healthy".to_owned());
     }
     parts.push(format!("on failure {}", stage.gate.on_failure));
     parts.join(" · ")
+}
+
+/// Who may decide for `role`, as a reviewer reads it: each member, and
+/// whether they sign with a key. `None` without `spec.roles`.
+fn who_may(plan: &Plan, role: &str) -> Option<String> {
+    let r = plan.roles.as_ref()?.iter().find(|r| r.name == role)?;
+    Some(
+        r.members
+            .iter()
+            .map(|m| {
+                if m.key.is_some() {
+                    format!("{}, signs", m.name)
+                } else {
+                    format!("{}, unsigned", m.name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 fn systems_and_sites(plan: &Plan) -> String {
@@ -104,7 +132,7 @@ pub fn text(plan: &Plan) -> String {
         if let Some(d) = &stage.description {
             let _ = writeln!(o, "  {d}");
         }
-        let _ = writeln!(o, "  gate: {}", gate_summary(stage));
+        let _ = writeln!(o, "  gate: {}", gate_summary(plan, stage));
         let id_width = stage.systems.iter().map(|s| s.id.len()).max().unwrap_or(0);
         let site_width = stage
             .systems
@@ -192,7 +220,7 @@ pub fn markdown(plan: &Plan) -> String {
             s.max_parallel.map_or("all".to_owned(), |m| m.to_string()),
             s.estimated_start,
             s.estimated_duration,
-            cell(&gate_summary(s))
+            cell(&gate_summary(plan, s))
         );
     }
     let _ = writeln!(o);
@@ -363,7 +391,7 @@ pub fn dot(plan: &Plan) -> String {
             "    label=\"{}. {} ({})\";",
             k + 1,
             stage.name,
-            gate_summary(stage)
+            gate_summary(plan, stage)
         );
         for sys in &stage.systems {
             let style = if sys.critical {

@@ -64,3 +64,48 @@ fn layer_changes_and_removals() {
     let removed = diff(&plan(&new), &plan(BASE));
     assert_eq!(removed.dependencies_added.len(), 2);
 }
+
+/// Adding a member, changing a key and declaring roles change who can
+/// restart the plant: the diff calls each out.
+#[test]
+fn who_may_decide_is_called_out() {
+    let key = |n: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../../tests/keys/{n}.pub",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .trim()
+        .to_owned()
+    };
+    let with = |members: &str| {
+        BASE.replace(
+            "  sites: [ { id: dc } ]\n",
+            &format!("  roles:\n    - {{ name: incident-commander, members: [ {members} ] }}\n  sites: [ {{ id: dc }} ]\n"),
+        )
+    };
+    let alice = format!("{{ name: alice, key: \"{}\" }}", key("alice"));
+    let before = with(&alice);
+    let after = with(&format!(
+        "{{ name: alice, key: \"{}\" }}, {{ name: mallory }}",
+        key("bob")
+    ));
+    let d = diff(&plan(&before), &plan(&after));
+    let md = d.markdown();
+    assert!(md.contains("### Who may decide"), "{md}");
+    assert!(
+        md.contains("**mallory may now decide as `incident-commander`**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**alice's key as `incident-commander` changed**: SHA256:"),
+        "{md}"
+    );
+    let d = diff(&plan(BASE), &plan(&before));
+    assert!(d.markdown().contains("roles declared"), "{}", d.markdown());
+    let d = diff(&plan(&before), &plan(&with("{ name: carol }")));
+    assert!(
+        d.markdown()
+            .contains("**alice may no longer decide as `incident-commander`**")
+    );
+}
