@@ -69,6 +69,36 @@ fn lab_installed() -> bool {
         .all(|p| on_path(p))
 }
 
+/// The signed-decision tests sign with OpenSSH's own `ssh-keygen -Y sign`
+/// (interoperability is the point): Debian's openssh-client, installed
+/// when missing.
+fn ensure_ssh_keygen() -> Result<(), String> {
+    let present = || {
+        Command::new("sh")
+            .args(["-c", "command -v ssh-keygen"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    let args = [
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "openssh-client",
+    ];
+    run("apt-get", &args)
+        .or_else(|_| run("apt-get", &["update", "-q"]).and_then(|()| run("apt-get", &args)))
+        .map_err(|e| format!("{e}; the tests need ssh-keygen (apt-get install openssh-client)"))?;
+    if present() {
+        Ok(())
+    } else {
+        Err("openssh-client was installed but ssh-keygen is not on PATH".to_owned())
+    }
+}
+
 /// Installs the lab's packages when missing, without letting them start
 /// system-wide services of their own (policy-rc.d says no to every start).
 fn ensure_lab() -> Result<(), String> {
@@ -183,6 +213,7 @@ fn man() -> Result<(), String> {
 /// them all; tests that need a cluster stay ignored and are counted so.
 fn test() -> Result<(), String> {
     ensure_lab()?;
+    ensure_ssh_keygen()?;
     let mut total = Counts::default();
     let workspace = cargo_test(
         &["test", "--workspace", "--locked", "--no-fail-fast"],

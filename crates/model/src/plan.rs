@@ -285,7 +285,16 @@ impl Plan {
             critical_path,
             env,
             inherit_env: defaults.inherit_env,
-            roles,
+            // Where a role was written is the file's, not the plan's.
+            roles: roles.map(|roles| {
+                roles
+                    .into_iter()
+                    .map(|r| crate::playbook::Role {
+                        src: Default::default(),
+                        ..r
+                    })
+                    .collect()
+            }),
             stages,
         }
     }

@@ -141,3 +141,43 @@ fn the_checked_in_schema_is_current_and_accepts_every_example() {
     check(&schema, &schema, &typo, "", &mut problems);
     assert_eq!(problems, [".spec.defualts: not allowed"]);
 }
+
+/// The playbook reference names every field the schema has: a field added
+/// to the types without a line in `docs/playbook.md` fails here.
+#[test]
+fn the_playbook_reference_names_every_field() {
+    fn fields(node: &Value, out: &mut std::collections::BTreeSet<String>) {
+        match node {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get("properties") {
+                    out.extend(props.keys().cloned());
+                }
+                for v in map.values() {
+                    fields(v, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| fields(v, out)),
+            _ => {}
+        }
+    }
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schema/playbook.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let docs = std::fs::read_to_string(root().join("docs/playbook.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    fields(&schema, &mut names);
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !docs.contains(&format!("`{n}`"))
+                && !docs.contains(&format!(".{n}`"))
+                && !docs.contains(&format!("`{n}."))
+                && !docs.contains(&format!("{n}:"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/playbook.md does not name: {missing:?}"
+    );
+}

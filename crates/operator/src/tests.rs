@@ -1271,3 +1271,103 @@ async fn a_leader_stops_when_it_cannot_confirm_its_lease() {
         .expect("the Lease cannot be read: stop within the window");
     assert!(started.elapsed() >= within);
 }
+
+/// The operator takes the same decisions as the CLI: with roles and keys
+/// enrolled, an unsigned approval in the spec is refused (journaled, and an
+/// Event says why), a signed one is taken, and its signature verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
+    use blackstart_engine::decision::{self, Decision, Kind};
+    use std::os::unix::fs::PermissionsExt;
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/keys");
+    let alice_pub = std::fs::read_to_string(keys.join("alice.pub")).unwrap();
+    let (yaml, deployments) =
+        crate::fixtures::plant_playbook("{ approvals: [incident-commander] }", false);
+    let yaml = yaml.replace(
+        "  sites:\n",
+        &format!(
+            "  roles:\n    - {{ name: incident-commander, members: [ {{ name: alice, key: \"{}\" }} ] }}\n  sites:\n",
+            alice_pub.trim()
+        ),
+    );
+    let fake = FakeApi::default();
+    fake.create("playbooks", crate::fixtures::playbook(&yaml));
+    for d in deployments {
+        fake.create("deployments", d);
+    }
+    fake.create(
+        "restartruns",
+        crate::fixtures::restart_run("run-1", "plant"),
+    );
+    let ctx = fake.context();
+    at_the_gate(&fake, &ctx).await;
+
+    // Unsigned, from a member whose key is enrolled: refused, with an Event.
+    fake.patch_spec(
+        "run-1",
+        json!({"approvals": [{"stage": "data", "by": "alice", "role": "incident-commander"}]}),
+    );
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        journal(r)
+            .iter()
+            .any(|rec| matches!(rec.event, Event::Refused { .. }))
+    })
+    .await;
+    event_published(&fake, "DecisionRefused").await;
+    assert_eq!(stage_phase(&run, "data"), "Gate");
+
+    // Signed with ssh-keygen over the decision's text, as `approve --k8s
+    // --key` does.
+    let (plan, state) =
+        crate::steer::plan_and_state(ctx.client.clone(), crate::fixtures::NS, "run-1")
+            .await
+            .expect("the run");
+    let d = Decision {
+        role: Some("incident-commander".into()),
+        ..Decision::new(Kind::Approve, "data", "alice")
+    };
+    let wait = state
+        .stage("data")
+        .and_then(|s| s.gate_since)
+        .expect("the gate waits");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice");
+    std::fs::copy(keys.join("alice"), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = dir.path().join("decision");
+    std::fs::write(
+        &text,
+        decision::message("run-1", &plan.playbook_hash, &d, wait),
+    )
+    .unwrap();
+    let signed = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "blackstart", "-f"])
+        .arg(&key)
+        .arg(&text)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let signature = std::fs::read_to_string(dir.path().join("decision.sig")).unwrap();
+    fake.patch_spec(
+        "run-1",
+        json!({"approvals": [
+            {"stage": "data", "by": "alice", "role": "incident-commander"},
+            {"stage": "data", "by": "alice", "role": "incident-commander", "wait": wait, "signature": signature},
+        ]}),
+    );
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    let records = journal(&run);
+    let approved = records.iter().find_map(|r| match &r.event {
+        Event::Approved { proof, .. } => Some(proof.clone()),
+        _ => None,
+    });
+    assert!(approved.is_some_and(|p| p.key.is_some_and(|k| k.starts_with("SHA256:"))));
+    for r in &records {
+        decision::recheck(&plan, "run-1", false, &r.event).expect("every decision verifies again");
+    }
+    healthy_means_running(&fake, &run);
+}
