@@ -494,3 +494,46 @@ fn a_malformed_inbox_file_does_not_block_a_good_approval() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(wait_exit(&mut apply, Duration::from_secs(30)), 0);
 }
+
+/// `status` says what a waiting gate needs and who may give it; and, once
+/// the driving process is killed, that nobody drives the run and how to
+/// carry on.
+#[test]
+fn status_says_what_a_gate_needs_and_when_nobody_drives_the_run() {
+    let s = Scratch::new();
+    let (_, alice) = key(&s, "alice");
+    let (_, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g4"]);
+    s.wait("g4", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    let out = s.run(&["status", "g4"]);
+    assert!(
+        out.stdout.contains("waits for approval as incident-commander by alice (signs), carol: `blackstart approve g4 data --by NAME --role incident-commander`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("waits for approval as plant-manager by bob (signs), alice (signs)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("no process drives it"),
+        "{}",
+        out.stdout
+    );
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    let out = s.run(&["status", "g4"]);
+    assert!(
+        out.stdout
+            .contains("but no process drives it: it was interrupted")
+            && out.stdout.contains("`blackstart resume g4`"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(s.status("g4")["interrupted"], true);
+}

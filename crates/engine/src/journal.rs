@@ -439,6 +439,21 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Whether a process drives the run now (holds its journal's lock), read
+/// without getting in its way: a shared lock taken and let go at once.
+/// `None` when the journal cannot be opened.
+pub fn driven(run: &RunDir) -> Option<bool> {
+    let file = File::open(run.journal()).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Some(false)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 /// The error for a run another process holds, naming it if it can.
 fn locked(run: &RunDir) -> JournalError {
     let holder = std::fs::read_to_string(run.holder_path()).unwrap_or_default();

@@ -10,9 +10,12 @@ use blackstart_engine::{Event, JournalError, RunDir, SystemPhase};
 use super::*;
 use crate::{CliError, exit};
 
-/// `status RUN`: where the run stands, read without taking its lock.
+/// `status RUN`: where the run stands, read without taking its lock; what
+/// each waiting gate and system needs, and who may give it; and whether a
+/// run that should be moving has a process driving it at all.
 pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
-    let scan = journal::read_scan(&run_dir(state_dir, run)?)?;
+    let dir = run_dir(state_dir, run)?;
+    let scan = journal::read_scan(&dir)?;
     if let Some(rest) = &scan.rest {
         note(&format!(
             "the journal goes on past its valid chain (line {}: {}); this is the state up to event {}",
@@ -23,8 +26,17 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
     }
     let records = scan.records;
     let state = folded(&records)?;
+    let plan = journal_plan(&records)?;
+    let orphaned = !state.phase.is_final()
+        && state.phase != blackstart_engine::RunPhase::Paused
+        && journal::driven(&dir) == Some(false);
     if json {
-        let mut text = serde_json::to_string_pretty(&state).expect("state always serializes");
+        let mut value = serde_json::to_value(&state).expect("state always serializes");
+        if orphaned {
+            // No process drives a run that should be moving.
+            value["interrupted"] = serde_json::Value::Bool(true);
+        }
+        let mut text = serde_json::to_string_pretty(&value).expect("JSON always serializes");
         text.push('\n');
         crate::write_output(None, &text)?;
         return Ok(exit::SUCCESS);
@@ -46,6 +58,12 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
+    if orphaned {
+        let _ = writeln!(
+            out,
+            "  but no process drives it: it was interrupted (killed, or its machine went down); `blackstart resume {run}` carries on"
+        );
+    }
     for stage in &state.stages {
         let approvals: Vec<String> = stage
             .approvals
@@ -67,6 +85,13 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
             format!("  approved by {}", approvals.join(", "))
         };
         let _ = writeln!(out, "stage {}: {:?}{approved}", stage.name, stage.phase);
+        if stage.phase == blackstart_engine::StagePhase::Gate
+            && let Some(planned) = plan.stages.iter().find(|p| p.name == stage.name)
+        {
+            for line in gate_needs(&plan, planned, stage, &records, run) {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
         for sys in state.systems.iter().filter(|s| s.stage == stage.name) {
             let reason = sys
                 .reason
@@ -74,10 +99,81 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default();
             let _ = writeln!(out, "  {:<28} {:?}{reason}", sys.id, sys.phase);
+            if sys.waiting_for.is_some() {
+                let _ = writeln!(
+                    out,
+                    "  {:<28} waits for `blackstart confirm {run} {} --by NAME`",
+                    "", sys.id
+                );
+            }
         }
     }
     crate::write_output(None, &out)?;
     Ok(exit::SUCCESS)
+}
+
+/// What a waiting gate still needs: the soak left, and each role not yet
+/// approved with who may fill it and the command that does.
+fn gate_needs(
+    plan: &blackstart_model::Plan,
+    planned: &blackstart_model::PlannedStage,
+    stage: &blackstart_engine::state::StageState,
+    records: &[Record],
+    run: &str,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let (Some(soak), Some(since)) = (planned.gate.soak, stage.gate_since) {
+        let began = records
+            .iter()
+            .find(|r| r.seq == since)
+            .and_then(|r| humantime::parse_rfc3339(&r.at).ok());
+        if let Some(began) = began {
+            let elapsed = began.elapsed().unwrap_or_default();
+            let left = soak.to_std().saturating_sub(elapsed);
+            if left.is_zero() {
+                lines.push(format!("soak of {soak}: done"));
+            } else {
+                lines.push(format!(
+                    "soak of {soak}: {} left",
+                    humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
+                ));
+            }
+        }
+    }
+    for role in &planned.gate.approvals {
+        if stage
+            .approvals
+            .iter()
+            .any(|a| a.role.as_deref() == Some(role))
+        {
+            continue;
+        }
+        let who = plan
+            .roles
+            .as_ref()
+            .and_then(|roles| roles.iter().find(|r| &r.name == role))
+            .map(|r| {
+                let names: Vec<String> = r
+                    .members
+                    .iter()
+                    .filter(|m| !stage.approvals.iter().any(|a| a.by == m.name))
+                    .map(|m| {
+                        if m.key.is_some() {
+                            format!("{} (signs)", m.name)
+                        } else {
+                            m.name.clone()
+                        }
+                    })
+                    .collect();
+                format!(" by {}", names.join(", "))
+            })
+            .unwrap_or_default();
+        lines.push(format!(
+            "waits for approval as {role}{who}: `blackstart approve {run} {} --by NAME --role {role}`",
+            stage.name
+        ));
+    }
+    lines
 }
 
 /// `audit RUN [--verify [--head H]]`: the timeline for the post-incident
