@@ -537,3 +537,89 @@ fn status_says_what_a_gate_needs_and_when_nobody_drives_the_run() {
     );
     assert_eq!(s.status("g4")["interrupted"], true);
 }
+
+/// A commander steers a run another terminal drives: `pause` holds it,
+/// `rollback --dry-run` shows what would stop and changes nothing, and
+/// `rollback` reaches the driving process, which rolls back and names who
+/// asked; `resume` of the ended run says it has ended.
+#[test]
+fn pause_and_rollback_from_another_terminal() {
+    let s = Scratch::new();
+    let (_, alice) = key(&s, "alice");
+    let (_, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g5"]);
+    s.wait("g5", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    refused(
+        &s,
+        &["pause", "g5", "--by", "mallory"],
+        "mallory is a member of no role",
+    );
+    let out = s.run(&["pause", "g5", "--by", "alice", "--reason", "EDR alert"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        wait_exit(&mut apply, Duration::from_secs(30)),
+        1,
+        "a paused run exits 1"
+    );
+    let status = s.status("g5");
+    assert_eq!(status["phase"], "Paused");
+    assert_eq!(status["reason"], "paused by alice: EDR alert");
+    refused(
+        &s,
+        &["pause", "g5", "--by", "alice"],
+        "no process drives run g5 (Paused)",
+    );
+
+    let preview = s.run(&["rollback", "g5", "--by", "alice", "--dry-run"]);
+    assert_eq!(preview.code, 0, "{}", preview.stderr);
+    assert!(
+        preview
+            .stdout
+            .contains("would stop, in this order (nothing was changed):\n   1. db  ("),
+        "{}",
+        preview.stdout
+    );
+    assert_eq!(
+        s.status("g5")["phase"],
+        "Paused",
+        "a dry run changes nothing"
+    );
+
+    let mut resumed = s.spawn(&["resume", "g5"]);
+    s.wait("g5", "the resumed run", |st| st["phase"] == "Running");
+    let out = s.run(&["rollback", "g5", "--by", "alice"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("rollback by alice (unsigned) handed to run g5"),
+        "{}",
+        out.stderr
+    );
+    wait_exit(&mut resumed, Duration::from_secs(30));
+    let status = s.status("g5");
+    assert_eq!(status["phase"], "RolledBack", "{status}");
+    assert_eq!(status["rollback"]["by"], "alice");
+    assert_eq!(s.log(), ["start db", "stop db"]);
+    let events = s.events("g5");
+    assert!(
+        !events.iter().any(|e| e["type"] == "run"
+            && e["phase"] == "Paused"
+            && e["reason"] != "paused by alice: EDR alert"),
+        "the rollback's pause is not journaled as a pause: {events:#?}"
+    );
+    let again = s.run(&["resume", "g5"]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("run g5 has ended (RolledBack"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("there is nothing to resume"),
+        "{}",
+        again.stderr
+    );
+}

@@ -134,15 +134,33 @@ enum Command {
     },
     /// Stop everything a paused, failed or finished run started, dependents first.
     #[command(
-        after_help = "Examples:\n  blackstart rollback ir-2025-09 --by alice\n\nThe rollback is journaled, with what it will stop, before the first stop; a rollback cut\nshort (a crash, Ctrl-C) is finished by running it again, or by `resume`, and no system is\nstopped twice. A run rolled back already is left as it is.\nExits 0 when every stop action succeeded, 1 otherwise, 3 when the playbook no longer\nmatches the journal."
+        after_help = "Examples:\n  blackstart rollback ir-2025-09 --by alice --dry-run   # what it would stop, in order\n  blackstart rollback ir-2025-09 --by alice\n\nThe rollback is journaled, with what it will stop, before the first stop; a rollback cut\nshort (a crash, Ctrl-C) is finished by running it again, or by `resume`, and no system is\nstopped twice. A run rolled back already is left as it is.\nExits 0 when every stop action succeeded, 1 otherwise, 3 when the playbook no longer\nmatches the journal."
     )]
     Rollback {
         run: String,
         /// Who asks for the rollback; recorded in the journal.
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
+        /// Print what would be stopped, in order, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         trust: TrustArgs,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Pause a run another process drives, from any terminal.
+    #[command(
+        after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\"\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause."
+    )]
+    Pause {
+        run: String,
+        /// Who asks; recorded in the journal.
+        #[arg(long)]
+        by: String,
+        /// Why; recorded in the journal.
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         state: StateDir,
     },
@@ -608,12 +626,25 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Resume { run, trust, state } => {
             runs::resume(&state.state_dir, &run, &trust.into())
         }
+        Command::Pause {
+            run,
+            by,
+            reason,
+            state,
+        } => runs::pause(&state.state_dir, &run, &by, reason),
         Command::Rollback {
             run,
             by,
+            dry_run,
             trust,
             state,
-        } => runs::rollback(&state.state_dir, &run, &trust.into(), by.as_deref()),
+        } => runs::rollback(
+            &state.state_dir,
+            &run,
+            &trust.into(),
+            by.as_deref(),
+            dry_run,
+        ),
         Command::Retry {
             run,
             system,

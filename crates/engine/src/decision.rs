@@ -66,6 +66,9 @@ pub enum Kind {
     Deny,
     Confirm,
     Retry,
+    /// Of the whole run, from any terminal: no wait to answer.
+    Pause,
+    Rollback,
 }
 
 impl Kind {
@@ -75,6 +78,8 @@ impl Kind {
             Kind::Deny => "deny",
             Kind::Confirm => "confirm",
             Kind::Retry => "retry",
+            Kind::Pause => "pause",
+            Kind::Rollback => "rollback",
         }
     }
 
@@ -83,6 +88,7 @@ impl Kind {
         match self {
             Kind::Approve | Kind::Deny => "stage",
             Kind::Confirm | Kind::Retry => "system",
+            Kind::Pause | Kind::Rollback => "run",
         }
     }
 }
@@ -159,7 +165,33 @@ pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, S
     match d.kind {
         Kind::Approve | Kind::Deny => gate_pending(plan, state, d),
         Kind::Confirm | Kind::Retry => system_pending(plan, state, d),
+        Kind::Pause | Kind::Rollback => run_pending(plan, state, d),
     }
+}
+
+/// Pause and rollback of the whole run: with `spec.roles`, from a member
+/// of any role. They answer no wait, and are not signed in this release.
+fn run_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
+    if let Some(roles) = roles_of(plan)
+        && !roles.iter().any(|r| r.member(&d.by).is_some())
+    {
+        return Err(format!(
+            "{} is a member of no role of the playbook; only members may {} run {}",
+            d.by,
+            d.kind.as_str(),
+            state.run
+        ));
+    }
+    if d.proof.signed() {
+        return Err(format!(
+            "a {} is not signed in this release; leave out the signature",
+            d.kind.as_str()
+        ));
+    }
+    Ok(Pending {
+        role: None,
+        wait: 0,
+    })
 }
 
 fn gate_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
@@ -450,6 +482,14 @@ pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String
             system: subject,
             by,
             proof,
+        },
+        Kind::Pause => Event::PauseRequested {
+            by,
+            reason: d.reason.clone(),
+        },
+        Kind::Rollback => Event::RollbackRequested {
+            by,
+            reason: d.reason.clone(),
         },
     })
 }

@@ -218,6 +218,21 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Proof::is_empty")]
         proof: Proof,
     },
+    /// A person asked, from any terminal, for the run to pause.
+    #[serde(rename_all = "camelCase")]
+    PauseRequested {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A person asked, from any terminal, for the whole run to be rolled
+    /// back by the process that drives it.
+    #[serde(rename_all = "camelCase")]
+    RollbackRequested {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A decision that reached the run and was not taken, with why: the
     /// audit shows who tried what.
     #[serde(rename_all = "camelCase")]
@@ -359,6 +374,12 @@ impl Event {
                 by,
                 reason,
             } => format!("{decision} of {subject} by {by} refused: {reason}"),
+            Event::PauseRequested { by, reason } => {
+                format!("pause asked by {by}{}", why(reason))
+            }
+            Event::RollbackRequested { by, reason } => {
+                format!("rollback asked by {by}{}", why(reason))
+            }
             Event::TornWriteDiscarded { bytes } => {
                 format!("{bytes} bytes of an unfinished write discarded after a crash")
             }

@@ -51,6 +51,18 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Proof::is_empty")]
         proof: Proof,
     },
+    /// Pause the run: no new starts; steps under way finish.
+    Pause {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Roll the whole run back, from the process that drives it.
+    Rollback {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl Request {
@@ -81,6 +93,18 @@ impl Request {
                 (Kind::Confirm, system, by, None, None, proof)
             }
             Request::Retry { system, by, proof } => (Kind::Retry, system, by, None, None, proof),
+            Request::Pause { by, reason } => {
+                return Decision {
+                    reason: reason.clone(),
+                    ..Decision::new(Kind::Pause, "", by)
+                };
+            }
+            Request::Rollback { by, reason } => {
+                return Decision {
+                    reason: reason.clone(),
+                    ..Decision::new(Kind::Rollback, "", by)
+                };
+            }
         };
         Decision {
             kind,

@@ -314,7 +314,9 @@ impl RunState {
                     reason: reason.clone(),
                 });
             }
-            Event::Refused { .. } => {}
+            Event::Refused { .. }
+            | Event::PauseRequested { .. }
+            | Event::RollbackRequested { .. } => {}
             Event::Confirmed { system, by, .. } => {
                 let s = self.system_mut(seq, system)?;
                 s.confirmed_by = Some(by.clone());
@@ -410,6 +412,30 @@ impl RunState {
                 what: "stage",
                 id: name.to_owned(),
             }),
+        }
+    }
+
+    /// What a rollback of the whole run stops, in order: the rest of a
+    /// rollback that began; else every system whose start began and that is
+    /// not rolled back, later stages first and, inside each, dependents
+    /// first. `rollback` runs it and `rollback --dry-run` prints it.
+    pub fn rollback_order(&self, plan: &blackstart_model::Plan) -> Vec<String> {
+        let stoppable = |id: &&String| {
+            self.system(id)
+                .is_some_and(|s| s.started && s.phase != SystemPhase::RolledBack)
+        };
+        match &self.rollback {
+            Some(r) if self.phase == RunPhase::RollingBack => {
+                r.systems.iter().filter(stoppable).cloned().collect()
+            }
+            _ => plan
+                .stages
+                .iter()
+                .rev()
+                .flat_map(|st| st.rollback_order.iter())
+                .filter(stoppable)
+                .cloned()
+                .collect(),
         }
     }
 

@@ -123,6 +123,8 @@ fn request(d: Decision) -> Request {
             by,
             proof,
         },
+        Kind::Pause => Request::Pause { by, reason },
+        Kind::Rollback => Request::Rollback { by, reason },
     }
 }
 
@@ -175,6 +177,7 @@ fn handed(d: &Request, run: &str) -> String {
         | Request::Deny { proof, .. }
         | Request::Confirm { proof, .. }
         | Request::Retry { proof, .. } => signed(proof),
+        Request::Pause { .. } | Request::Rollback { .. } => "unsigned",
     };
     let what = match d {
         Request::Approve {
@@ -188,6 +191,8 @@ fn handed(d: &Request, run: &str) -> String {
         Request::Deny { stage, by, .. } => format!("denial of `{stage}` by {by}"),
         Request::Confirm { system, by, .. } => format!("confirmation of `{system}` by {by}"),
         Request::Retry { system, by, .. } => format!("retry of `{system}` by {by}"),
+        Request::Pause { by, .. } => format!("pause by {by}"),
+        Request::Rollback { by, .. } => format!("rollback by {by}"),
     };
     format!(
         "{what} ({signed}) handed to run {run}; the running apply or the next resume records it"
@@ -198,7 +203,39 @@ fn signed(proof: &Proof) -> &'static str {
     if proof.signed() { "signed" } else { "unsigned" }
 }
 
-/// `approve`, `deny`, `confirm`, `retry` of a run in the state directory.
+/// Whether a process drives the run now.
+pub fn driven(state_dir: &Path, run: &str) -> Result<bool, CliError> {
+    Ok(journal::driven(&run_dir(state_dir, run)?) == Some(true))
+}
+
+/// `pause RUN --by NAME`: handed to the process that drives the run.
+pub fn pause(
+    state_dir: &Path,
+    run: &str,
+    by: &str,
+    reason: Option<String>,
+) -> Result<u8, CliError> {
+    if !driven(state_dir, run)? {
+        let state = folded(&journal::read(&run_dir(state_dir, run)?)?)?;
+        return Err(CliError::Usage(format!(
+            "no process drives run {run} ({:?}); there is nothing to pause{}",
+            state.phase,
+            if state.phase.is_final() {
+                String::new()
+            } else {
+                format!(": it stays as it is until `blackstart resume {run}`")
+            }
+        )));
+    }
+    let d = Decision {
+        reason,
+        ..Decision::new(Kind::Pause, "", by)
+    };
+    decide(state_dir, run, d, &Signing::default())
+}
+
+/// `approve`, `deny`, `confirm`, `retry` of a run in the state directory;
+/// and `pause` or `rollback` handed to the process that drives it.
 pub fn decide(state_dir: &Path, run: &str, d: Decision, signing: &Signing) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     let records = journal::read(&dir)?;

@@ -15,7 +15,7 @@ mod progress;
 mod report;
 mod start;
 
-pub use decide::{Prepared, Signing, decide, prepare};
+pub use decide::{Prepared, Signing, decide, pause, prepare};
 pub use report::{audit, status};
 pub use start::{Trust, apply, drill, resume, rollback};
 

@@ -208,6 +208,8 @@ fn notable(event: &Event) -> bool {
         | Event::Approved { .. }
         | Event::Denied { .. }
         | Event::Refused { .. }
+        | Event::PauseRequested { .. }
+        | Event::RollbackRequested { .. }
         | Event::Confirmed { .. }
         | Event::RetryRequested { .. }
         | Event::RollbackBegun { .. }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackstart_engine::journal::Record;
+use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::{StepContext, kubernetes::Cluster};
 use blackstart_engine::{
@@ -275,6 +275,29 @@ fn secrets_of(records: &[Record]) -> Result<Secrets, CliError> {
 /// `resume RUN`: carries on a paused or interrupted run.
 pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
+    // An ended run has nothing to resume: said so, without taking it over.
+    let ended = folded(&journal::read(&dir)?)?;
+    if ended.phase.is_final() {
+        note(&format!(
+            "run {run} has ended ({:?}{}); there is nothing to resume{}",
+            ended.phase,
+            ended
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default(),
+            if ended.phase == RunPhase::Succeeded {
+                ""
+            } else {
+                "; a new run (`blackstart apply`) starts the restart again"
+            }
+        ));
+        return Ok(if ended.phase == RunPhase::Succeeded {
+            exit::SUCCESS
+        } else {
+            exit::FAILED
+        });
+    }
     let (journal, records) = open_checked(&dir, trust)?;
     let secrets = secrets_of(&records)?;
     note(&format!("resuming run {run} from event {}", records.len()));
@@ -295,8 +318,51 @@ pub fn rollback(
     run: &str,
     trust: &Trust,
     by: Option<&str>,
+    dry_run: bool,
 ) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
+    if !dry_run && super::decide::driven(state_dir, run)? {
+        // Another process drives the run: it rolls back, as asked.
+        let Some(by) = by else {
+            return Err(CliError::Usage(format!(
+                "run {run} is driven by another process; say who asks with --by NAME, and it rolls back"
+            )));
+        };
+        let d = blackstart_engine::decision::Decision::new(
+            blackstart_engine::decision::Kind::Rollback,
+            "",
+            by,
+        );
+        return super::decide(state_dir, run, d, &super::Signing::default());
+    }
+    if dry_run {
+        // What it would stop, in order; nothing is locked or changed.
+        let records = journal::read(&dir)?;
+        let state = folded(&records)?;
+        let plan = journal_plan(&records)?;
+        let order = state.rollback_order(&plan);
+        let mut out = String::new();
+        if order.is_empty() {
+            out.push_str(&format!("run {run}: a rollback would stop nothing\n"));
+        } else {
+            out.push_str(&format!(
+                "run {run}: a rollback would stop, in this order (nothing was changed):\n"
+            ));
+            for (k, id) in order.iter().enumerate() {
+                let how = plan
+                    .systems()
+                    .find(|(_, s)| &s.id == id)
+                    .map(|(_, s)| match &s.stop {
+                        Some(a) => a.summary(),
+                        None => "no stop action: left as it is".to_owned(),
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!("{:>4}. {id}  ({how})\n", k + 1));
+            }
+        }
+        crate::write_output(None, &out)?;
+        return Ok(exit::SUCCESS);
+    }
     let (journal, records) = open_checked(&dir, trust)?;
     let state = folded(&records)?;
     if state.nothing_to_roll_back() {
@@ -384,9 +450,30 @@ fn drive(
         // Subscribed before the run begins, so no record is missed.
         let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
         let steward = steward.then(|| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir))));
-        let signals = tokio::spawn(on_signals(engine.clone(), pause));
+        let pause = Arc::new(pause);
+        let signals = tokio::spawn(on_signals(engine.clone(), Arc::clone(&pause)));
+        let asked_rollback = Arc::new(std::sync::Mutex::new(None));
+        let asked = tokio::spawn(asked_from_afar(
+            engine.clone(),
+            engine.subscribe(),
+            Arc::clone(&pause),
+            Arc::clone(&asked_rollback),
+        ));
         let ended = match &mode {
-            Mode::Run => engine.run().await,
+            Mode::Run => match engine.run().await {
+                // `rollback` from another terminal: the pause made way for it.
+                Ok(RunPhase::Paused) => {
+                    let asked = asked_rollback.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    match asked {
+                        Some((by, reason)) => {
+                            let reason: String = reason.unwrap_or_else(|| format!("rolled back as {by} asked"));
+                            engine.rollback(&reason, Some(&by)).await
+                        }
+                        None => Ok(RunPhase::Paused),
+                    }
+                }
+                other => other,
+            },
             Mode::Rollback(by) => {
                 let reason = match by {
                     Some(by) => format!("rolled back as {by} asked"),
@@ -401,6 +488,7 @@ fn drive(
             other => other?,
         };
         signals.abort();
+        asked.abort();
         if let Some(s) = steward {
             s.abort();
         }
@@ -437,7 +525,7 @@ fn drive(
 /// way finish), the second kills the steps under way, journals them as
 /// interrupted and exits 130, so nothing is left running that the journal
 /// does not know ended.
-async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Sender<bool>) {
+async fn on_signals(engine: Engine<FileJournal>, pause: Arc<tokio::sync::watch::Sender<bool>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -464,6 +552,51 @@ async fn on_signals(engine: Engine<FileJournal>, pause: tokio::sync::watch::Send
         engine.with_state(|s| s.run.clone())
     ));
     std::process::exit(i32::from(exit::INTERRUPTED));
+}
+
+/// Pause and rollback asked from another terminal (journaled by the engine
+/// as it takes them from the inbox): the same graceful pause as Ctrl-C,
+/// named after who asked; for a rollback, the pause makes way for it and
+/// is not journaled as a pause of its own.
+async fn asked_from_afar(
+    engine: Engine<FileJournal>,
+    mut records: tokio::sync::broadcast::Receiver<Arc<Record>>,
+    pause: Arc<tokio::sync::watch::Sender<bool>>,
+    rollback: Arc<std::sync::Mutex<Option<(String, Option<String>)>>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let record = match records.recv().await {
+            Ok(r) => r,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        match &record.event {
+            Event::PauseRequested { by, reason } => {
+                engine.pause_because(&format!(
+                    "paused by {by}{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ));
+                note(&format!(
+                    "{by} asked for a pause: no new starts; steps under way finish"
+                ));
+                pause.send_replace(true);
+            }
+            Event::RollbackRequested { by, reason } => {
+                *rollback.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((by.clone(), reason.clone()));
+                engine.rollback_comes_next();
+                note(&format!(
+                    "{by} asked for a rollback: no new starts; then what the run started is stopped"
+                ));
+                pause.send_replace(true);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Approves every gate and confirms every manual step, so that a drill

@@ -65,6 +65,12 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         } => {
             tracing::warn!(run, seq, decision = %decision, subject = %subject, by = %by, reason = %reason, "decision refused");
         }
+        Event::PauseRequested { by, reason } => {
+            tracing::info!(run, seq, by = %by, reason = reason.as_deref(), "pause requested")
+        }
+        Event::RollbackRequested { by, reason } => {
+            tracing::warn!(run, seq, by = %by, reason = reason.as_deref(), "rollback requested")
+        }
         Event::Confirmed { system, by, .. } => {
             tracing::info!(run, seq, system = %system, by = %by, "confirmed")
         }

@@ -291,15 +291,7 @@ impl<S: RunStore + 'static> Engine<S> {
             _ if done => return Ok(RunPhase::RolledBack),
             RunPhase::RollingBack => {}
             _ => {
-                // Later stages first, and inside each its rollback order.
-                let systems = self.inner.started_of(
-                    self.inner
-                        .plan
-                        .stages
-                        .iter()
-                        .rev()
-                        .flat_map(|st| st.rollback_order.iter()),
-                );
+                let systems = self.inner.lock().rollback_order(&self.inner.plan);
                 self.inner.emit(Event::RollbackBegun {
                     stage: None,
                     systems,
