@@ -88,7 +88,7 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
         if stage.phase == blackstart_engine::StagePhase::Gate
             && let Some(planned) = plan.stages.iter().find(|p| p.name == stage.name)
         {
-            for line in gate_needs(&plan, planned, stage, &records, run) {
+            for line in gate_needs(plan, planned, stage, &records, run) {
                 let _ = writeln!(out, "  {line}");
             }
         }

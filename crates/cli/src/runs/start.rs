@@ -340,7 +340,7 @@ pub fn rollback(
         let records = journal::read(&dir)?;
         let state = folded(&records)?;
         let plan = journal_plan(&records)?;
-        let order = state.rollback_order(&plan);
+        let order = state.rollback_order(plan);
         let mut out = String::new();
         if order.is_empty() {
             out.push_str(&format!("run {run}: a rollback would stop nothing\n"));
@@ -452,7 +452,7 @@ fn drive(
         let steward = steward.then(|| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir))));
         let pause = Arc::new(pause);
         let signals = tokio::spawn(on_signals(engine.clone(), Arc::clone(&pause)));
-        let asked_rollback = Arc::new(std::sync::Mutex::new(None));
+        let asked_rollback: AskedRollback = Arc::new(std::sync::Mutex::new(None));
         let asked = tokio::spawn(asked_from_afar(
             engine.clone(),
             engine.subscribe(),
@@ -554,6 +554,9 @@ async fn on_signals(engine: Engine<FileJournal>, pause: Arc<tokio::sync::watch::
     std::process::exit(i32::from(exit::INTERRUPTED));
 }
 
+/// A rollback asked from another terminal: who, and why.
+type AskedRollback = Arc<std::sync::Mutex<Option<(String, Option<String>)>>>;
+
 /// Pause and rollback asked from another terminal (journaled by the engine
 /// as it takes them from the inbox): the same graceful pause as Ctrl-C,
 /// named after who asked; for a rollback, the pause makes way for it and
@@ -562,7 +565,7 @@ async fn asked_from_afar(
     engine: Engine<FileJournal>,
     mut records: tokio::sync::broadcast::Receiver<Arc<Record>>,
     pause: Arc<tokio::sync::watch::Sender<bool>>,
-    rollback: Arc<std::sync::Mutex<Option<(String, Option<String>)>>>,
+    rollback: AskedRollback,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
