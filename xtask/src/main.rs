@@ -382,6 +382,7 @@ fn bench() -> Result<(), String> {
     bench("blackstart-model", "plan", &["--noplot"])?;
     bench("blackstart-model", "plan_memory", &[])?;
     bench("blackstart-engine", "journal", &[])?;
+    bench("blackstart-engine", "decision", &[])?;
     bench_vs_ninja()?;
     bench_drill()?;
     bench_status()?;
