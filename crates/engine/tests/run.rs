@@ -637,3 +637,27 @@ async fn a_person_s_time_on_a_manual_step_is_not_counted_and_a_pause_holds_it() 
         SystemPhase::Healthy
     );
 }
+
+/// A gate whose approvals do not come within `approvalTimeout` fails, and
+/// its `onTimeout` applies (here: roll the stage back), naming the roles
+/// still missing; with approvals in time it would have passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_whose_approvals_time_out_applies_on_timeout() {
+    let yaml = playbook(
+        &[system("db", "data", &[], false)],
+        "    - { name: data, select: { tiers: [data] }, gate: { approvals: [incident-commander], approvalTimeout: 400ms, onTimeout: rollback } }\n",
+    );
+    let (lab, engine) = lab(&yaml);
+    let begin = std::time::Instant::now();
+    assert_eq!(engine.run().await.unwrap(), RunPhase::RolledBack);
+    assert!(begin.elapsed() >= Duration::from_millis(400));
+    let state = lab.state();
+    assert_eq!(state.system("db").unwrap().phase, SystemPhase::RolledBack);
+    let reason = state.reason.unwrap_or_default();
+    assert!(
+        reason.contains(
+            "no approval within its approvalTimeout of 400ms (still missing: incident-commander)"
+        ),
+        "{reason}"
+    );
+}

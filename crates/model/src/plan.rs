@@ -83,6 +83,15 @@ pub struct PlannedGate {
     pub soak: Option<Duration>,
     pub approvals: Vec<String>,
     pub on_failure: OnFailure,
+    #[serde(
+        with = "duration::as_secs::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub approval_timeout: Option<Duration>,
+    /// What a timed-out gate does (pause unless said otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnFailure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +277,11 @@ impl Plan {
                         soak: stage.gate.soak,
                         approvals,
                         on_failure: stage.gate.on_failure,
+                        approval_timeout: stage.gate.approval_timeout,
+                        on_timeout: stage
+                            .gate
+                            .approval_timeout
+                            .map(|_| stage.gate.on_timeout.unwrap_or(OnFailure::Pause)),
                     },
                     layers: systems.iter().map(|s| s.layer + 1).max().unwrap_or(0),
                     estimated_start: stage_start,

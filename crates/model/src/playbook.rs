@@ -663,6 +663,14 @@ pub struct Gate {
     pub approvals: Vec<String>,
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// How long the approvals may take, counted from when the gate starts
+    /// waiting (time no process drove the run does not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout: Option<Duration>,
+    /// What a gate whose approvals did not come in time does: `pause` (the
+    /// default), `rollback` or `abort`, as `onFailure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnFailure>,
 }
 
 /// What a failed stage does. `pause` is the default: in an incident, nothing

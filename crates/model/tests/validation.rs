@@ -439,3 +439,24 @@ fn without_roles_manual_steps_may_name_any_role() {
     ));
     assert_eq!(report(&yaml), "valid\n");
 }
+
+#[test]
+fn on_timeout_needs_an_approval_timeout() {
+    let yaml = pb(&format!(
+        "{SITES}  systems:
+    - {{ id: db, site: hq, tier: data, start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: data, select: {{ tiers: [data] }}, gate: {{ approvals: [ic], onTimeout: rollback }} }}
+"
+    ));
+    let report = report(&yaml);
+    assert!(
+        report.contains("error: onTimeout needs approvalTimeout"),
+        "{report}"
+    );
+    let ok = yaml.replace(
+        "onTimeout: rollback",
+        "approvalTimeout: 2h, onTimeout: rollback",
+    );
+    assert_eq!(self::report(&ok), "valid\n");
+}

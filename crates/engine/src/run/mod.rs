@@ -81,6 +81,8 @@ enum Starts {
     AllHealthy,
     Paused,
     Failed(String),
+    /// The gate's approvals did not come within `approvalTimeout`.
+    TimedOut(String),
 }
 
 /// How one system's task ended.
@@ -139,6 +141,10 @@ struct Inner<S> {
     rollback_next: AtomicBool,
     /// Why the coming pause happens, when not a person's plain pause.
     pause_reason: Mutex<Option<String>>,
+    /// For a gate that was waiting when the run resumed: how long it had
+    /// waited while a process drove the run (counted against its
+    /// `approvalTimeout`; the time nobody drove the run is not).
+    gate_spent: HashMap<String, Duration>,
     /// The run began under journal format 1, which recorded no attempts:
     /// a system it left `Starting` may have run its start.
     format_1: bool,
@@ -165,6 +171,7 @@ impl<S: RunStore + 'static> Engine<S> {
         poll: Duration,
     ) -> Result<Engine<S>, EngineError> {
         let state = RunState::fold(records.iter().map(|r| (r.seq, &r.event)))?;
+        let spent = gate_spent(&state, records);
         let plan = match records.first().map(|r| &r.event) {
             Some(Event::RunStarted { plan, .. }) => (**plan).clone(),
             _ => return Err(FoldError::Empty.into()),
@@ -184,6 +191,7 @@ impl<S: RunStore + 'static> Engine<S> {
                 interrupted: AtomicBool::new(false),
                 rollback_next: AtomicBool::new(false),
                 pause_reason: Mutex::new(None),
+                gate_spent: spent,
                 format_1: records.first().is_some_and(|r| r.v == 1),
             }),
         })
@@ -331,7 +339,9 @@ impl<S: RunStore + 'static> Engine<S> {
                 match self.start_stage(stage).await? {
                     Starts::AllHealthy => {}
                     Starts::Paused => return inner.commander_pause("paused by the commander"),
-                    Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
+                    Starts::Failed(reason) | Starts::TimedOut(reason) => {
+                        return inner.stage_failed(stage, &reason).await;
+                    }
                 }
                 inner.stage_event(&stage.name, StagePhase::Gate, None)?;
             }
@@ -341,6 +351,10 @@ impl<S: RunStore + 'static> Engine<S> {
                     return inner.commander_pause("paused at the gate by the commander");
                 }
                 Starts::Failed(reason) => return inner.stage_failed(stage, &reason).await,
+                Starts::TimedOut(reason) => {
+                    let policy = stage.gate.on_timeout.unwrap_or(OnFailure::Pause);
+                    return inner.stage_failed_as(stage, &reason, policy).await;
+                }
             }
             inner.stage_event(&stage.name, StagePhase::Succeeded, None)?;
         }
@@ -445,6 +459,30 @@ impl<S: RunStore + 'static> Engine<S> {
             }
         })
     }
+}
+
+/// How long each gate the journal shows waiting had waited, from its Gate
+/// record to the last record before this process took the run over.
+fn gate_spent(state: &RunState, records: &[Record]) -> HashMap<String, Duration> {
+    let at = |seq: u64| {
+        records
+            .iter()
+            .find(|r| r.seq == seq)
+            .and_then(|r| humantime::parse_rfc3339(&r.at).ok())
+    };
+    let last = records
+        .last()
+        .and_then(|r| humantime::parse_rfc3339(&r.at).ok());
+    state
+        .stages
+        .iter()
+        .filter(|st| st.phase == StagePhase::Gate)
+        .filter_map(|st| {
+            let began = at(st.gate_since?)?;
+            let spent = last?.duration_since(began).ok()?;
+            Some((st.name.clone(), spent))
+        })
+        .collect()
 }
 
 impl<S: RunStore + 'static> Inner<S> {
@@ -650,6 +688,21 @@ impl<S: RunStore + 'static> Inner<S> {
         let name = stage.name.clone();
         let denied = self.wait_until(move |s| s.stage(&name).is_some_and(|st| st.denied.is_some()));
         tokio::pin!(denied);
+        let timeout = stage.gate.approval_timeout.map(|t| {
+            let spent = self
+                .gate_spent
+                .get(&stage.name)
+                .copied()
+                .unwrap_or_default();
+            t.to_std().saturating_sub(spent)
+        });
+        let timed_out = async move {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timed_out);
         let mut pause = self.pause.clone();
         let (mut soaked, mut approved_all) = (watches.is_empty(), false);
         loop {
@@ -673,6 +726,23 @@ impl<S: RunStore + 'static> Inner<S> {
                     }
                 },
                 () = &mut approvals, if !approved_all => approved_all = true,
+                () = &mut timed_out, if !approved_all => {
+                    watches.abort_all();
+                    let st = self.lock().stage(&stage.name).cloned();
+                    let missing: Vec<&String> = stage
+                        .gate
+                        .approvals
+                        .iter()
+                        .filter(|r| {
+                            !st.as_ref().is_some_and(|st| st.approvals.iter().any(|a| a.role.as_deref() == Some(r.as_str())))
+                        })
+                        .collect();
+                    let timeout = stage.gate.approval_timeout.map(|t| t.to_string()).unwrap_or_default();
+                    return Ok(Starts::TimedOut(format!(
+                        "no approval within its approvalTimeout of {timeout} (still missing: {})",
+                        missing.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
                 () = &mut denied => {
                     watches.abort_all();
                     let denial = self.lock().stage(&stage.name).and_then(|st| st.denied.clone());
@@ -722,8 +792,20 @@ impl<S: RunStore + 'static> Inner<S> {
         stage: &PlannedStage,
         reason: &str,
     ) -> Result<RunPhase, EngineError> {
+        self.stage_failed_as(stage, reason, stage.gate.on_failure)
+            .await
+    }
+
+    /// A failed stage, with `policy` (its `onFailure`, or its `onTimeout`
+    /// when its approvals timed out) applied.
+    async fn stage_failed_as(
+        self: &Arc<Self>,
+        stage: &PlannedStage,
+        reason: &str,
+        policy: OnFailure,
+    ) -> Result<RunPhase, EngineError> {
         let reason = format!("stage `{}` failed: {reason}", stage.name);
-        match stage.gate.on_failure {
+        match policy {
             OnFailure::Rollback => {
                 let systems = self.started_of(stage.rollback_order.iter());
                 self.emit(Event::RollbackBegun {

@@ -276,13 +276,25 @@ impl Decode for GateWithSrc {
         let on_failure = f
             .get("onFailure")
             .and_then(|n| named(n, "onFailure", &OnFailure::NAMES, OnFailure::from_name, cx));
+        let approval_timeout: Option<Duration> = f.opt("approvalTimeout", cx);
+        let on_timeout_node = f.get("onTimeout");
+        let on_timeout = on_timeout_node
+            .and_then(|n| named(n, "onTimeout", &OnFailure::NAMES, OnFailure::from_name, cx));
         f.finish(cx);
+        if let (Some(n), None) = (on_timeout_node, approval_timeout) {
+            cx.error(
+                n.pos,
+                "onTimeout needs approvalTimeout: without a timeout nothing times out",
+            );
+        }
         let (approvals, approval_pos) = split(approvals.unwrap_or_default());
         Some(GateWithSrc {
             gate: Gate {
                 soak,
                 approvals,
                 on_failure: on_failure.unwrap_or_default(),
+                approval_timeout,
+                on_timeout,
             },
             approvals: approval_pos,
         })
