@@ -85,6 +85,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     drivers: Mutex<HashMap<String, Driver>>,
+    /// Turned true by [`Context::abandon`]: appends waiting on the API
+    /// server end, so the drivers' tasks can be dropped at once.
+    abandoned: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Context {
@@ -117,6 +120,7 @@ impl Context {
             metrics,
             settings,
             drivers: Mutex::new(HashMap::new()),
+            abandoned: watch::channel(false).0,
         }
     }
 
@@ -134,9 +138,18 @@ impl Context {
     /// Stops every driver at once, without waiting: for an operator that
     /// lost its lease, whose work another replica resumes.
     pub fn abandon(&self) {
+        self.abandoned.send_replace(true);
         for (_, d) in self.drivers().drain() {
             d.task.abort();
         }
+    }
+}
+
+/// A context that goes (the operator ends) lets its drivers go at once,
+/// and ends the appends they wait on, rather than holding the runtime.
+impl Drop for Context {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
@@ -208,7 +221,8 @@ async fn apply(
         })?;
     let generation = Arc::new(AtomicI64::new(run.metadata.generation.unwrap_or(0)));
     let (heralds, herald_rx) = mpsc::channel(HERALD_BUFFER);
-    let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?;
+    let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?
+        .abandoned_with(ctx.abandoned.subscribe());
     let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
     let playbook_name = if new_run {
         match plan_for(&run, ctx).await {

@@ -60,6 +60,10 @@ pub enum StoreError {
     Fold { run: String, reason: String },
     #[error("the status store needs tokio's multi-threaded runtime")]
     Runtime,
+    #[error(
+        "RestartRun {run}: the operator gave its runs up (a lost Lease, a shutdown); the next leader resumes it"
+    )]
+    Abandoned { run: String },
 }
 
 /// The RunStore of one RestartRun.
@@ -73,6 +77,10 @@ pub struct StatusStore {
     /// Held from a record's making to its landing: appends come from many
     /// tasks at once, and each record must follow the one before.
     writer: tokio::sync::Mutex<()>,
+    /// Set when the operator gives its runs up (a lost Lease, a shutdown):
+    /// an append still waiting for the API server ends then, so that the
+    /// thread it blocks is freed and the run's task can be dropped.
+    abandoned: Option<tokio::sync::watch::Receiver<bool>>,
     inner: Mutex<Inner>,
 }
 
@@ -124,6 +132,7 @@ impl StatusStore {
             generation,
             heralds,
             writer: tokio::sync::Mutex::new(()),
+            abandoned: None,
             inner: Mutex::new(Inner {
                 records,
                 state,
@@ -139,6 +148,14 @@ impl StatusStore {
 
     pub fn records(&self) -> Vec<Record> {
         self.lock().records.clone()
+    }
+
+    /// The same store, whose waiting appends end when `abandoned` turns true.
+    pub fn abandoned_with(self, abandoned: tokio::sync::watch::Receiver<bool>) -> StatusStore {
+        StatusStore {
+            abandoned: Some(abandoned),
+            ..self
+        }
     }
 
     /// Appends from async code: the same as [`RunStore::append`], without
@@ -393,7 +410,22 @@ impl RunStore for StatusStore {
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return Err(StoreError::Runtime);
         }
-        tokio::task::block_in_place(|| handle.block_on(self.append_async(event)))
+        let mut abandoned = self.abandoned.clone();
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                tokio::select! {
+                    r = self.append_async(event) => r,
+                    () = async {
+                        match abandoned.as_mut() {
+                            Some(a) => {
+                                let _ = a.wait_for(|a| *a).await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => Err(StoreError::Abandoned { run: self.name.clone() }),
+                }
+            })
+        })
     }
 
     fn load(&self) -> Result<Vec<Record>, StoreError> {
