@@ -230,6 +230,7 @@ fn manual_approvals_make_a_drill_wait_for_people() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut approved = Vec::new();
+    let mut confirmed: Vec<String> = Vec::new();
     loop {
         assert!(
             std::time::Instant::now() < deadline,
@@ -244,6 +245,20 @@ fn manual_approvals_make_a_drill_wait_for_people() {
             std::thread::sleep(std::time::Duration::from_millis(50));
             continue;
         };
+        // Manual steps wait for a person, as in a real run.
+        for sys in s["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["waitingFor"] == "manual-step")
+        {
+            let id = sys["id"].as_str().unwrap().to_owned();
+            if !confirmed.contains(&id) {
+                let out = blackstart(&["confirm", "m1", &id, "--by", "carol", "--state-dir", dir]);
+                assert_eq!(out.code, 0, "{}", out.stderr);
+                confirmed.push(id);
+            }
+        }
         for stage in s["stages"]
             .as_array()
             .unwrap()
@@ -287,5 +302,10 @@ fn manual_approvals_make_a_drill_wait_for_people() {
     assert!(
         !by.is_empty() && by.iter().all(|b| ["carol", "dora", "cian"].contains(b)),
         "only people approved: {by:?}"
+    );
+    assert_eq!(
+        confirmed.len(),
+        3,
+        "each manual step waited for a person: {confirmed:?}"
     );
 }

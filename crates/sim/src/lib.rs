@@ -113,6 +113,7 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
     };
     let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
+    let mut shared_start = false;
     let Some(sim) = shared.systems.get_mut(id) else {
         return reply(StatusCode::NOT_FOUND, "no such system\n");
     };
@@ -127,6 +128,19 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
             sim.started = None;
             reply(StatusCode::OK, "stopped\n")
         }
+        // A manual step's system: the person who confirmed it started it,
+        // so its first probe finds it started.
+        (&Method::GET, "health-after-manual") => {
+            if sim.started.is_none() {
+                sim.started = Some(now);
+                shared_start = true;
+            }
+            if sim.healthy(now) {
+                reply(StatusCode::OK, "healthy\n")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            }
+        }
         (&Method::GET, "health") if sim.healthy(now) => reply(StatusCode::OK, "healthy\n"),
         (&Method::GET, "health") if sim.started.is_none() => {
             reply(StatusCode::SERVICE_UNAVAILABLE, "not started\n")
@@ -134,6 +148,9 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
         (&Method::GET, "health") => reply(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         _ => reply(StatusCode::METHOD_NOT_ALLOWED, "no such action\n"),
     };
+    if shared_start {
+        shared.counts.starts += 1;
+    }
     match what {
         "start" => shared.counts.starts += 1,
         "stop" => shared.counts.stops += 1,
@@ -228,9 +245,11 @@ fn plan_duration(d: Duration) -> PlanDuration {
 }
 
 /// The plan as the drill runs it: every action and check aimed at the
-/// plant, every wait divided by `speed`. Manual steps become plant starts
-/// too (a drill confirms them itself), and integrity checks are dropped:
-/// there is nothing real to verify.
+/// plant, every wait divided by `speed`. Manual steps stay manual: the run
+/// waits for their confirmation as a real one does (from the drill's
+/// stand-in, or from people with `--manual-approvals`), and the plant counts
+/// the system started once confirmed. Integrity checks are dropped: there is
+/// nothing real to verify.
 pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
     let mut plan = plan.clone();
     let http = |id: &str, what: &str, method| Http {
@@ -248,9 +267,19 @@ pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
         }
         for sys in &mut stage.systems {
             sys.verify.clear();
-            sys.start = Action::Http(http(&sys.id, "start", HttpMethod::Post));
-            sys.stop = Some(Action::Http(http(&sys.id, "stop", HttpMethod::Post)));
-            sys.health = vec![Check::Http(http(&sys.id, "health", HttpMethod::Get))];
+            let manual_start = matches!(sys.start, Action::Manual(_));
+            if !manual_start {
+                sys.start = Action::Http(http(&sys.id, "start", HttpMethod::Post));
+            }
+            if !matches!(sys.stop, Some(Action::Manual(_))) {
+                sys.stop = Some(Action::Http(http(&sys.id, "stop", HttpMethod::Post)));
+            }
+            let health = if manual_start {
+                "health-after-manual"
+            } else {
+                "health"
+            };
+            sys.health = vec![Check::Http(http(&sys.id, health, HttpMethod::Get))];
             let ready = scaled(sys.expected_duration, speed, Duration::ZERO);
             // Probe often enough to notice readiness promptly, and give the
             // start at least a few seconds or four times its expected time.
