@@ -623,3 +623,99 @@ fn pause_and_rollback_from_another_terminal() {
         again.stderr
     );
 }
+
+/// A key that may be compromised is revoked mid-run by a member of a role
+/// its owner is not in; the owner's signed decisions are refused from then
+/// on, and the audit still verifies.
+#[test]
+fn a_revoked_key_decides_nothing_more() {
+    let s = Scratch::new();
+    let (alice_key, alice) = key(&s, "alice");
+    let (bob_key, bob) = key(&s, "bob");
+    let fingerprint = |name: &str| {
+        let out = Command::new("ssh-keygen")
+            .args(["-l", "-f"])
+            .arg(root().join(format!("tests/keys/{name}.pub")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let file = playbook(&s, &alice, &bob);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g6"]);
+    s.wait("g6", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    // bob shares every role of alice's with her: he may not revoke her key.
+    refused(
+        &s,
+        &[
+            "revoke",
+            "g6",
+            "--key",
+            &fingerprint("alice"),
+            "--by",
+            "bob",
+            "--sign-with",
+            &bob_key,
+        ],
+        "bob may not revoke alice's key",
+    );
+    let out = s.run(&[
+        "revoke",
+        "g6",
+        "--key",
+        &fingerprint("bob"),
+        "--by",
+        "carol",
+        "--reason",
+        "laptop stolen",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    s.wait("g6", "the revocation", |_| {
+        s.events("g6").iter().any(|e| e["type"] == "keyRevoked")
+    });
+    refused(
+        &s,
+        &[
+            "approve",
+            "g6",
+            "data",
+            "--by",
+            "bob",
+            "--role",
+            "plant-manager",
+            "--key",
+            &bob_key,
+        ],
+        "was revoked in this run",
+    );
+    let ok = s.run(&[
+        "approve",
+        "g6",
+        "data",
+        "--by",
+        "alice",
+        "--role",
+        "plant-manager",
+        "--key",
+        &alice_key,
+    ]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let audit = s.run(&["audit", "g6"]);
+    assert!(
+        audit.stdout.contains(&format!(
+            "key {} revoked by carol as incident-commander, unsigned (laptop stolen)",
+            fingerprint("bob")
+        )),
+        "{}",
+        audit.stdout
+    );
+    let verify = s.run(&["audit", "g6", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+}

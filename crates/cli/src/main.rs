@@ -149,6 +149,33 @@ enum Command {
         #[command(flatten)]
         state: StateDir,
     },
+    /// Revoke a member's key for this run: its decisions are refused from then on.
+    #[command(
+        after_help = "Examples:\n  blackstart revoke ir-2025-09 --key SHA256:T4KOyv… --by carol --reason \"alice's laptop stolen\" --sign-with ~/.ssh/id_ecdsa\n\nFor a key that may be compromised (a stolen laptop during a cyber incident). Taken from a\nmember of a role the key's owner is not in, signed like any decision (the signature binds\nthe journal's head); journaled, and every later decision signed with that key is refused.\nLike approve, it reaches the process that drives the run, or the next resume."
+    )]
+    Revoke {
+        run: String,
+        /// The key's fingerprint, as `audit` and `plan` show it: SHA256:…
+        #[arg(long, value_name = "SHA256")]
+        key: String,
+        /// Who revokes; recorded in the journal.
+        #[arg(long)]
+        by: String,
+        /// Why; recorded in the journal.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Sign with this key (as --key does for approve).
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["signature", "message"])]
+        sign_with: Option<PathBuf>,
+        /// A signature of --message's text made elsewhere.
+        #[arg(long, value_name = "FILE", conflicts_with = "message")]
+        signature: Option<PathBuf>,
+        /// Print the exact text to sign, and do nothing else.
+        #[arg(long)]
+        message: bool,
+        #[command(flatten)]
+        state: StateDir,
+    },
     /// Pause a run another process drives, from any terminal.
     #[command(
         after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\"\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause."
@@ -632,6 +659,29 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             reason,
             state,
         } => runs::pause(&state.state_dir, &run, &by, reason),
+        Command::Revoke {
+            run,
+            key,
+            by,
+            reason,
+            sign_with,
+            signature,
+            message,
+            state,
+        } => runs::decide(
+            &state.state_dir,
+            &run,
+            Decision {
+                reason,
+                ..Decision::new(Kind::Revoke, key.trim(), &by)
+            },
+            &runs::Signing {
+                key: sign_with,
+                signature,
+                message,
+                note: None,
+            },
+        ),
         Command::Rollback {
             run,
             by,

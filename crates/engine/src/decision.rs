@@ -69,6 +69,8 @@ pub enum Kind {
     /// Of the whole run, from any terminal: no wait to answer.
     Pause,
     Rollback,
+    /// A key is no longer taken: its subject is the key's fingerprint.
+    Revoke,
 }
 
 impl Kind {
@@ -80,6 +82,7 @@ impl Kind {
             Kind::Retry => "retry",
             Kind::Pause => "pause",
             Kind::Rollback => "rollback",
+            Kind::Revoke => "revoke",
         }
     }
 
@@ -89,6 +92,7 @@ impl Kind {
             Kind::Approve | Kind::Deny => "stage",
             Kind::Confirm | Kind::Retry => "system",
             Kind::Pause | Kind::Rollback => "run",
+            Kind::Revoke => "key",
         }
     }
 }
@@ -166,7 +170,49 @@ pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, S
         Kind::Approve | Kind::Deny => gate_pending(plan, state, d),
         Kind::Confirm | Kind::Retry => system_pending(plan, state, d),
         Kind::Pause | Kind::Rollback => run_pending(plan, state, d),
+        Kind::Revoke => revoke_pending(plan, state, d),
     }
+}
+
+/// A key is revoked by a member of a role its owner is not in (so a
+/// compromised laptop cannot keep its own key alive), signed like any
+/// decision; the signature binds the journal's head, as the decision
+/// answers no wait.
+fn revoke_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
+    let Some(roles) = roles_of(plan) else {
+        return Err("the playbook enrols no keys; there is nothing to revoke".to_owned());
+    };
+    let fingerprint = &d.subject;
+    if state.revoked.iter().any(|k| k == fingerprint) {
+        return Err(format!("the key {fingerprint} is revoked already"));
+    }
+    let owner = roles
+        .iter()
+        .flat_map(|r| r.members.iter())
+        .find(|m| {
+            m.key
+                .as_deref()
+                .and_then(|k| PublicKey::from_openssh(k).ok())
+                .is_some_and(|k| k.fingerprint(HashAlg::Sha256).to_string() == *fingerprint)
+        })
+        .map(|m| m.name.clone())
+        .ok_or_else(|| {
+            format!("no member's key in the playbook has the fingerprint {fingerprint}")
+        })?;
+    let in_role = |r: &Role, name: &str| r.member(name).is_some();
+    let role = roles
+        .iter()
+        .find(|r| in_role(r, &d.by) && !in_role(r, &owner))
+        .ok_or_else(|| {
+            format!(
+                "{} may not revoke {owner}'s key: only a member of a role {owner} is not in may",
+                d.by
+            )
+        })?;
+    Ok(Pending {
+        role: Some(role.name.clone()),
+        wait: state.head,
+    })
 }
 
 /// Pause and rollback of the whole run: with `spec.roles`, from a member
@@ -382,6 +428,7 @@ pub fn verify(
     d: &Decision,
     role: Option<&str>,
     wait: u64,
+    revoked: &[String],
 ) -> Result<Option<String>, String> {
     let key = key_of(plan, role, &d.by)?;
     let signature = d.proof.signature.as_deref();
@@ -410,6 +457,12 @@ pub fn verify(
         ));
     }
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    if revoked.contains(&fingerprint) {
+        return Err(format!(
+            "the key {fingerprint} of {} was revoked in this run; it decides nothing more",
+            d.by
+        ));
+    }
     if sig.public_key() != key.key_data() {
         return Err(format!(
             "the signature was made with another key than {}'s ({fingerprint})",
@@ -450,7 +503,14 @@ pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String
     let key = if state.drill && !d.proof.signed() {
         None
     } else {
-        verify(plan, &state.run, d, p.role.as_deref(), p.wait)?
+        verify(
+            plan,
+            &state.run,
+            d,
+            p.role.as_deref(),
+            p.wait,
+            &state.revoked,
+        )?
     };
     let proof = Proof {
         wait: Some(p.wait),
@@ -491,12 +551,25 @@ pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String
             by,
             reason: d.reason.clone(),
         },
+        Kind::Revoke => Event::KeyRevoked {
+            key: subject,
+            by,
+            role: p.role,
+            reason: d.reason.clone(),
+            proof,
+        },
     })
 }
 
 /// For `audit --verify`: whether a journaled decision's signature still
 /// verifies against the plan's roles, and whether one was owed.
-pub fn recheck(plan: &Plan, run: &str, drill: bool, event: &Event) -> Result<(), String> {
+pub fn recheck(
+    plan: &Plan,
+    run: &str,
+    drill: bool,
+    revoked: &[String],
+    event: &Event,
+) -> Result<(), String> {
     let (kind, subject, by, role, reason, proof) = match event {
         Event::Approved {
             stage,
@@ -553,7 +626,7 @@ pub fn recheck(plan: &Plan, run: &str, drill: bool, event: &Event) -> Result<(),
     };
     let mut last = Ok(None);
     for r in roles {
-        last = verify(plan, run, &d, r, wait);
+        last = verify(plan, run, &d, r, wait, revoked);
         if last.is_ok() {
             break;
         }

@@ -233,6 +233,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A member's key decides nothing more in this run (a compromised
+    /// laptop): revoked by a member of a role its owner is not in.
+    #[serde(rename_all = "camelCase")]
+    KeyRevoked {
+        /// `SHA256:…`
+        key: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
     /// A decision that reached the run and was not taken, with why: the
     /// audit shows who tried what.
     #[serde(rename_all = "camelCase")]
@@ -374,6 +388,20 @@ impl Event {
                 by,
                 reason,
             } => format!("{decision} of {subject} by {by} refused: {reason}"),
+            Event::KeyRevoked {
+                key,
+                by,
+                role,
+                reason,
+                proof,
+            } => format!(
+                "key {key} revoked by {by}{}{}{}",
+                role.as_deref()
+                    .map(|r| format!(" as {r}"))
+                    .unwrap_or_default(),
+                signed(proof),
+                why(reason)
+            ),
             Event::PauseRequested { by, reason } => {
                 format!("pause asked by {by}{}", why(reason))
             }

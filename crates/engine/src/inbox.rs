@@ -63,6 +63,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A key decides nothing more in this run.
+    Revoke {
+        key: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
 }
 
 impl Request {
@@ -105,6 +114,12 @@ impl Request {
                     ..Decision::new(Kind::Rollback, "", by)
                 };
             }
+            Request::Revoke {
+                key,
+                by,
+                reason,
+                proof,
+            } => (Kind::Revoke, key, by, None, reason.clone(), proof),
         };
         Decision {
             kind,

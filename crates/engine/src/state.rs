@@ -146,6 +146,13 @@ pub struct RunState {
     /// The rollback that began, if one did; it stays after it finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackState>,
+    /// Keys revoked in this run (`SHA256:…`): they decide nothing more.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
+    /// The sequence number of the last event folded: what a decision that
+    /// answers no wait (a revocation) binds.
+    #[serde(skip)]
+    pub head: u64,
     /// Where the journal was repaired: records set aside, with the file
     /// they went to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -232,6 +239,8 @@ impl RunState {
                 })
                 .collect(),
             rollback: None,
+            revoked: Vec::new(),
+            head: seq,
             set_aside: Vec::new(),
             index: Index::default(),
         };
@@ -257,6 +266,7 @@ impl RunState {
 
     /// Applies one more event, as the engine does after each append.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), FoldError> {
+        self.head = self.head.max(seq);
         match event {
             Event::RunStarted { .. } => return Err(FoldError::NotStarted { seq }),
             Event::Run { phase, reason } => {
@@ -314,6 +324,7 @@ impl RunState {
                     reason: reason.clone(),
                 });
             }
+            Event::KeyRevoked { key, .. } => self.revoked.push(key.clone()),
             Event::Refused { .. }
             | Event::PauseRequested { .. }
             | Event::RollbackRequested { .. } => {}

@@ -702,6 +702,7 @@ pub fn describe(event: &Event) -> Option<(EventType, String, String, String)> {
         ),
         Event::Approved { stage, .. } => (Normal, "Approved".to_owned(), subject("Approve", stage)),
         Event::Denied { stage, .. } => (Warning, "Denied".to_owned(), subject("Deny", stage)),
+        Event::KeyRevoked { key, .. } => (Warning, "KeyRevoked".to_owned(), subject("Revoke", key)),
         Event::Refused {
             decision,
             subject: what,

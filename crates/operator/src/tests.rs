@@ -1367,7 +1367,8 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
     });
     assert!(approved.is_some_and(|p| p.key.is_some_and(|k| k.starts_with("SHA256:"))));
     for r in &records {
-        decision::recheck(&plan, "run-1", false, &r.event).expect("every decision verifies again");
+        decision::recheck(&plan, "run-1", false, &[], &r.event)
+            .expect("every decision verifies again");
     }
     healthy_means_running(&fake, &run);
 }

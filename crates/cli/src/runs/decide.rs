@@ -125,6 +125,12 @@ fn request(d: Decision) -> Request {
         },
         Kind::Pause => Request::Pause { by, reason },
         Kind::Rollback => Request::Rollback { by, reason },
+        Kind::Revoke => Request::Revoke {
+            key: subject,
+            by,
+            reason,
+            proof,
+        },
     }
 }
 
@@ -176,7 +182,8 @@ fn handed(d: &Request, run: &str) -> String {
         Request::Approve { proof, .. }
         | Request::Deny { proof, .. }
         | Request::Confirm { proof, .. }
-        | Request::Retry { proof, .. } => signed(proof),
+        | Request::Retry { proof, .. }
+        | Request::Revoke { proof, .. } => signed(proof),
         Request::Pause { .. } | Request::Rollback { .. } => "unsigned",
     };
     let what = match d {
@@ -193,6 +200,7 @@ fn handed(d: &Request, run: &str) -> String {
         Request::Retry { system, by, .. } => format!("retry of `{system}` by {by}"),
         Request::Pause { by, .. } => format!("pause by {by}"),
         Request::Rollback { by, .. } => format!("rollback by {by}"),
+        Request::Revoke { key, by, .. } => format!("revocation of key {key} by {by}"),
     };
     format!(
         "{what} ({signed}) handed to run {run}; the running apply or the next resume records it"

@@ -210,6 +210,7 @@ fn notable(event: &Event) -> bool {
         | Event::Refused { .. }
         | Event::PauseRequested { .. }
         | Event::RollbackRequested { .. }
+        | Event::KeyRevoked { .. }
         | Event::Confirmed { .. }
         | Event::RetryRequested { .. }
         | Event::RollbackBegun { .. }

@@ -237,14 +237,21 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
     }) = scan.records.first().map(|r| &r.event)
     {
         let (mut signed, mut unsigned) = (0, 0);
+        let mut revoked: Vec<String> = Vec::new();
         for r in &scan.records {
-            if let Err(why) = blackstart_engine::decision::recheck(plan, run, *drill, &r.event) {
+            if let Err(why) =
+                blackstart_engine::decision::recheck(plan, run, *drill, &revoked, &r.event)
+            {
                 return failed(format!("event {}: {why}", r.seq));
+            }
+            if let Event::KeyRevoked { key, .. } = &r.event {
+                revoked.push(key.clone());
             }
             if let Event::Approved { proof, .. }
             | Event::Denied { proof, .. }
             | Event::Confirmed { proof, .. }
-            | Event::RetryRequested { proof, .. } = &r.event
+            | Event::RetryRequested { proof, .. }
+            | Event::KeyRevoked { proof, .. } = &r.event
             {
                 if proof.signed() {
                     signed += 1;

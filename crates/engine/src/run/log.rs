@@ -65,6 +65,9 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         } => {
             tracing::warn!(run, seq, decision = %decision, subject = %subject, by = %by, reason = %reason, "decision refused");
         }
+        Event::KeyRevoked { key, by, .. } => {
+            tracing::warn!(run, seq, key = %key, by = %by, "key revoked")
+        }
         Event::PauseRequested { by, reason } => {
             tracing::info!(run, seq, by = %by, reason = reason.as_deref(), "pause requested")
         }
