@@ -1,5 +1,9 @@
 //! The file journal: the CLI's RunStore.
 //!
+//! Longer than most files, and kept whole: writing, scanning, repairing and
+//! locking one file are one invariant (no record lost, forked or rewritten),
+//! and splitting them would spread that invariant over several places.
+//!
 //! One run is one append-only file of JSON lines under
 //! `STATE_DIR/runs/RUN/journal.jsonl`. Each line is a record: its format
 //! version, a sequence number, a time, the hash of the record before it,

@@ -1,5 +1,8 @@
 //! The playbook: the typed form of the YAML a commander writes.
 //!
+//! Long because it is the whole schema in one place, on purpose: the CRDs,
+//! the JSON Schema and the reference are generated from or checked against it.
+//!
 //! These types are the one schema of blackstart. The CLI reads them from
 //! YAML through [`crate::load`], the JSON plan embeds them, and the operator
 //! serves them as the Playbook custom resource, so field names follow the

@@ -1,5 +1,8 @@
 //! The controller: RestartRuns in, engines driving them out.
 //!
+//! Kept in one file, though long: reconcile, the driver that steers an
+//! engine from the spec, and the Events it publishes share one lifecycle.
+//!
 //! Reconcile is short, as kube-runtime wants it: it makes sure that each
 //! unfinished RestartRun has one live driver and hands the driver the
 //! latest spec. The driver is a task that owns the run's [`Engine`] for as

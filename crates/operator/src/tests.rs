@@ -1,6 +1,9 @@
 //! Reconcile scenarios against the mocked API server, one per behaviour.
 //! They run on tokio's multi-threaded runtime, as the operator does: the
 //! status store blocks in place while it patches.
+//!
+//! One file, though long: every scenario shares the plant, the fake and its
+//! helpers, and reads as one catalogue of what the operator promises.
 
 use std::time::Duration;
 
