@@ -228,7 +228,10 @@ async fn apply(
         .abandoned_with(ctx.abandoned.subscribe());
     let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
     let playbook_name = if new_run {
-        match plan_for(&run, ctx).await {
+        match plan_for(&run, ctx)
+            .await
+            .and_then(|plan| secrets_set(&plan).map(|()| plan))
+        {
             Ok(plan) => {
                 let name = plan.playbook.clone();
                 store
@@ -394,6 +397,22 @@ pub fn plan_playbook(pb: &Playbook) -> Result<Plan, String> {
 }
 
 /// Says in the status and in an Event why a run cannot start yet.
+/// Every `${env:NAME}` the plan reads is set in the operator's environment
+/// (from its Deployment's Secret), or the run does not start: a missing
+/// secret found mid-restart would stop it half-way.
+fn secrets_set(plan: &Plan) -> Result<(), String> {
+    let secrets = blackstart_engine::secrets::Secrets::from_env();
+    secrets.preload(plan.env.iter().map(String::as_str)).map_err(|missing| {
+        let list: Vec<String> = missing.iter().map(|n| format!("${{env:{n}}}")).collect();
+        format!(
+            "the playbook reads {}, which {} not set in the operator's environment; nothing was started: add {} to the Secret blackstart-playbook-env (the operator's envFrom) and restart the operator",
+            list.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "them" },
+        )
+    })
+}
+
 async fn not_started(
     run: &RestartRun,
     ctx: &Context,

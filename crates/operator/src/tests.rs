@@ -378,6 +378,44 @@ async fn a_missing_playbook_is_reported_not_started() {
     assert!(fake.events().iter().any(|(r, _)| r == "PlaybookNotUsable"));
 }
 
+/// A playbook that reads a secret the operator's pod does not have is not
+/// started: the RestartRun says which, before anything is scaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_is_reported_before_anything_starts() {
+    let (yaml, deployments) = crate::fixtures::plant_playbook("{}", false);
+    let yaml = yaml.replace(
+        "      health: [ { kubernetes: { kind: Deployment, name: parts-db } } ]\n",
+        "      health: [ { kubernetes: { kind: Deployment, name: parts-db } }, { http: { url: \"http://127.0.0.1:1/?t=${env:BLACKSTART_TEST_NEVER_SET_TOKEN}\" } } ]\n",
+    );
+    assert!(yaml.contains("NEVER_SET"));
+    let fake = FakeApi::default();
+    fake.create("playbooks", crate::fixtures::playbook(&yaml));
+    for d in deployments {
+        fake.create("deployments", d);
+    }
+    fake.create(
+        "restartruns",
+        crate::fixtures::restart_run("run-1", "plant"),
+    );
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
+    })
+    .await;
+    assert_eq!(run.phase(), "Pending");
+    let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
+    assert!(
+        reason.contains("${env:BLACKSTART_TEST_NEVER_SET_TOKEN}, which is not set in the operator's environment; nothing was started"),
+        "{reason}"
+    );
+    assert_eq!(replicas(&fake, "parts-db"), 0, "nothing was scaled");
+    assert!(
+        fake.events()
+            .iter()
+            .any(|(r, n)| r == "PlaybookNotUsable" && n.contains("NEVER_SET"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_in_the_spec_holds_the_run_and_unpausing_resumes_it() {
     let fake = plant("{}", false);
