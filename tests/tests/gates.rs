@@ -548,7 +548,7 @@ fn pause_and_rollback_from_another_terminal() {
     let (_, alice) = key(&s, "alice");
     let (_, bob) = key(&s, "bob");
     let file = playbook(&s, &alice, &bob);
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "g5"]);
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "g5", "--by", "alice"]);
     s.wait("g5", "the data gate", |st| {
         st["stages"][0]["phase"] == "Gate"
     });
@@ -588,7 +588,7 @@ fn pause_and_rollback_from_another_terminal() {
         "a dry run changes nothing"
     );
 
-    let mut resumed = s.spawn(&["resume", "g5"]);
+    let mut resumed = s.spawn(&["resume", "g5", "--by", "carol"]);
     s.wait("g5", "the resumed run", |st| st["phase"] == "Running");
     let out = s.run(&["rollback", "g5", "--by", "alice"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -610,6 +610,12 @@ fn pause_and_rollback_from_another_terminal() {
             && e["reason"] != "paused by alice: EDR alert"),
         "the rollback's pause is not journaled as a pause: {events:#?}"
     );
+    let driven: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "run" && e["phase"] == "Running")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(driven, ["driven by alice", "driven by carol"], "every action has a person");
     let again = s.run(&["resume", "g5"]);
     assert_eq!(again.code, 1);
     assert!(

@@ -91,6 +91,9 @@ pub(crate) enum Command {
         /// The run's id [default: the playbook's name and the start time].
         #[arg(long, value_name = "ID")]
         run_id: Option<String>,
+        /// Who starts the run; recorded in the journal.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
     },
     /// Run a playbook against the simulated plant: the real engine, probes and
     /// journal, every system a small HTTP service on 127.0.0.1.
@@ -104,6 +107,9 @@ pub(crate) enum Command {
     )]
     Resume {
         run: String,
+        /// Who resumes the run; recorded in the journal.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
         #[command(flatten)]
         trust: TrustArgs,
         #[command(flatten)]

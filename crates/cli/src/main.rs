@@ -269,6 +269,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             plan,
             state,
             run_id,
+            by,
         } => {
             let validated = load(&file)?;
             print_warnings(&file, &validated);
@@ -278,12 +279,16 @@ fn run(cli: Cli) -> Result<u8, CliError> {
                 plan.as_deref(),
                 &state.state_dir,
                 run_id,
+                by,
             )
         }
         Command::Drill(args) => drill_command(args),
-        Command::Resume { run, trust, state } => {
-            runs::resume(&state.state_dir, &run, &trust.into())
-        }
+        Command::Resume {
+            run,
+            by,
+            trust,
+            state,
+        } => runs::resume(&state.state_dir, &run, &trust.into(), by),
         Command::Pause {
             run,
             by,

@@ -88,6 +88,7 @@ pub fn apply(
     reviewed: Option<&Path>,
     state_dir: &Path,
     run_id: Option<String>,
+    by: Option<String>,
 ) -> Result<u8, CliError> {
     if let Some(path) = reviewed {
         let bytes = crate::read_regular(path, crate::MAX_PLAN_BYTES, "a plan")?;
@@ -126,7 +127,7 @@ pub fn apply(
         journal,
         &records,
         &dir,
-        Mode::Run,
+        Mode::Run(by),
         false,
         secrets,
     )
@@ -170,7 +171,15 @@ pub fn drill(
     let records = journal.load()?;
     let steward = !manual;
     let secrets = secrets_for(&plan, true)?;
-    let code = drive(&rt, journal, &records, &dir, Mode::Run, steward, secrets);
+    let code = drive(
+        &rt,
+        journal,
+        &records,
+        &dir,
+        Mode::Run(None),
+        steward,
+        secrets,
+    );
     let counts = plant.counts();
     note(&format!(
         "the plant saw {} starts, {} stops, {} health probes",
@@ -273,7 +282,12 @@ fn secrets_of(records: &[Record]) -> Result<Secrets, CliError> {
 }
 
 /// `resume RUN`: carries on a paused or interrupted run.
-pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError> {
+pub fn resume(
+    state_dir: &Path,
+    run: &str,
+    trust: &Trust,
+    by: Option<String>,
+) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     // An ended run has nothing to resume: said so, without taking it over.
     let ended = folded(&journal::read(&dir)?)?;
@@ -306,7 +320,7 @@ pub fn resume(state_dir: &Path, run: &str, trust: &Trust) -> Result<u8, CliError
         journal,
         &records,
         &dir,
-        Mode::Run,
+        Mode::Run(by),
         false,
         secrets,
     )
@@ -392,7 +406,8 @@ pub fn rollback(
 }
 
 enum Mode {
-    Run,
+    /// Who starts or resumes it, if they said.
+    Run(Option<String>),
     /// Who asked for it.
     Rollback(Option<String>),
 }
@@ -460,7 +475,11 @@ fn drive(
             Arc::clone(&asked_rollback),
         ));
         let ended = match &mode {
-            Mode::Run => match engine.run().await {
+            Mode::Run(by) => {
+                if let Some(by) = by {
+                    engine.driven_by(by);
+                }
+                match engine.run().await {
                 // `rollback` from another terminal: the pause made way for it.
                 Ok(RunPhase::Paused) => {
                     let asked = asked_rollback.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -473,7 +492,8 @@ fn drive(
                     }
                 }
                 other => other,
-            },
+            }
+            }
             Mode::Rollback(by) => {
                 let reason = match by {
                     Some(by) => format!("rolled back as {by} asked"),

@@ -145,6 +145,8 @@ struct Inner<S> {
     rollback_next: AtomicBool,
     /// Why the coming pause happens, when not a person's plain pause.
     pause_reason: Mutex<Option<String>>,
+    /// Who started or resumed the run, for its Running record.
+    by: Mutex<Option<String>>,
     /// For a gate that was waiting when the run resumed: how long it had
     /// waited while a process drove the run (counted against its
     /// `approvalTimeout`; the time nobody drove the run is not).
@@ -195,6 +197,7 @@ impl<S: RunStore + 'static> Engine<S> {
                 interrupted: AtomicBool::new(false),
                 rollback_next: AtomicBool::new(false),
                 pause_reason: Mutex::new(None),
+                by: Mutex::new(None),
                 gate_spent: spent,
                 format_1: records.first().is_some_and(|r| r.v == 1),
             }),
@@ -248,6 +251,12 @@ impl<S: RunStore + 'static> Engine<S> {
             .pause_reason
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+
+    /// Who starts (or resumes) the run: the journal's Running record names
+    /// them, so every action has a person.
+    pub fn driven_by(&self, by: &str) {
+        *self.inner.by.lock().unwrap_or_else(|p| p.into_inner()) = Some(by.to_owned());
     }
 
     pub fn state(&self) -> RunState {
@@ -326,9 +335,10 @@ impl<S: RunStore + 'static> Engine<S> {
         if inner.lock().phase.is_final() {
             return Ok(inner.lock().phase);
         }
+        let by = inner.by.lock().unwrap_or_else(|p| p.into_inner()).clone();
         inner.emit(Event::Run {
             phase: RunPhase::Running,
-            reason: None,
+            reason: by.map(|b| format!("driven by {b}")),
         })?;
         for stage in &inner.plan.stages {
             let phase = inner.lock().stage(&stage.name).map(|s| s.phase);
