@@ -67,6 +67,34 @@ spec:
     )
 }
 
+/// The gates playbook in a scratch directory with the test keys, and
+/// `apply` of it (with `extra` arguments) run until the data gate waits.
+struct AtTheGate {
+    s: Scratch,
+    alice_key: String,
+    bob_key: String,
+    apply: std::process::Child,
+}
+
+fn at_the_gate(run: &str, extra: &[&str]) -> AtTheGate {
+    let s = Scratch::new();
+    let (alice_key, alice) = key(&s, "alice");
+    let (bob_key, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut args = vec!["apply", file.as_str(), "--run-id", run];
+    args.extend(extra);
+    let apply = s.spawn(&args);
+    s.wait(run, "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    AtTheGate {
+        s,
+        alice_key,
+        bob_key,
+        apply,
+    }
+}
+
 fn stage_phase(s: &Scratch, run: &str, stage: &str) -> String {
     s.status(run)["stages"]
         .as_array()
@@ -369,14 +397,12 @@ fn a_gate_is_decided_by_its_members_when_it_waits_and_signatures_verify() {
 /// the run goes on waiting for a good one.
 #[test]
 fn the_engine_checks_what_reaches_its_inbox() {
-    let s = Scratch::new();
-    let (alice_key, alice) = key(&s, "alice");
-    let (_, bob) = key(&s, "bob");
-    let file = playbook(&s, &alice, &bob);
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "g2"]);
-    s.wait("g2", "the data gate", |st| {
-        st["stages"][0]["phase"] == "Gate"
-    });
+    let AtTheGate {
+        s,
+        alice_key,
+        bob_key: _,
+        mut apply,
+    } = at_the_gate("g2", &[]);
     let inbox = Path::new(&s.state_dir()).join("runs/g2/inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     std::fs::write(
@@ -450,14 +476,12 @@ fn the_engine_checks_what_reaches_its_inbox() {
 /// approval behind it is taken.
 #[test]
 fn a_malformed_inbox_file_does_not_block_a_good_approval() {
-    let s = Scratch::new();
-    let (alice_key, alice) = key(&s, "alice");
-    let (bob_key, bob) = key(&s, "bob");
-    let file = playbook(&s, &alice, &bob);
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "g3"]);
-    s.wait("g3", "the data gate", |st| {
-        st["stages"][0]["phase"] == "Gate"
-    });
+    let AtTheGate {
+        s,
+        alice_key,
+        bob_key,
+        mut apply,
+    } = at_the_gate("g3", &[]);
     let inbox = Path::new(&s.state_dir()).join("runs/g3/inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     std::fs::write(inbox.join("0-broken.json"), "{ not json").unwrap();
@@ -500,14 +524,12 @@ fn a_malformed_inbox_file_does_not_block_a_good_approval() {
 /// carry on.
 #[test]
 fn status_says_what_a_gate_needs_and_when_nobody_drives_the_run() {
-    let s = Scratch::new();
-    let (_, alice) = key(&s, "alice");
-    let (_, bob) = key(&s, "bob");
-    let file = playbook(&s, &alice, &bob);
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "g4"]);
-    s.wait("g4", "the data gate", |st| {
-        st["stages"][0]["phase"] == "Gate"
-    });
+    let AtTheGate {
+        s,
+        alice_key: _,
+        bob_key: _,
+        mut apply,
+    } = at_the_gate("g4", &[]);
     let out = s.run(&["status", "g4"]);
     assert!(
         out.stdout.contains("waits for approval as incident-commander by alice (signs), carol: `blackstart approve g4 data --by NAME --role incident-commander`"),
@@ -544,14 +566,12 @@ fn status_says_what_a_gate_needs_and_when_nobody_drives_the_run() {
 /// asked; `resume` of the ended run says it has ended.
 #[test]
 fn pause_and_rollback_from_another_terminal() {
-    let s = Scratch::new();
-    let (_, alice) = key(&s, "alice");
-    let (_, bob) = key(&s, "bob");
-    let file = playbook(&s, &alice, &bob);
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "g5", "--by", "alice"]);
-    s.wait("g5", "the data gate", |st| {
-        st["stages"][0]["phase"] == "Gate"
-    });
+    let AtTheGate {
+        s,
+        alice_key: _,
+        bob_key: _,
+        mut apply,
+    } = at_the_gate("g5", &["--by", "alice"]);
     refused(
         &s,
         &["pause", "g5", "--by", "mallory"],
@@ -615,7 +635,11 @@ fn pause_and_rollback_from_another_terminal() {
         .filter(|e| e["type"] == "run" && e["phase"] == "Running")
         .filter_map(|e| e["reason"].as_str())
         .collect();
-    assert_eq!(driven, ["driven by alice", "driven by carol"], "every action has a person");
+    assert_eq!(
+        driven,
+        ["driven by alice", "driven by carol"],
+        "every action has a person"
+    );
     let again = s.run(&["resume", "g5"]);
     assert_eq!(again.code, 1);
     assert!(

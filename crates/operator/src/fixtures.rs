@@ -576,9 +576,15 @@ spec:
 
 /// Sets up the plant and one RestartRun `run-1` on a fresh fake.
 pub fn plant(gate: &str, app_never_ready: bool) -> FakeApi {
-    let fake = FakeApi::default();
     let (yaml, deployments) = plant_playbook(gate, app_never_ready);
-    fake.create("playbooks", playbook(&yaml));
+    plant_with(&yaml, deployments)
+}
+
+/// A fresh fake with the Playbook `yaml` (named `plant`), `deployments`,
+/// and one RestartRun `run-1` of it.
+pub fn plant_with(yaml: &str, deployments: Vec<Value>) -> FakeApi {
+    let fake = FakeApi::default();
+    fake.create("playbooks", playbook(yaml));
     for d in deployments {
         fake.create("deployments", d);
     }

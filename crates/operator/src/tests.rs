@@ -388,15 +388,7 @@ async fn a_missing_secret_is_reported_before_anything_starts() {
         "      health: [ { kubernetes: { kind: Deployment, name: parts-db } }, { http: { url: \"http://127.0.0.1:1/?t=${env:BLACKSTART_TEST_NEVER_SET_TOKEN}\" } } ]\n",
     );
     assert!(yaml.contains("NEVER_SET"));
-    let fake = FakeApi::default();
-    fake.create("playbooks", crate::fixtures::playbook(&yaml));
-    for d in deployments {
-        fake.create("deployments", d);
-    }
-    fake.create(
-        "restartruns",
-        crate::fixtures::restart_run("run-1", "plant"),
-    );
+    let fake = crate::fixtures::plant_with(&yaml, deployments);
     let ctx = fake.context();
     let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
         r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
@@ -1185,7 +1177,6 @@ async fn status_writes_answered_500_are_retried_and_one_that_landed_is_not_writt
 /// never ran was recorded Healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_at_zero_replicas_is_never_healthy() {
-    let fake = FakeApi::default();
     let yaml = r#"apiVersion: blackstart.dev/v1alpha1
 kind: Playbook
 metadata: { name: plant }
@@ -1202,15 +1193,8 @@ spec:
   stages:
     - { name: data, select: { sites: [engine-plant] }, gate: { onFailure: pause } }
 "#;
-    fake.create("playbooks", crate::fixtures::playbook(yaml));
-    fake.create(
-        "deployments",
-        crate::fixtures::deployment("parts-db", false),
-    );
-    fake.create(
-        "restartruns",
-        crate::fixtures::restart_run("run-1", "plant"),
-    );
+    let fake =
+        crate::fixtures::plant_with(yaml, vec![crate::fixtures::deployment("parts-db", false)]);
     let ctx = fake.context();
     let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Paused")).await;
     let records = journal(&run);
@@ -1331,15 +1315,7 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
             alice_pub.trim()
         ),
     );
-    let fake = FakeApi::default();
-    fake.create("playbooks", crate::fixtures::playbook(&yaml));
-    for d in deployments {
-        fake.create("deployments", d);
-    }
-    fake.create(
-        "restartruns",
-        crate::fixtures::restart_run("run-1", "plant"),
-    );
+    let fake = crate::fixtures::plant_with(&yaml, deployments);
     let ctx = fake.context();
     at_the_gate(&fake, &ctx).await;
 
