@@ -278,7 +278,7 @@ pub(crate) enum Command {
     },
     /// Confirm a manual step was done.
     #[command(
-        after_help = "Examples:\n  blackstart confirm ir-2025-09 wolv-plc-gateway --by olga --key ~/.ssh/id_ed25519\n\nTaken only for a system that waits for it: a manual step, or a start a crash left\nunknown on a system without health checks. With spec.roles, from a member of the manual\nstep's role (or of a role of the stage's gate); signed like an approval."
+        after_help = "Examples:\n  blackstart confirm ir-2025-09 wolv-plc-gateway --by dave --key ~/.ssh/id_ed25519\n  blackstart confirm dealer-restart-1 parts-db --by dave --k8s --namespace restart\n\nTaken only for a system that waits for it: a manual step, or a start a crash left\nunknown on a system without health checks. With spec.roles, from a member of the manual\nstep's role (or of a role of the stage's gate); signed like an approval."
     )]
     Confirm {
         run: String,
@@ -288,6 +288,13 @@ pub(crate) enum Command {
         by: String,
         #[command(flatten)]
         signing: runs::Signing,
+        /// Confirm for a RestartRun in the cluster (the kubeconfig's) instead
+        /// of a run in --state-dir.
+        #[arg(long)]
+        k8s: bool,
+        /// The RestartRun's namespace; the kubeconfig's when not given.
+        #[arg(long, requires = "k8s", value_name = "NS")]
+        namespace: Option<String>,
         #[command(flatten)]
         state: StateDir,
     },

@@ -9,10 +9,10 @@ use blackstart_engine::decision::Decision;
 use crate::runs::{Prepared, Signing, note, prepare, runtime};
 use crate::{CliError, exit};
 
-/// `approve RUN STAGE --k8s`: checks the approval against the RestartRun's
-/// journal as the operator will, signs it if asked, and appends it to the
-/// RestartRun's spec.
-pub fn approve(
+/// `approve RUN STAGE --k8s` and `confirm RUN SYSTEM --k8s`: checks the
+/// decision against the RestartRun's journal as the operator will, signs it
+/// if asked, and appends it to the RestartRun's spec.
+pub fn decide(
     run: &str,
     decision: Decision,
     signing: &Signing,
@@ -40,14 +40,14 @@ pub fn approve(
             }
             Prepared::Ready(request) => request,
         };
-        let blackstart_engine::Request::Approve { stage, by, .. } = &request else {
-            return Err(CliError::Usage("only approvals are written to a RestartRun".into()));
-        };
         let d = request.decision();
-        let role = steer::approve(client, &ns, run, &d).await.map_err(refused)?;
+        let role = steer::decide(client, &ns, run, &d).await.map_err(refused)?;
         let role = role.map(|r| format!(" as {r}")).unwrap_or_default();
         note(&format!(
-            "approval of `{stage}` by {by}{role} added to RestartRun {ns}/{run}; the operator records it"
+            "{} of `{}` by {}{role} added to RestartRun {ns}/{run}; the operator records it",
+            d.kind.as_str(),
+            d.subject,
+            d.by
         ));
         Ok(exit::SUCCESS)
     })

@@ -355,7 +355,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             k8s: true,
             namespace,
             state: _,
-        } => cluster::approve(
+        } => cluster::decide(
             &run,
             Decision {
                 role,
@@ -411,7 +411,23 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             system,
             by,
             signing,
+            k8s: true,
+            namespace,
+            state: _,
+        } => cluster::decide(
+            &run,
+            Decision::new(Kind::Confirm, &system, &by),
+            &signing,
+            namespace,
+        ),
+        Command::Confirm {
+            run,
+            system,
+            by,
+            signing,
+            k8s: false,
             state,
+            namespace: _,
         } => runs::decide(
             &state.state_dir,
             &run,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use blackstart_engine::decision::Decision;
 use blackstart_engine::{Event, RunState};
 
-use crate::crd::{ApprovalEntry, RestartRun, SignedEntry};
+use crate::crd::{ApprovalEntry, ConfirmationEntry, RestartRun, SignedEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -23,11 +23,11 @@ pub enum SteerError {
     Api(#[source] kube::Error),
 }
 
-/// Adds an approval of `stage` to the run's spec, after checking it as
-/// the operator will: the stage's gate waits, needs `role`, `by` may fill
-/// it, and the signature (if the playbook enrols a key for `by`) is good.
-/// Returns the role the approval counts for.
-pub async fn approve(
+/// Adds a decision (an approval or a confirmation) to the run's spec, after
+/// checking it as the operator will: what it answers waits now, `by` may
+/// make it, and the signature (if the playbook enrols a key for `by`) is
+/// good. Returns the role it counts for.
+pub async fn decide(
     client: kube::Client,
     namespace: &str,
     run: &str,
@@ -56,30 +56,61 @@ pub async fn approve(
         .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
     let taken =
         blackstart_engine::decision::take(plan, &state, decision).map_err(SteerError::Refused)?;
-    let Event::Approved { role, proof, .. } = taken else {
-        return Err(SteerError::Refused("not an approval".into()));
+    let at = Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    let signed = |proof: blackstart_engine::decision::Proof| SignedEntry {
+        wait: proof.wait,
+        note: proof.note,
+        signature: proof.signature,
     };
-    let entry = ApprovalEntry {
-        stage: decision.subject.clone(),
-        by: decision.by.clone(),
-        role: role.clone(),
-        at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
-        signed: SignedEntry {
-            wait: proof.wait,
-            note: proof.note,
-            signature: proof.signature,
-        },
+    let (list, empty, entry, role) = match taken {
+        Event::Approved {
+            stage,
+            by,
+            role,
+            proof,
+        } => {
+            let entry = ApprovalEntry {
+                stage,
+                by,
+                role: role.clone(),
+                at,
+                signed: signed(proof),
+            };
+            let entry = serde_json::to_value(&entry).unwrap_or(Value::Null);
+            ("approvals", obj.spec.approvals.is_empty(), entry, role)
+        }
+        Event::Confirmed { system, by, proof } => {
+            let entry = ConfirmationEntry {
+                system,
+                by,
+                at,
+                signed: signed(proof),
+            };
+            let entry = serde_json::to_value(&entry).unwrap_or(Value::Null);
+            (
+                "confirmations",
+                obj.spec.confirmations.is_empty(),
+                entry,
+                None,
+            )
+        }
+        _ => {
+            return Err(SteerError::Refused(format!(
+                "a {} is not written to a RestartRun; use its spec (paused, rollback) or the CLI on a journal",
+                decision.kind.as_str()
+            )));
+        }
     };
-    let entry = serde_json::to_value(&entry).unwrap_or(Value::Null);
-    let patch = if obj.spec.approvals.is_empty() {
-        // No list to append to yet: create it, but only on the version
-        // just read, so a concurrent first approval is not replaced.
+    let patch = if empty {
+        // No list to append to yet (a run created before the CRD defaulted
+        // it): create it, but only on the version just read, so a
+        // concurrent first entry is not replaced.
         json!([
             {"op": "replace", "path": "/metadata/resourceVersion", "value": obj.metadata.resource_version},
-            {"op": "add", "path": "/spec/approvals", "value": [entry]},
+            {"op": "add", "path": format!("/spec/{list}"), "value": [entry]},
         ])
     } else {
-        json!([{"op": "add", "path": "/spec/approvals/-", "value": entry}])
+        json!([{"op": "add", "path": format!("/spec/{list}/-"), "value": entry}])
     };
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| SteerError::Refused(e.to_string()))?;
@@ -87,7 +118,7 @@ pub async fn approve(
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => SteerError::Refused(format!(
-                "run {run} changed while approving; run the command again"
+                "run {run} changed while deciding; run the command again"
             )),
             other => SteerError::Api(other),
         })?;

@@ -670,7 +670,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
     let ctx = fake.context();
     at_the_gate(&fake, &ctx).await;
     let client = ctx.client.clone();
-    let err = crate::steer::approve(
+    let err = crate::steer::decide(
         client.clone(),
         crate::fixtures::NS,
         "run-1",
@@ -682,7 +682,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         err.to_string(),
         "run run-1 has no stage `dta`; its stages are: data, apps"
     );
-    let err = crate::steer::approve(
+    let err = crate::steer::decide(
         client.clone(),
         crate::fixtures::NS,
         "run-1",
@@ -694,7 +694,23 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
         err.to_string().contains("does not need approval by `cfo`"),
         "{err}"
     );
-    let err = crate::steer::approve(
+    // `confirm --k8s` goes through the same checks: parts-db waits for no
+    // confirmation.
+    let confirm = blackstart_engine::decision::Decision::new(
+        blackstart_engine::decision::Kind::Confirm,
+        "parts-db",
+        "alice",
+    );
+    let err = crate::steer::decide(client.clone(), crate::fixtures::NS, "run-1", &confirm)
+        .await
+        .expect_err("a system that waits for nothing is not confirmed");
+    assert!(
+        err.to_string()
+            .contains("`parts-db` is Healthy and waits for no confirmation"),
+        "{err}"
+    );
+    assert!(fake.run("run-1").spec.confirmations.is_empty());
+    let err = crate::steer::decide(
         client.clone(),
         crate::fixtures::NS,
         "run-9",
@@ -704,7 +720,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
     .expect_err("an unknown run is refused");
     assert!(matches!(err, crate::steer::SteerError::NotFound { .. }));
 
-    let role = crate::steer::approve(
+    let role = crate::steer::decide(
         client.clone(),
         crate::fixtures::NS,
         "run-1",
@@ -713,7 +729,7 @@ async fn approve_checks_the_run_then_appends_to_the_spec() {
     .await
     .expect("approved");
     assert_eq!(role.as_deref(), Some("incident-commander"));
-    crate::steer::approve(
+    crate::steer::decide(
         client,
         crate::fixtures::NS,
         "run-1",
