@@ -470,6 +470,9 @@ fn cycle_through(members: &HashSet<usize>, deps: &[Vec<usize>], systems: &[Syste
     vec![start]
 }
 
+/// The stages, checked in two steps: each stage on its own (name,
+/// selector, what it names), then which stage selects each system. Returns
+/// each system's stage, and whether no system is selected twice.
 fn check_stages(
     pb: &Playbook,
     site_index: &HashMap<&str, usize>,
@@ -478,6 +481,20 @@ fn check_stages(
     suggest: &mut Suggester,
     diags: &mut Diagnostics,
 ) -> (Vec<Option<usize>>, bool) {
+    check_each_stage(pb, site_index, system_index, broken, suggest, diags);
+    assign_stages(pb, site_index, broken, diags)
+}
+
+/// Each stage on its own: a unique, valid name, a selector that selects
+/// something, and only sites and systems that exist.
+fn check_each_stage(
+    pb: &Playbook,
+    site_index: &HashMap<&str, usize>,
+    system_index: &HashMap<&str, usize>,
+    broken: &Broken,
+    suggest: &mut Suggester,
+    diags: &mut Diagnostics,
+) {
     let spec = &pb.spec;
     if spec.stages.is_empty() && !broken.any_stage() {
         diags.push(
@@ -542,9 +559,18 @@ fn check_stages(
             }
         }
     }
+}
 
-    // Which stages select each system. Selector lists become sets first, so a
-    // stage listing thousands of systems stays linear.
+/// Which stage selects each system: exactly one, or an error naming none or
+/// all; and a stage that selects nothing. Selector lists become sets first,
+/// so a stage listing thousands of systems stays linear.
+fn assign_stages(
+    pb: &Playbook,
+    site_index: &HashMap<&str, usize>,
+    broken: &Broken,
+    diags: &mut Diagnostics,
+) -> (Vec<Option<usize>>, bool) {
+    let spec = &pb.spec;
     struct Sel<'a> {
         sites: HashSet<&'a str>,
         tiers: HashSet<&'a str>,
