@@ -447,41 +447,7 @@ pub fn summarize(
     let stages: Vec<StageStatus> = state
         .stages
         .iter()
-        .map(|st| {
-            let roles = plan
-                .stages
-                .iter()
-                .find(|p| p.name == st.name)
-                .map(|p| p.gate.approvals.clone())
-                .unwrap_or_default();
-            let awaiting = if st.phase == StagePhase::Gate {
-                roles
-                    .iter()
-                    .filter(|role| {
-                        !st.approvals.iter().any(|a| match &a.role {
-                            Some(r) => r == *role,
-                            None => roles.len() == 1,
-                        })
-                    })
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            StageStatus {
-                name: st.name.clone(),
-                phase: format!("{:?}", st.phase),
-                approvals: st
-                    .approvals
-                    .iter()
-                    .map(|a| match &a.role {
-                        Some(r) => format!("{} ({r})", a.by),
-                        None => a.by.clone(),
-                    })
-                    .collect(),
-                awaiting,
-            }
-        })
+        .map(|st| stage_status(plan, st))
         .collect();
     // The stage under way: the last one that left Pending.
     let stage = stages
@@ -493,64 +459,17 @@ pub fn summarize(
         .iter()
         .flat_map(|s| s.awaiting.iter().map(String::as_str))
         .collect();
-    let reason = state.reason.clone();
-    let finished = state.phase.is_final();
-    let mut conditions = Vec::new();
-    let mut set = |type_: &str, on: bool, why: &str, message: String| {
-        let status = if on { "True" } else { "False" };
-        let since = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
-        conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: why.to_owned(),
-            message,
-            last_transition_time: since,
-            observed_generation: Some(generation),
-        });
-    };
-    let message = reason.clone().unwrap_or_default();
-    set(
-        "Progressing",
-        matches!(state.phase, RunPhase::Running),
-        &phase,
-        message.clone(),
-    );
-    set(
-        "AwaitingApproval",
-        !awaiting.is_empty(),
-        if awaiting.is_empty() {
-            "NoGateWaiting"
-        } else {
-            "GateWaiting"
-        },
-        if awaiting.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "stage `{}` waits for: {}",
-                stage.clone().unwrap_or_default(),
-                awaiting.join(", ")
-            )
-        },
-    );
-    set(
-        "Paused",
-        matches!(state.phase, RunPhase::Paused),
-        &phase,
-        message.clone(),
-    );
-    set(
-        "Succeeded",
-        matches!(state.phase, RunPhase::Succeeded),
-        &phase,
-        message,
+    let conditions = conditions(
+        state,
+        stage.as_deref(),
+        &awaiting,
+        previous,
+        now,
+        generation,
     );
     RestartRunStatus {
         phase: Some(phase),
-        reason,
+        reason: state.reason.clone(),
         plan_hash: Some(state.playbook_hash.clone()),
         stage,
         stages,
@@ -567,7 +486,113 @@ pub fn summarize(
         conditions,
         observed_generation: Some(generation),
         start_time: Some(started.to_owned()),
-        completion_time: finished.then(|| now.to_owned()),
+        completion_time: state.phase.is_final().then(|| now.to_owned()),
         journal: Vec::new(),
     }
+}
+
+/// One stage as kubectl shows it: its phase, who approved, and at a gate
+/// the roles it still waits for.
+fn stage_status(plan: &Plan, st: &blackstart_engine::state::StageState) -> StageStatus {
+    let roles = plan
+        .stages
+        .iter()
+        .find(|p| p.name == st.name)
+        .map(|p| p.gate.approvals.clone())
+        .unwrap_or_default();
+    let awaiting = if st.phase == StagePhase::Gate {
+        roles
+            .iter()
+            .filter(|role| {
+                !st.approvals.iter().any(|a| match &a.role {
+                    Some(r) => r == *role,
+                    None => roles.len() == 1,
+                })
+            })
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    StageStatus {
+        name: st.name.clone(),
+        phase: format!("{:?}", st.phase),
+        approvals: st
+            .approvals
+            .iter()
+            .map(|a| match &a.role {
+                Some(r) => format!("{} ({r})", a.by),
+                None => a.by.clone(),
+            })
+            .collect(),
+        awaiting,
+    }
+}
+
+/// The Kubernetes conditions, each keeping its transition time while its
+/// status stays the same.
+fn conditions(
+    state: &RunState,
+    stage: Option<&str>,
+    awaiting: &[&str],
+    previous: &[Condition],
+    now: &str,
+    generation: i64,
+) -> Vec<Condition> {
+    let phase = format!("{:?}", state.phase);
+    let mut conditions = Vec::new();
+    let mut set = |type_: &str, on: bool, why: &str, message: String| {
+        let status = if on { "True" } else { "False" };
+        let since = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
+        conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: why.to_owned(),
+            message,
+            last_transition_time: since,
+            observed_generation: Some(generation),
+        });
+    };
+    let message = state.reason.clone().unwrap_or_default();
+    set(
+        "Progressing",
+        matches!(state.phase, RunPhase::Running),
+        &phase,
+        message.clone(),
+    );
+    let waiting = !awaiting.is_empty();
+    set(
+        "AwaitingApproval",
+        waiting,
+        if waiting {
+            "GateWaiting"
+        } else {
+            "NoGateWaiting"
+        },
+        if waiting {
+            format!(
+                "stage `{}` waits for: {}",
+                stage.unwrap_or_default(),
+                awaiting.join(", ")
+            )
+        } else {
+            String::new()
+        },
+    );
+    set(
+        "Paused",
+        matches!(state.phase, RunPhase::Paused),
+        &phase,
+        message.clone(),
+    );
+    set(
+        "Succeeded",
+        matches!(state.phase, RunPhase::Succeeded),
+        &phase,
+        message,
+    );
+    conditions
 }
