@@ -183,42 +183,11 @@ impl Plan {
             order_in_stage.push(order);
         }
 
-        // The critical path: the longest chain of dependencies by expected
-        // duration. Plan order is a topological order across all stages, so
-        // one pass computes each system's heaviest chain ending in it. Ties
-        // go to the chain that finishes later in the estimate, then by id.
-        let finish = |i: usize| start[i] + duration_of(i);
-        let mut chain = vec![Duration::ZERO; n];
-        for &i in order_in_stage.iter().flatten() {
-            let before = deps[i]
-                .iter()
-                .map(|&j| chain[j])
-                .max()
-                .unwrap_or(Duration::ZERO);
-            chain[i] = before + duration_of(i);
-        }
-        let heavier = |a: usize, b: usize| {
-            chain[a]
-                .cmp(&chain[b])
-                .then_with(|| finish(a).cmp(&finish(b)))
-                .then_with(|| spec.systems[b].id.cmp(&spec.systems[a].id))
-        };
-        let mut critical = vec![false; n];
-        let mut critical_path = Vec::new();
-        let mut at = order_in_stage
-            .iter()
-            .flatten()
-            .copied()
-            .max_by(|&a, &b| heavier(a, b));
-        while let Some(i) = at {
-            critical[i] = true;
-            critical_path.push(spec.systems[i].id.clone());
-            at = deps[i].iter().copied().max_by(|&a, &b| heavier(a, b));
-        }
-        critical_path.reverse();
-
         let ids: Vec<String> = spec.systems.iter().map(|s| s.id.clone()).collect();
         let durations: Vec<Duration> = (0..n).map(duration_of).collect();
+        let (critical, critical_path) =
+            critical_path(&order_in_stage, deps, &start, &durations, &ids);
+
         let defaults = spec.defaults.clone();
         let playbook = pb.metadata.name.clone();
         let PlaybookSpec {
@@ -375,6 +344,52 @@ impl Plan {
 }
 
 /// Layers and a topological order for one stage's systems: by layer, then id.
+
+/// The critical path: the longest chain of dependencies by expected
+/// duration, first system first, and for each system whether it is on it.
+/// Plan order is a topological order across all stages, so one pass
+/// computes each system's heaviest chain ending in it. Ties go to the chain
+/// that finishes later in the estimate, then by id.
+fn critical_path(
+    order_in_stage: &[Vec<usize>],
+    deps: &[Vec<usize>],
+    start: &[Duration],
+    durations: &[Duration],
+    ids: &[String],
+) -> (Vec<bool>, Vec<String>) {
+    let n = ids.len();
+    let finish = |i: usize| start[i] + durations[i];
+    let mut chain = vec![Duration::ZERO; n];
+    for &i in order_in_stage.iter().flatten() {
+        let before = deps[i]
+            .iter()
+            .map(|&j| chain[j])
+            .max()
+            .unwrap_or(Duration::ZERO);
+        chain[i] = before + durations[i];
+    }
+    let heavier = |a: usize, b: usize| {
+        chain[a]
+            .cmp(&chain[b])
+            .then_with(|| finish(a).cmp(&finish(b)))
+            .then_with(|| ids[b].cmp(&ids[a]))
+    };
+    let mut critical = vec![false; n];
+    let mut path = Vec::new();
+    let mut at = order_in_stage
+        .iter()
+        .flatten()
+        .copied()
+        .max_by(|&a, &b| heavier(a, b));
+    while let Some(i) = at {
+        critical[i] = true;
+        path.push(ids[i].clone());
+        at = deps[i].iter().copied().max_by(|&a, &b| heavier(a, b));
+    }
+    path.reverse();
+    (critical, path)
+}
+
 fn topo_layers<'a>(
     mine: &[usize],
     deps: &[Vec<usize>],
