@@ -343,8 +343,6 @@ impl Plan {
     }
 }
 
-/// Layers and a topological order for one stage's systems: by layer, then id.
-
 /// The critical path: the longest chain of dependencies by expected
 /// duration, first system first, and for each system whether it is on it.
 /// Plan order is a topological order across all stages, so one pass
@@ -390,6 +388,7 @@ fn critical_path(
     (critical, path)
 }
 
+/// Layers and a topological order for one stage's systems: by layer, then id.
 fn topo_layers<'a>(
     mine: &[usize],
     deps: &[Vec<usize>],
