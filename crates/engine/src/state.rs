@@ -146,6 +146,10 @@ pub struct RunState {
     /// The rollback that began, if one did; it stays after it finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackState>,
+    /// The last decision refused, and why, until a decision is taken after
+    /// it: what the operator shows as a condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// Keys revoked in this run (`SHA256:…`): they decide nothing more.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub revoked: Vec<String>,
@@ -239,6 +243,7 @@ impl RunState {
                 })
                 .collect(),
             rollback: None,
+            refused: None,
             revoked: Vec::new(),
             head: seq,
             set_aside: Vec::new(),
@@ -305,6 +310,7 @@ impl RunState {
                 role,
                 proof,
             } => {
+                self.refused = None;
                 self.stage_mut(seq, stage)?.approvals.push(Approval {
                     by: by.clone(),
                     role: role.clone(),
@@ -324,10 +330,12 @@ impl RunState {
                     reason: reason.clone(),
                 });
             }
-            Event::KeyRevoked { key, .. } => self.revoked.push(key.clone()),
-            Event::Refused { .. }
-            | Event::PauseRequested { .. }
-            | Event::RollbackRequested { .. } => {}
+            Event::KeyRevoked { key, .. } => {
+                self.revoked.push(key.clone());
+                self.refused = None;
+            }
+            Event::Refused { .. } => self.refused = Some(event.describe()),
+            Event::PauseRequested { .. } | Event::RollbackRequested { .. } => {}
             Event::Confirmed { system, by, .. } => {
                 let s = self.system_mut(seq, system)?;
                 s.confirmed_by = Some(by.clone());

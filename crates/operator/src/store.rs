@@ -594,5 +594,17 @@ fn conditions(
         &phase,
         message,
     );
+    // A decision in the spec that was refused (unsigned where a key is
+    // enrolled, too early, by a non-member), until one is taken after it.
+    set(
+        "DecisionRefused",
+        state.refused.is_some(),
+        if state.refused.is_some() {
+            "Refused"
+        } else {
+            "NoneRefused"
+        },
+        state.refused.clone().unwrap_or_default(),
+    );
     conditions
 }

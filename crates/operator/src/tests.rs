@@ -1348,6 +1348,17 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
     .await;
     event_published(&fake, "DecisionRefused").await;
     assert_eq!(stage_phase(&run, "data"), "Gate");
+    let refused = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        condition(r, "DecisionRefused") == "True"
+    })
+    .await;
+    let message = refused
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "DecisionRefused"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("must be signed"), "{message}");
 
     // Signed with ssh-keygen over the decision's text, as `approve --k8s
     // --key` does.
@@ -1393,6 +1404,11 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
         ]}),
     );
     let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    assert_eq!(
+        condition(&run, "DecisionRefused"),
+        "False",
+        "a taken decision clears it"
+    );
     let records = journal(&run);
     let approved = records.iter().find_map(|r| match &r.event {
         Event::Approved { proof, .. } => Some(proof.clone()),
