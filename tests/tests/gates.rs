@@ -659,9 +659,12 @@ fn pause_and_rollback_from_another_terminal() {
 /// on, and the audit still verifies.
 #[test]
 fn a_revoked_key_decides_nothing_more() {
-    let s = Scratch::new();
-    let (alice_key, alice) = key(&s, "alice");
-    let (bob_key, bob) = key(&s, "bob");
+    let AtTheGate {
+        s,
+        alice_key,
+        bob_key,
+        mut apply,
+    } = at_the_gate("g6", &[]);
     let fingerprint = |name: &str| {
         let out = Command::new("ssh-keygen")
             .args(["-l", "-f"])
@@ -674,11 +677,6 @@ fn a_revoked_key_decides_nothing_more() {
             .unwrap()
             .to_owned()
     };
-    let file = playbook(&s, &alice, &bob);
-    let mut apply = s.spawn(&["apply", &file, "--run-id", "g6"]);
-    s.wait("g6", "the data gate", |st| {
-        st["stages"][0]["phase"] == "Gate"
-    });
     // bob shares every role of alice's with her: he may not revoke her key.
     refused(
         &s,

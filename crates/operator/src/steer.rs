@@ -34,28 +34,9 @@ pub async fn decide(
     decision: &Decision,
 ) -> Result<Option<String>, SteerError> {
     let api: Api<RestartRun> = Api::namespaced(client, namespace);
-    let obj = api
-        .get_opt(run)
-        .await
-        .map_err(SteerError::Api)?
-        .ok_or_else(|| SteerError::NotFound {
-            namespace: namespace.to_owned(),
-            run: run.to_owned(),
-        })?;
-    let journal = obj
-        .status
-        .as_ref()
-        .map(|s| s.journal.as_slice())
-        .unwrap_or(&[]);
-    let Some(Event::RunStarted { plan, .. }) = journal.first().map(|r| &r.event) else {
-        return Err(SteerError::Refused(format!(
-            "run {run} has no plan yet (is the operator running, and does its Playbook exist?)"
-        )));
-    };
-    let state = RunState::fold(journal.iter().map(|r| (r.seq, &r.event)))
-        .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
+    let (obj, plan, state) = read(&api, namespace, run).await?;
     let taken =
-        blackstart_engine::decision::take(plan, &state, decision).map_err(SteerError::Refused)?;
+        blackstart_engine::decision::take(&plan, &state, decision).map_err(SteerError::Refused)?;
     let at = Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
     let signed = |proof: blackstart_engine::decision::Proof| SignedEntry {
         wait: proof.wait,
@@ -133,6 +114,17 @@ pub async fn plan_and_state(
     run: &str,
 ) -> Result<(blackstart_model::Plan, RunState), SteerError> {
     let api: Api<RestartRun> = Api::namespaced(client, namespace);
+    let (_, plan, state) = read(&api, namespace, run).await?;
+    Ok((plan, state))
+}
+
+/// The RestartRun, its plan and its state folded from its journal; or why
+/// there is nothing to decide about (no such run, no plan yet).
+async fn read(
+    api: &Api<RestartRun>,
+    namespace: &str,
+    run: &str,
+) -> Result<(RestartRun, blackstart_model::Plan, RunState), SteerError> {
     let obj = api
         .get_opt(run)
         .await
@@ -141,12 +133,18 @@ pub async fn plan_and_state(
             namespace: namespace.to_owned(),
             run: run.to_owned(),
         })?;
-    let journal = obj.status.map(|s| s.journal).unwrap_or_default();
+    let journal = obj
+        .status
+        .as_ref()
+        .map(|s| s.journal.as_slice())
+        .unwrap_or(&[]);
     let Some(Event::RunStarted { plan, .. }) = journal.first().map(|r| &r.event) else {
-        return Err(SteerError::Refused(format!("run {run} has no plan yet")));
+        return Err(SteerError::Refused(format!(
+            "run {run} has no plan yet (is the operator running, and does its Playbook exist?)"
+        )));
     };
     let plan = (**plan).clone();
     let state = RunState::fold(journal.iter().map(|r| (r.seq, &r.event)))
         .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
-    Ok((plan, state))
+    Ok((obj, plan, state))
 }
