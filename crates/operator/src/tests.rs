@@ -1358,7 +1358,17 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "DecisionRefused"))
         .map(|c| c.message.clone())
         .unwrap_or_default();
-    assert!(message.contains("must be signed"), "{message}");
+    assert!(message.contains("by alice refused"), "{message}");
+    let first_refusal = journal(&run).into_iter().find_map(|r| match r.event {
+        Event::Refused { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(
+        first_refusal
+            .as_deref()
+            .is_some_and(|r| r.contains("must be signed")),
+        "{first_refusal:?}"
+    );
 
     // Signed with ssh-keygen over the decision's text, as `approve --k8s
     // --key` does.
