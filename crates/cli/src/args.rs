@@ -273,6 +273,13 @@ pub(crate) enum Command {
         reason: String,
         #[command(flatten)]
         signing: runs::Signing,
+        /// Deny for a RestartRun in the cluster (the kubeconfig's) instead
+        /// of a run in --state-dir.
+        #[arg(long)]
+        k8s: bool,
+        /// The RestartRun's namespace; the kubeconfig's when not given.
+        #[arg(long, requires = "k8s", value_name = "NS")]
+        namespace: Option<String>,
         #[command(flatten)]
         state: StateDir,
     },

@@ -389,17 +389,21 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             role,
             reason,
             signing,
+            k8s,
+            namespace,
             state,
-        } => runs::decide(
-            &state.state_dir,
-            &run,
-            Decision {
+        } => {
+            let d = Decision {
                 role,
                 reason: Some(reason),
                 ..Decision::new(Kind::Deny, &stage, &by)
-            },
-            &signing,
-        ),
+            };
+            if k8s {
+                cluster::decide(&run, d, &signing, namespace)
+            } else {
+                runs::decide(&state.state_dir, &run, d, &signing)
+            }
+        }
         Command::Operator {
             namespace,
             listen,

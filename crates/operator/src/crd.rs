@@ -80,6 +80,11 @@ pub struct RestartRunSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("default" = []))]
     pub approvals: Vec<ApprovalEntry>,
+    /// Denials of stage gates: the gate fails and its onFailure applies.
+    /// `[]` by default, as approvals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("default" = []))]
+    pub denials: Vec<DenialEntry>,
     /// Confirmations that a manual step was done; `[]` by default, as
     /// approvals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -141,6 +146,21 @@ impl SignedEntry {
             signature: self.signature.clone(),
         }
     }
+}
+
+/// A person of a role the gate needs said no, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DenialEntry {
+    pub stage: String,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    #[serde(default, flatten)]
+    pub signed: SignedEntry,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

@@ -429,7 +429,7 @@ impl FakeApi {
 
 /// What the API server fills in from the RestartRun CRD's defaults.
 fn default_run(obj: &mut Value) {
-    for list in ["approvals", "confirmations"] {
+    for list in ["approvals", "denials", "confirmations"] {
         if obj["spec"][list].is_null() {
             obj["spec"][list] = json!([]);
         }

@@ -30,6 +30,10 @@ fn approve_token(i: usize, stage: &str, by: &str) -> String {
     format!("approve/{i}/{stage}/{by}")
 }
 
+fn deny_token(i: usize, stage: &str, by: &str) -> String {
+    format!("deny/{i}/{stage}/{by}")
+}
+
 fn confirm_token(i: usize, system: &str, by: &str) -> String {
     format!("confirm/{i}/{system}/{by}")
 }
@@ -53,6 +57,18 @@ impl SpecRequests {
                 )
             })
             .collect();
+        let denials: Vec<(String, &str, &str)> = spec_now
+            .denials
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                (
+                    deny_token(i, &d.stage, &d.by),
+                    d.stage.as_str(),
+                    d.by.as_str(),
+                )
+            })
+            .collect();
         let confirmations: Vec<(String, &str, &str)> = spec_now
             .confirmations
             .iter()
@@ -68,6 +84,7 @@ impl SpecRequests {
         for r in records {
             let (entries, subject, by) = match &r.event {
                 Event::Approved { stage, by, .. } => (&approvals, stage, by),
+                Event::Denied { stage, by, .. } => (&denials, stage, by),
                 Event::Confirmed { system, by, .. } => (&confirmations, system, by),
                 Event::Refused {
                     decision,
@@ -76,6 +93,7 @@ impl SpecRequests {
                     ..
                 } => match decision.as_str() {
                     "approve" => (&approvals, subject, by),
+                    "deny" => (&denials, subject, by),
                     "confirm" => (&confirmations, subject, by),
                     _ => continue,
                 },
@@ -110,6 +128,18 @@ impl RequestSource for SpecRequests {
                 },
             )
         });
+        let denials = spec.denials.into_iter().enumerate().map(|(i, d)| {
+            (
+                deny_token(i, &d.stage, &d.by),
+                Request::Deny {
+                    proof: d.signed.proof(),
+                    stage: d.stage,
+                    by: d.by,
+                    role: d.role,
+                    reason: d.reason,
+                },
+            )
+        });
         let confirmations = spec.confirmations.into_iter().enumerate().map(|(i, c)| {
             (
                 confirm_token(i, &c.system, &c.by),
@@ -121,6 +151,7 @@ impl RequestSource for SpecRequests {
             )
         });
         Ok(approvals
+            .chain(denials)
             .chain(confirmations)
             .filter(|(token, _)| !taken.contains(token))
             .map(|(token, r)| (token, Ok(r)))

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use blackstart_engine::decision::Decision;
 use blackstart_engine::{Event, RunState};
 
-use crate::crd::{ApprovalEntry, ConfirmationEntry, RestartRun, SignedEntry};
+use crate::crd::{ApprovalEntry, ConfirmationEntry, DenialEntry, RestartRun, SignedEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -59,6 +59,24 @@ pub async fn decide(
             };
             let entry = serde_json::to_value(&entry).unwrap_or(Value::Null);
             ("approvals", obj.spec.approvals.is_empty(), entry, role)
+        }
+        Event::Denied {
+            stage,
+            by,
+            role,
+            reason,
+            proof,
+        } => {
+            let entry = DenialEntry {
+                stage,
+                by,
+                role: role.clone(),
+                reason,
+                at,
+                signed: signed(proof),
+            };
+            let entry = serde_json::to_value(&entry).unwrap_or(Value::Null);
+            ("denials", obj.spec.denials.is_empty(), entry, role)
         }
         Event::Confirmed { system, by, proof } => {
             let entry = ConfirmationEntry {

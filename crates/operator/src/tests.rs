@@ -499,6 +499,42 @@ async fn the_readmes_kubectl_approval_patch_works_on_a_fresh_run_and_keeps_earli
     healthy_means_running(&fake, &run);
 }
 
+/// `deny --k8s`: a denial checked as the operator will, written to
+/// spec.denials, fails the gate; its onFailure (here rollback of the first
+/// stage's default, pause) applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_in_the_spec_fails_the_gate() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let ctx = fake.context();
+    at_the_gate(&fake, &ctx).await;
+    let d = blackstart_engine::decision::Decision {
+        role: Some("incident-commander".into()),
+        reason: Some("EDR alerts on parts-db".into()),
+        ..blackstart_engine::decision::Decision::new(
+            blackstart_engine::decision::Kind::Deny,
+            "data",
+            "carol",
+        )
+    };
+    crate::steer::decide(ctx.client.clone(), crate::fixtures::NS, "run-1", &d)
+        .await
+        .expect("the denial is written");
+    assert_eq!(fake.run("run-1").spec.denials.len(), 1);
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Paused")).await;
+    assert_eq!(stage_phase(&run, "data"), "Failed");
+    assert!(
+        run.status
+            .as_ref()
+            .and_then(|s| s.reason.clone())
+            .is_some_and(
+                |r| r.contains("denied by carol as incident-commander: EDR alerts on parts-db")
+            ),
+        "{:?}",
+        run.status.as_ref().and_then(|s| s.reason.clone())
+    );
+    event_published(&fake, "Denied").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_pause_is_written_into_the_spec() {
     // The apps stage's gate pauses instead of rolling back.
