@@ -747,3 +747,69 @@ fn a_revoked_key_decides_nothing_more() {
     apply.kill().unwrap();
     apply.wait().unwrap();
 }
+
+/// A drill with `--manual-approvals --require-signatures` rehearses the
+/// keys too: an unsigned decision is refused as in a real run.
+#[test]
+fn a_drill_can_rehearse_the_keys() {
+    let s = Scratch::new();
+    let (alice_key, alice) = key(&s, "alice");
+    let (bob_key, bob) = key(&s, "bob");
+    let file = playbook(&s, &alice, &bob);
+    let mut drill = s.spawn(&[
+        "drill",
+        &file,
+        "--run-id",
+        "d1",
+        "--manual-approvals",
+        "--require-signatures",
+    ]);
+    s.wait("d1", "the data gate", |st| {
+        st["stages"][0]["phase"] == "Gate"
+    });
+    refused(
+        &s,
+        &[
+            "approve",
+            "d1",
+            "data",
+            "--by",
+            "alice",
+            "--role",
+            "incident-commander",
+        ],
+        "must be signed",
+    );
+    for (stage, by, role, k) in [
+        ("data", "alice", "incident-commander", &alice_key),
+        ("data", "bob", "plant-manager", &bob_key),
+    ] {
+        let out = s.run(&[
+            "approve", "d1", stage, "--by", by, "--role", role, "--key", k,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    s.wait("d1", "the apps gate", |st| {
+        st["stages"][1]["phase"] == "Gate"
+    });
+    let out = s.run(&[
+        "approve",
+        "d1",
+        "apps",
+        "--by",
+        "alice",
+        "--role",
+        "incident-commander",
+        "--key",
+        &alice_key,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(wait_exit(&mut drill, Duration::from_secs(30)), 0);
+    let verify = s.run(&["audit", "d1", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(
+        verify.stderr.contains("decisions: 3 signed"),
+        "{}",
+        verify.stderr
+    );
+}

@@ -357,6 +357,10 @@ pub(crate) struct DrillArgs {
     /// Wait for `approve` and `confirm` as in a real run.
     #[arg(long)]
     pub(crate) manual_approvals: bool,
+    /// With --manual-approvals: take signed decisions only, from members
+    /// whose keys are enrolled, as a real run does (rehearse the keys too).
+    #[arg(long, requires = "manual_approvals")]
+    pub(crate) require_signatures: bool,
     #[command(flatten)]
     pub(crate) state: StateDir,
     /// The run's id [default: drill-, the playbook's name and the start time].

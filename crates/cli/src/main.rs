@@ -554,6 +554,7 @@ fn drill_command(args: DrillArgs) -> Result<u8, CliError> {
         slow,
         speed,
         manual_approvals,
+        require_signatures,
         state,
         run_id,
     } = args;
@@ -588,7 +589,11 @@ fn drill_command(args: DrillArgs) -> Result<u8, CliError> {
         speed,
         &state.state_dir,
         run_id,
-        manual_approvals,
+        match (manual_approvals, require_signatures) {
+            (false, _) => runs::Deciders::StandIn,
+            (true, false) => runs::Deciders::People,
+            (true, true) => runs::Deciders::PeopleSigning,
+        },
     )
 }
 

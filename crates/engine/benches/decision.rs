@@ -41,6 +41,7 @@ spec:
                 plan: Box::new(plan.clone()),
                 playbook_path: None,
                 drill: false,
+                require_signatures: false,
             },
             Event::Run {
                 phase: RunPhase::Running,

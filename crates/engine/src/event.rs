@@ -145,6 +145,11 @@ pub enum Event {
         /// A drill: actions and probes replaced by the simulated plant.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         drill: bool,
+        /// A drill that takes signed decisions only, as a real run does
+        /// (`drill --manual-approvals --require-signatures`): it rehearses
+        /// the keys too.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        require_signatures: bool,
     },
     #[serde(rename_all = "camelCase")]
     Run {

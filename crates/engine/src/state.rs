@@ -138,6 +138,9 @@ pub struct RunState {
     /// plan, not the keys), and status and audit say so.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub drill: bool,
+    /// A drill that takes signed decisions only, as a real run does.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub require_signatures: bool,
     pub phase: RunPhase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -203,6 +206,7 @@ impl RunState {
             playbook_hash,
             plan,
             drill,
+            require_signatures,
             ..
         } = first
         else {
@@ -213,6 +217,7 @@ impl RunState {
             playbook: playbook.clone(),
             playbook_hash: playbook_hash.clone(),
             drill: *drill,
+            require_signatures: *require_signatures,
             phase: RunPhase::Pending,
             reason: None,
             stages: plan

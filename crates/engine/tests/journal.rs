@@ -35,6 +35,7 @@ fn started(run: &str) -> Event {
         plan: Box::new(plan),
         playbook_path: None,
         drill: false,
+        require_signatures: false,
     }
 }
 

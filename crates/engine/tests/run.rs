@@ -119,6 +119,7 @@ fn lab(yaml: &str) -> (Lab, Engine<FileJournal>) {
         plan: Box::new(plan),
         playbook_path: None,
         drill: false,
+        require_signatures: false,
     };
     let journal = FileJournal::create(&dir, &started).unwrap();
     let records = journal.load().unwrap();

@@ -242,6 +242,7 @@ async fn apply(
                         plan: Box::new(plan),
                         playbook_path: None,
                         drill: false,
+                        require_signatures: false,
                     })
                     .await?;
                 name

@@ -115,6 +115,7 @@ pub fn apply(
         plan: Box::new(plan),
         playbook_path: journaled_path(file),
         drill: false,
+        require_signatures: false,
     };
     let journal = FileJournal::create(&dir, &started)?;
     note(&format!(
@@ -133,6 +134,17 @@ pub fn apply(
     )
 }
 
+/// Who decides a drill's gates and manual steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deciders {
+    /// A stand-in: each role by one of its members, unsigned.
+    StandIn,
+    /// People, from another terminal; unsigned decisions by members count.
+    People,
+    /// People, signing as in a real run.
+    PeopleSigning,
+}
+
 /// `drill FILE`: the real engine, probes and journal against the simulated
 /// plant. Gates are approved and manual steps confirmed by a stand-in
 /// unless `manual` is set.
@@ -143,7 +155,7 @@ pub fn drill(
     speed: f64,
     state_dir: &Path,
     run_id: Option<String>,
-    manual: bool,
+    deciders: Deciders,
 ) -> Result<u8, CliError> {
     let rt = runtime()?;
     let plant = rt
@@ -159,6 +171,7 @@ pub fn drill(
         plan: Box::new(drilled),
         playbook_path: journaled_path(file),
         drill: true,
+        require_signatures: deciders == Deciders::PeopleSigning,
     };
     let journal = FileJournal::create(&dir, &started)?;
     note(&format!(
@@ -169,7 +182,7 @@ pub fn drill(
         journal.path().display()
     ));
     let records = journal.load()?;
-    let steward = !manual;
+    let steward = deciders == Deciders::StandIn;
     let secrets = secrets_for(&plan, true)?;
     let code = drive(
         &rt,
