@@ -98,7 +98,7 @@ pub(crate) enum Command {
     /// Run a playbook against the simulated plant: the real engine, probes and
     /// journal, every system a small HTTP service on 127.0.0.1.
     #[command(
-        after_help = "Examples:\n  blackstart drill playbooks/global-restart.yaml\n  blackstart drill playbooks/global-restart.yaml --fail wolv-engine-mes --speed 2000\n  blackstart drill playbooks/third-party-reconnect.yaml --flap minimal-feed --manual-approvals\n\nEach system becomes healthy after its expectedDuration divided by --speed. Gates are approved and\nmanual steps confirmed as `drill` unless --manual-approvals. Exits like apply."
+        after_help = "Examples:\n  blackstart drill playbooks/global-restart.yaml\n  blackstart drill playbooks/global-restart.yaml --fail wolv-engine-mes --speed 2000\n  blackstart drill playbooks/third-party-reconnect.yaml --flap minimal-feed --manual-approvals\n\nEach system becomes healthy after its expectedDuration divided by --speed. Gates are approved and\nmanual steps confirmed by a stand-in (one member per role, unsigned) unless --manual-approvals;\nwith --require-signatures too, only signed decisions count, as in a real run. Exits like apply."
     )]
     Drill(DrillArgs),
     /// Carry on a paused or interrupted run from its journal.
