@@ -561,6 +561,46 @@ pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String
     })
 }
 
+/// The decision a journaled event records, as it was checked when taken;
+/// `None` for events that are not people's decisions.
+pub fn recorded(event: &Event) -> Option<Decision> {
+    let (kind, subject, by, role, reason, proof) = match event {
+        Event::Approved {
+            stage,
+            by,
+            role,
+            proof,
+        } => (Kind::Approve, stage, by, role, None, proof),
+        Event::Denied {
+            stage,
+            by,
+            role,
+            reason,
+            proof,
+        } => (Kind::Deny, stage, by, role, Some(reason), proof),
+        Event::Confirmed { system, by, proof } => (Kind::Confirm, system, by, &None, None, proof),
+        Event::RetryRequested { system, by, proof } => {
+            (Kind::Retry, system, by, &None, None, proof)
+        }
+        Event::KeyRevoked {
+            key,
+            by,
+            role,
+            reason,
+            proof,
+        } => (Kind::Revoke, key, by, role, reason.as_ref(), proof),
+        _ => return None,
+    };
+    Some(Decision {
+        kind,
+        subject: subject.clone(),
+        by: by.clone(),
+        role: role.clone(),
+        reason: reason.cloned(),
+        proof: proof.clone(),
+    })
+}
+
 /// For `audit --verify`: whether a journaled decision's signature still
 /// verifies against the plan's roles, and whether one was owed.
 pub fn recheck(
@@ -570,47 +610,18 @@ pub fn recheck(
     revoked: &[String],
     event: &Event,
 ) -> Result<(), String> {
-    let (kind, subject, by, role, reason, proof) = match event {
-        Event::Approved {
-            stage,
-            by,
-            role,
-            proof,
-        } => (Kind::Approve, stage, by, role.as_deref(), None, proof),
-        Event::Denied {
-            stage,
-            by,
-            role,
-            reason,
-            proof,
-        } => (
-            Kind::Deny,
-            stage,
-            by,
-            role.as_deref(),
-            Some(reason.clone()),
-            proof,
-        ),
-        Event::Confirmed { system, by, proof } => (Kind::Confirm, system, by, None, None, proof),
-        Event::RetryRequested { system, by, proof } => (Kind::Retry, system, by, None, None, proof),
-        _ => return Ok(()),
+    let Some(d) = recorded(event) else {
+        return Ok(());
     };
-    let Some(wait) = proof.wait else {
+    let Some(wait) = d.proof.wait else {
         // Recorded before decisions carried their wait (an earlier
         // release): nothing was signed.
         return Ok(());
     };
-    if drill && !proof.signed() {
+    if drill && !d.proof.signed() {
         return Ok(());
     }
-    let d = Decision {
-        kind,
-        subject: subject.clone(),
-        by: by.clone(),
-        role: role.map(str::to_owned),
-        reason,
-        proof: proof.clone(),
-    };
+    let (role, by) = (d.role.as_deref(), d.by.as_str());
     // Confirm and retry record no role: the signer's key is found in any
     // role that enrols them.
     let roles: Vec<Option<&str>> = match role {
@@ -632,4 +643,59 @@ pub fn recheck(
         }
     }
     last.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `audit --verify` holds every kind of recorded decision to its
+    /// signature, revocations included: a member with an enrolled key who
+    /// revoked unsigned is found.
+    #[test]
+    fn every_recorded_decision_is_rechecked() {
+        let carol = include_str!("../../../tests/keys/carol.pub").trim();
+        let yaml = format!(
+            "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: t }}
+spec:
+  roles: [ {{ name: ciso, members: [ {{ name: carol, key: \"{carol}\" }} ] }}, {{ name: ic, members: [ {{ name: alice }} ] }} ]
+  sites: [ {{ id: dc }} ]
+  systems: [ {{ id: db, site: dc, start: {{ noop: {{}} }} }} ]
+  stages: [ {{ name: data, select: {{ sites: [dc] }}, gate: {{ approvals: [ic] }} }} ]
+"
+        );
+        let plan = Plan::build(blackstart_model::load(yaml.as_bytes()).expect("valid"));
+        let unsigned = Proof {
+            wait: Some(3),
+            ..Proof::default()
+        };
+        let revoked = Event::KeyRevoked {
+            key: "SHA256:x".into(),
+            by: "carol".into(),
+            role: Some("ciso".into()),
+            reason: None,
+            proof: unsigned.clone(),
+        };
+        let err = recheck(&plan, "r", false, &[], &revoked).expect_err("carol must sign");
+        assert!(err.contains("must be signed"), "{err}");
+        let approved = Event::Approved {
+            stage: "data".into(),
+            by: "alice".into(),
+            role: Some("ic".into()),
+            proof: unsigned,
+        };
+        assert!(
+            recheck(&plan, "r", false, &[], &approved).is_ok(),
+            "alice has no key"
+        );
+        assert!(
+            recorded(&Event::Run {
+                phase: crate::event::RunPhase::Running,
+                reason: None
+            })
+            .is_none()
+        );
+    }
 }
