@@ -245,13 +245,8 @@ pub(crate) enum Command {
         role: Option<String>,
         #[command(flatten)]
         signing: runs::Signing,
-        /// Approve a RestartRun in the cluster (the kubeconfig's) instead
-        /// of a run in --state-dir.
-        #[arg(long)]
-        k8s: bool,
-        /// The RestartRun's namespace; the kubeconfig's when not given.
-        #[arg(long, requires = "k8s", value_name = "NS")]
-        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         state: StateDir,
     },
@@ -273,13 +268,8 @@ pub(crate) enum Command {
         reason: String,
         #[command(flatten)]
         signing: runs::Signing,
-        /// Deny for a RestartRun in the cluster (the kubeconfig's) instead
-        /// of a run in --state-dir.
-        #[arg(long)]
-        k8s: bool,
-        /// The RestartRun's namespace; the kubeconfig's when not given.
-        #[arg(long, requires = "k8s", value_name = "NS")]
-        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         state: StateDir,
     },
@@ -295,13 +285,8 @@ pub(crate) enum Command {
         by: String,
         #[command(flatten)]
         signing: runs::Signing,
-        /// Confirm for a RestartRun in the cluster (the kubeconfig's) instead
-        /// of a run in --state-dir.
-        #[arg(long)]
-        k8s: bool,
-        /// The RestartRun's namespace; the kubeconfig's when not given.
-        #[arg(long, requires = "k8s", value_name = "NS")]
-        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         state: StateDir,
     },
@@ -366,6 +351,19 @@ pub(crate) struct DrillArgs {
     /// The run's id [default: drill-, the playbook's name and the start time].
     #[arg(long, value_name = "ID")]
     pub(crate) run_id: Option<String>,
+}
+
+/// Where a decision goes: a run in --state-dir, or with --k8s a
+/// RestartRun in the cluster.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    /// Decide for a RestartRun in the cluster (the kubeconfig's) instead
+    /// of a run in --state-dir.
+    #[arg(long)]
+    pub(crate) k8s: bool,
+    /// The RestartRun's namespace; the kubeconfig's when not given.
+    #[arg(long, requires = "k8s", value_name = "NS")]
+    pub(crate) namespace: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -352,35 +352,17 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             by,
             role,
             signing,
-            k8s: true,
-            namespace,
-            state: _,
-        } => cluster::decide(
-            &run,
-            Decision {
-                role,
-                ..Decision::new(Kind::Approve, &stage, &by)
-            },
-            &signing,
-            namespace,
-        ),
-        Command::Approve {
-            run,
-            stage,
-            by,
-            role,
-            signing,
-            k8s: false,
+            target,
             state,
-            namespace: _,
-        } => runs::decide(
-            &state.state_dir,
+        } => decide(
             &run,
             Decision {
                 role,
                 ..Decision::new(Kind::Approve, &stage, &by)
             },
             &signing,
+            target,
+            &state,
         ),
         Command::Deny {
             run,
@@ -389,21 +371,19 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             role,
             reason,
             signing,
-            k8s,
-            namespace,
+            target,
             state,
-        } => {
-            let d = Decision {
+        } => decide(
+            &run,
+            Decision {
                 role,
                 reason: Some(reason),
                 ..Decision::new(Kind::Deny, &stage, &by)
-            };
-            if k8s {
-                cluster::decide(&run, d, &signing, namespace)
-            } else {
-                runs::decide(&state.state_dir, &run, d, &signing)
-            }
-        }
+            },
+            &signing,
+            target,
+            &state,
+        ),
         Command::Operator {
             namespace,
             listen,
@@ -415,28 +395,14 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             system,
             by,
             signing,
-            k8s: true,
-            namespace,
-            state: _,
-        } => cluster::decide(
-            &run,
-            Decision::new(Kind::Confirm, &system, &by),
-            &signing,
-            namespace,
-        ),
-        Command::Confirm {
-            run,
-            system,
-            by,
-            signing,
-            k8s: false,
+            target,
             state,
-            namespace: _,
-        } => runs::decide(
-            &state.state_dir,
+        } => decide(
             &run,
             Decision::new(Kind::Confirm, &system, &by),
             &signing,
+            target,
+            &state,
         ),
         Command::Audit {
             run,
@@ -543,6 +509,22 @@ fn plan_command(
     };
     write_output(output.as_deref(), &text)?;
     Ok(exit::SUCCESS)
+}
+
+/// A person's decision, for a run in the state directory or, with
+/// `--k8s`, for a RestartRun.
+fn decide(
+    run: &str,
+    d: Decision,
+    signing: &runs::Signing,
+    target: Target,
+    state: &StateDir,
+) -> Result<u8, CliError> {
+    if target.k8s {
+        cluster::decide(run, d, signing, target.namespace)
+    } else {
+        runs::decide(&state.state_dir, run, d, signing)
+    }
 }
 
 /// `drill FILE`: the simulated plant, with the faults asked for.
