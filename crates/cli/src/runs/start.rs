@@ -16,6 +16,7 @@ use blackstart_engine::{
 };
 use blackstart_model::Plan;
 use blackstart_model::playbook::{Action, Check};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::progress::progress;
 use super::*;
@@ -479,7 +480,9 @@ fn drive(
         let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
         let steward = steward.then(|| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir))));
         let pause = Arc::new(pause);
-        let signals = tokio::spawn(on_signals(engine.clone(), Arc::clone(&pause)));
+        // Listening starts here, before the run does: a Ctrl-C in the first
+        // moments of a run pauses it like any other.
+        let signals = tokio::spawn(on_signals(listen(), engine.clone(), Arc::clone(&pause)));
         let asked_rollback: AskedRollback = Arc::new(std::sync::Mutex::new(None));
         let asked = tokio::spawn(asked_from_afar(
             engine.clone(),
@@ -554,16 +557,28 @@ fn drive(
     })
 }
 
+/// Takes SIGINT and SIGTERM over from their default (or from being
+/// ignored, as they are for a job started in the background). It is called
+/// where the run begins, not in a task that may first run after the engine
+/// has started a step: a signal in between would otherwise kill, or be
+/// ignored.
+fn listen() -> Option<(Signal, Signal)> {
+    Some((
+        signal(SignalKind::interrupt()).ok()?,
+        signal(SignalKind::terminate()).ok()?,
+    ))
+}
+
 /// SIGINT (Ctrl-C) or SIGTERM: the first pauses (no new steps; steps under
 /// way finish), the second kills the steps under way, journals them as
 /// interrupted and exits 130, so nothing is left running that the journal
 /// does not know ended.
-async fn on_signals(engine: Engine<FileJournal>, pause: Arc<tokio::sync::watch::Sender<bool>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+async fn on_signals(
+    listening: Option<(Signal, Signal)>,
+    engine: Engine<FileJournal>,
+    pause: Arc<tokio::sync::watch::Sender<bool>>,
+) {
+    let Some((mut int, mut term)) = listening else {
         note("cannot listen for Ctrl-C or SIGTERM; they will kill blackstart without a pause");
         return;
     };
