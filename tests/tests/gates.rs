@@ -568,7 +568,7 @@ fn status_says_what_a_gate_needs_and_when_nobody_drives_the_run() {
 fn pause_and_rollback_from_another_terminal() {
     let AtTheGate {
         s,
-        alice_key: _,
+        alice_key,
         bob_key: _,
         mut apply,
     } = at_the_gate("g5", &["--by", "alice"]);
@@ -577,8 +577,28 @@ fn pause_and_rollback_from_another_terminal() {
         &["pause", "g5", "--by", "mallory"],
         "mallory is a member of no role",
     );
-    let out = s.run(&["pause", "g5", "--by", "alice", "--reason", "EDR alert"]);
+    // alice has a key enrolled: her pause is signed like her approvals.
+    refused(
+        &s,
+        &["pause", "g5", "--by", "alice", "--reason", "EDR alert"],
+        "must be signed",
+    );
+    let out = s.run(&[
+        "pause",
+        "g5",
+        "--by",
+        "alice",
+        "--reason",
+        "EDR alert",
+        "--key",
+        &alice_key,
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pause by alice (signed)"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         wait_exit(&mut apply, Duration::from_secs(30)),
         1,
@@ -607,14 +627,22 @@ fn pause_and_rollback_from_another_terminal() {
         "Paused",
         "a dry run changes nothing"
     );
+    // With spec.roles every rollback names a member, signed if enrolled.
+    refused(&s, &["rollback", "g5"], "say who asks with --by NAME");
+    refused(&s, &["rollback", "g5", "--by", "alice"], "must be signed");
+    assert_eq!(
+        s.status("g5")["phase"],
+        "Paused",
+        "a refusal changes nothing"
+    );
 
     let mut resumed = s.spawn(&["resume", "g5", "--by", "carol"]);
     s.wait("g5", "the resumed run", |st| st["phase"] == "Running");
-    let out = s.run(&["rollback", "g5", "--by", "alice"]);
+    let out = s.run(&["rollback", "g5", "--by", "alice", "--key", &alice_key]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("rollback by alice (unsigned) handed to run g5"),
+            .contains("rollback by alice (signed) handed to run g5"),
         "{}",
         out.stderr
     );
@@ -639,6 +667,13 @@ fn pause_and_rollback_from_another_terminal() {
         driven,
         ["driven by alice", "driven by carol"],
         "every action has a person"
+    );
+    let verify = s.run(&["audit", "g5", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(
+        verify.stderr.contains("decisions: 2 signed"),
+        "the pause and the rollback: {}",
+        verify.stderr
     );
     let again = s.run(&["resume", "g5"]);
     assert_eq!(again.code, 1);
@@ -746,6 +781,32 @@ fn a_revoked_key_decides_nothing_more() {
     assert_eq!(verify.code, 0, "{}", verify.stderr);
     apply.kill().unwrap();
     apply.wait().unwrap();
+    // Killed: a rollback from this terminal drives the run itself, and
+    // takes the same signed decision first.
+    refused(
+        &s,
+        &["rollback", "g6", "--by", "bob", "--key", &bob_key],
+        "was revoked in this run",
+    );
+    let out = s.run(&["rollback", "g6", "--by", "alice", "--key", &alice_key]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = s.events("g6");
+    let asked = events
+        .iter()
+        .position(|e| {
+            e["type"] == "rollbackRequested"
+                && e["by"] == "alice"
+                && e["proof"]["signature"].is_string()
+        })
+        .expect("the signed rollback is journaled");
+    let begun = events
+        .iter()
+        .position(|e| e["type"] == "rollbackBegun")
+        .expect("the rollback began");
+    assert!(asked < begun, "journaled before the first stop");
+    assert_eq!(s.status("g6")["phase"], "RolledBack");
+    let verify = s.run(&["audit", "g6", "--verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
 }
 
 /// A drill with `--manual-approvals --require-signatures` rehearses the

@@ -117,16 +117,21 @@ pub(crate) enum Command {
     },
     /// Stop everything a paused, failed or finished run started, dependents first.
     #[command(
-        after_help = "Examples:\n  blackstart rollback ir-2025-09 --by alice --dry-run   # what it would stop, in order\n  blackstart rollback ir-2025-09 --by alice\n\nThe rollback is journaled, with what it will stop, before the first stop; a rollback cut\nshort (a crash, Ctrl-C) is finished by running it again, or by `resume`, and no system is\nstopped twice. A run rolled back already is left as it is.\nExits 0 when every stop action succeeded, 1 otherwise, 3 when the playbook no longer\nmatches the journal."
+        after_help = "Examples:\n  blackstart rollback ir-2025-09 --by alice --dry-run   # what it would stop, in order\n  blackstart rollback ir-2025-09 --by alice --key ~/.ssh/id_ed25519 --reason \"EDR alert\"\n\nWith spec.roles, --by names a member, and a member with an enrolled key signs (--key, or\n--message then --signature); the signature binds the journal's head. The rollback is\njournaled, with what it will stop, before the first stop; a rollback cut short (a\ncrash, Ctrl-C) is finished by running it again, or by `resume`, and no system is stopped\ntwice. A run rolled back already is left as it is.\nExits 0 when every stop action succeeded, 1 otherwise, 3 when the playbook no longer\nmatches the journal."
     )]
     Rollback {
         run: String,
         /// Who asks for the rollback; recorded in the journal.
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
+        /// Why; recorded in the journal.
+        #[arg(long, requires = "by")]
+        reason: Option<String>,
         /// Print what would be stopped, in order, and change nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["key", "signature", "message"])]
         dry_run: bool,
+        #[command(flatten)]
+        signing: runs::Signing,
         #[command(flatten)]
         trust: TrustArgs,
         #[command(flatten)]
@@ -161,7 +166,7 @@ pub(crate) enum Command {
     },
     /// Pause a run another process drives, from any terminal.
     #[command(
-        after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\"\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause."
+        after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\" --key ~/.ssh/id_ed25519\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause, and a member with an enrolled key signs\n(the signature binds the journal's head)."
     )]
     Pause {
         run: String,
@@ -171,6 +176,8 @@ pub(crate) enum Command {
         /// Why; recorded in the journal.
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        signing: runs::Signing,
         #[command(flatten)]
         state: StateDir,
     },

@@ -293,8 +293,9 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             run,
             by,
             reason,
+            signing,
             state,
-        } => runs::pause(&state.state_dir, &run, &by, reason),
+        } => runs::pause(&state.state_dir, &run, &by, reason, &signing),
         Command::Revoke {
             run,
             key,
@@ -321,15 +322,21 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback {
             run,
             by,
+            reason,
             dry_run,
+            signing,
             trust,
             state,
         } => runs::rollback(
             &state.state_dir,
             &run,
             &trust.into(),
-            by.as_deref(),
+            by.map(|by| Decision {
+                reason,
+                ..Decision::new(Kind::Rollback, "", &by)
+            }),
             dry_run,
+            &signing,
         ),
         Command::Retry {
             run,

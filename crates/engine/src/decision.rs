@@ -160,7 +160,10 @@ pub struct Pending {
 /// now, the person may make it (a member of the role, one role per gate).
 pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
     let run = &state.run;
-    if state.phase.is_final() {
+    // A finished run can still be rolled back (a run whose failed stage
+    // was rolled back keeps its earlier stages up); nothing else is
+    // decided. What is left to stop is `RunState::nothing_to_roll_back`'s.
+    if state.phase.is_final() && d.kind != Kind::Rollback {
         return Err(format!(
             "run {run} has ended ({:?}); there is nothing left to decide",
             state.phase
@@ -216,28 +219,63 @@ fn revoke_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending
 }
 
 /// Pause and rollback of the whole run: with `spec.roles`, from a member
-/// of any role. They answer no wait, and are not signed in this release.
+/// of any role, in the first role of the playbook that names them (the
+/// role the signature binds). They answer no wait: they bind the journal's
+/// head.
 fn run_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
-    if let Some(roles) = roles_of(plan)
-        && !roles.iter().any(|r| r.member(&d.by).is_some())
-    {
+    let role = match roles_of(plan) {
+        None => None,
+        Some(roles) => Some(
+            roles
+                .iter()
+                .find(|r| r.member(&d.by).is_some())
+                .map(|r| r.name.clone())
+                .ok_or_else(|| {
+                    format!(
+                        "{} is a member of no role of the playbook; only members may {} run {}",
+                        d.by,
+                        d.kind.as_str(),
+                        state.run
+                    )
+                })?,
+        ),
+    };
+    Ok(Pending {
+        role,
+        wait: state.head,
+    })
+}
+
+/// Decisions that answer no wait bind the journal's head when the message
+/// was made: taken while no later decision of the same kind acted on the
+/// run since (DESIGN.md, "Decisions without a wait").
+fn binds_head(kind: Kind) -> bool {
+    matches!(kind, Kind::Pause | Kind::Rollback | Kind::Revoke)
+}
+
+/// The journal head `d` was made at, checked: not ahead of the journal,
+/// and not overtaken by a later decision of the same kind.
+fn head_of(state: &RunState, d: &Decision, made_at: u64) -> Result<u64, String> {
+    if made_at > state.head {
         return Err(format!(
-            "{} is a member of no role of the playbook; only members may {} run {}",
-            d.by,
+            "the {} was made at journal seq {made_at}, but the journal of run {} ends at seq {}; decide again",
             d.kind.as_str(),
-            state.run
+            state.run,
+            state.head
         ));
     }
-    if d.proof.signed() {
+    let since = match d.kind {
+        Kind::Pause => state.pause_asked,
+        Kind::Rollback => state.rollback_asked,
+        _ => None,
+    };
+    if let Some(seq) = since.filter(|&seq| seq > made_at) {
         return Err(format!(
-            "a {} is not signed in this release; leave out the signature",
+            "a {} was asked at journal seq {seq}, after this one was made (seq {made_at}); it is not taken twice",
             d.kind.as_str()
         ));
     }
-    Ok(Pending {
-        role: None,
-        wait: 0,
-    })
+    Ok(made_at)
 }
 
 fn gate_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, String> {
@@ -488,8 +526,10 @@ pub fn verify(
 
 /// Takes a decision: checks it all, and returns the event that records it.
 pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String> {
-    let p = pending(plan, state, d)?;
-    if let Some(w) = d.proof.wait
+    let mut p = pending(plan, state, d)?;
+    if binds_head(d.kind) {
+        p.wait = head_of(state, d, d.proof.wait.unwrap_or(p.wait))?;
+    } else if let Some(w) = d.proof.wait
         && w != p.wait
     {
         return Err(format!(
@@ -546,10 +586,14 @@ pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String
         Kind::Pause => Event::PauseRequested {
             by,
             reason: d.reason.clone(),
+            role: p.role,
+            proof,
         },
         Kind::Rollback => Event::RollbackRequested {
             by,
             reason: d.reason.clone(),
+            role: p.role,
+            proof,
         },
         Kind::Revoke => Event::KeyRevoked {
             key: subject,
@@ -589,6 +633,32 @@ pub fn recorded(event: &Event) -> Option<Decision> {
             reason,
             proof,
         } => (Kind::Revoke, key, by, role, reason.as_ref(), proof),
+        Event::PauseRequested {
+            by,
+            reason,
+            role,
+            proof,
+        } => (
+            Kind::Pause,
+            &String::new(),
+            by,
+            role,
+            reason.as_ref(),
+            proof,
+        ),
+        Event::RollbackRequested {
+            by,
+            reason,
+            role,
+            proof,
+        } => (
+            Kind::Rollback,
+            &String::new(),
+            by,
+            role,
+            reason.as_ref(),
+            proof,
+        ),
         _ => return None,
     };
     Some(Decision {
@@ -697,5 +767,108 @@ spec:
             })
             .is_none()
         );
+    }
+
+    /// Signs `d` at journal seq `at` with a test key, as `--key` does.
+    fn signed_at(plan: &Plan, name: &str, mut d: Decision, at: u64) -> Decision {
+        let private = ssh_key::PrivateKey::from_openssh(match name {
+            "alice" => include_str!("../../../tests/keys/alice"),
+            _ => include_str!("../../../tests/keys/bob"),
+        })
+        .expect("a test key");
+        // The role the signature binds, as `pending` finds it.
+        d.role = Some(if name == "alice" { "ic" } else { "ciso" }.to_owned());
+        let text = message("r", &plan.playbook_hash, &d, at);
+        let sig = private
+            .sign(NAMESPACE, HashAlg::Sha512, text.as_bytes())
+            .expect("the test key signs");
+        d.proof.wait = Some(at);
+        d.proof.signature = Some(sig.to_pem(ssh_key::LineEnding::LF).expect("armored"));
+        d
+    }
+
+    /// Pause and rollback are signed like any decision, bind the journal's
+    /// head when the message was made, and are refused unsigned, replayed
+    /// as the other kind, made ahead of the journal, or overtaken by a
+    /// later one of the same kind.
+    #[test]
+    fn pause_and_rollback_are_signed_and_bind_the_head() {
+        let alice = include_str!("../../../tests/keys/alice.pub").trim();
+        let bob = include_str!("../../../tests/keys/bob.pub").trim();
+        let yaml = format!(
+            "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: t }}
+spec:
+  roles: [ {{ name: ic, members: [ {{ name: alice, key: \"{alice}\" }} ] }}, {{ name: ciso, members: [ {{ name: bob, key: \"{bob}\" }} ] }} ]
+  sites: [ {{ id: dc }} ]
+  systems: [ {{ id: db, site: dc, start: {{ noop: {{}} }} }} ]
+  stages: [ {{ name: data, select: {{ sites: [dc] }} }} ]
+"
+        );
+        let plan = Plan::build(blackstart_model::load(yaml.as_bytes()).expect("valid"));
+        let mut events = vec![
+            Event::RunStarted {
+                run: "r".into(),
+                playbook: plan.playbook.clone(),
+                playbook_hash: plan.playbook_hash.clone(),
+                plan: Box::new(plan.clone()),
+                playbook_path: None,
+                drill: false,
+                require_signatures: false,
+            },
+            Event::Run {
+                phase: crate::event::RunPhase::Running,
+                reason: None,
+            },
+        ];
+        let fold = |events: &[Event]| {
+            RunState::fold(events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)))
+                .expect("the events fold")
+        };
+        let state = fold(&events);
+        let pause = Decision::new(Kind::Pause, "", "alice");
+
+        let err = take(&plan, &state, &pause).expect_err("alice has a key");
+        assert!(err.contains("must be signed"), "{err}");
+        let good = signed_at(&plan, "alice", pause.clone(), 2);
+        let taken = take(&plan, &state, &good).expect("signed at the head");
+        assert!(
+            matches!(&taken, Event::PauseRequested { role: Some(r), proof, .. } if r == "ic" && proof.key.is_some()),
+            "{taken:?}"
+        );
+        assert!(recheck(&plan, "r", false, &[], &taken).is_ok());
+
+        let as_rollback = Decision {
+            kind: Kind::Rollback,
+            ..good.clone()
+        };
+        let err = take(&plan, &state, &as_rollback).expect_err("signed as a pause");
+        assert!(err.contains("does not match"), "{err}");
+
+        let ahead = signed_at(&plan, "alice", pause.clone(), 9);
+        let err = take(&plan, &state, &ahead).expect_err("made ahead of the journal");
+        assert!(err.contains("ends at seq 2"), "{err}");
+
+        // Bob pauses at seq 3; alice's pause made at seq 2 is overtaken.
+        events.push(
+            take(
+                &plan,
+                &state,
+                &signed_at(&plan, "bob", Decision::new(Kind::Pause, "", "bob"), 2),
+            )
+            .expect("bob's pause"),
+        );
+        let later = fold(&events);
+        let err = take(&plan, &later, &good).expect_err("overtaken");
+        assert!(err.contains("after this one was made"), "{err}");
+        // A rollback made at the same head is another thing, and taken.
+        let rollback = signed_at(
+            &plan,
+            "alice",
+            Decision::new(Kind::Rollback, "", "alice"),
+            3,
+        );
+        assert!(take(&plan, &later, &rollback).is_ok());
     }
 }

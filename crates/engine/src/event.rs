@@ -31,6 +31,13 @@ fn signed(proof: &Proof) -> String {
     }
 }
 
+/// " as ROLE", or nothing.
+fn as_role(role: &Option<String>) -> String {
+    role.as_deref()
+        .map(|r| format!(" as {r}"))
+        .unwrap_or_default()
+}
+
 /// Which of a system's actions a step attempt runs. Verify and health
 /// checks only look, so running them again is always harmless; these two
 /// change the world, and each attempt of them is journaled.
@@ -229,6 +236,12 @@ pub enum Event {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The role of the member who asked (with `spec.roles`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// The journal head it was asked at, and the signature over it.
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     /// A person asked, from any terminal, for the whole run to be rolled
     /// back by the process that drives it.
@@ -237,6 +250,10 @@ pub enum Event {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     /// A member's key decides nothing more in this run (a compromised
     /// laptop): revoked by a member of a role its owner is not in.
@@ -366,9 +383,7 @@ impl Event {
                 proof,
             } => format!(
                 "stage {stage} approved by {by}{}{}",
-                role.as_deref()
-                    .map(|r| format!(" as {r}"))
-                    .unwrap_or_default(),
+                as_role(role),
                 signed(proof)
             ),
             Event::Denied {
@@ -379,9 +394,7 @@ impl Event {
                 proof,
             } => format!(
                 "stage {stage} denied by {by}{}{}: {reason}",
-                role.as_deref()
-                    .map(|r| format!(" as {r}"))
-                    .unwrap_or_default(),
+                as_role(role),
                 signed(proof)
             ),
             Event::Confirmed { system, by, proof } => {
@@ -401,18 +414,32 @@ impl Event {
                 proof,
             } => format!(
                 "key {key} revoked by {by}{}{}{}",
-                role.as_deref()
-                    .map(|r| format!(" as {r}"))
-                    .unwrap_or_default(),
+                as_role(role),
                 signed(proof),
                 why(reason)
             ),
-            Event::PauseRequested { by, reason } => {
-                format!("pause asked by {by}{}", why(reason))
-            }
-            Event::RollbackRequested { by, reason } => {
-                format!("rollback asked by {by}{}", why(reason))
-            }
+            Event::PauseRequested {
+                by,
+                reason,
+                role,
+                proof,
+            } => format!(
+                "pause asked by {by}{}{}{}",
+                as_role(role),
+                signed(proof),
+                why(reason)
+            ),
+            Event::RollbackRequested {
+                by,
+                reason,
+                role,
+                proof,
+            } => format!(
+                "rollback asked by {by}{}{}{}",
+                as_role(role),
+                signed(proof),
+                why(reason)
+            ),
             Event::TornWriteDiscarded { bytes } => {
                 format!("{bytes} bytes of an unfinished write discarded after a crash")
             }

@@ -56,12 +56,16 @@ pub enum Request {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     /// Roll the whole run back, from the process that drives it.
     Rollback {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
     },
     /// A key decides nothing more in this run.
     Revoke {
@@ -77,6 +81,8 @@ pub enum Request {
 impl Request {
     /// The decision it asks for, in the words [`crate::decision`] checks.
     pub fn decision(&self) -> Decision {
+        // Pause and rollback are about the whole run: no stage or system.
+        let whole_run = String::new();
         let (kind, subject, by, role, reason, proof) = match self {
             Request::Approve {
                 stage,
@@ -102,17 +108,11 @@ impl Request {
                 (Kind::Confirm, system, by, None, None, proof)
             }
             Request::Retry { system, by, proof } => (Kind::Retry, system, by, None, None, proof),
-            Request::Pause { by, reason } => {
-                return Decision {
-                    reason: reason.clone(),
-                    ..Decision::new(Kind::Pause, "", by)
-                };
+            Request::Pause { by, reason, proof } => {
+                (Kind::Pause, &whole_run, by, None, reason.clone(), proof)
             }
-            Request::Rollback { by, reason } => {
-                return Decision {
-                    reason: reason.clone(),
-                    ..Decision::new(Kind::Rollback, "", by)
-                };
+            Request::Rollback { by, reason, proof } => {
+                (Kind::Rollback, &whole_run, by, None, reason.clone(), proof)
             }
             Request::Revoke {
                 key,

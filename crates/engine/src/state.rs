@@ -160,6 +160,12 @@ pub struct RunState {
     /// answers no wait (a revocation) binds.
     #[serde(skip)]
     pub head: u64,
+    /// The journal seq of the last pause and the last rollback asked: a
+    /// signed one made before it is not taken again.
+    #[serde(skip)]
+    pub pause_asked: Option<u64>,
+    #[serde(skip)]
+    pub rollback_asked: Option<u64>,
     /// Where the journal was repaired: records set aside, with the file
     /// they went to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -251,6 +257,8 @@ impl RunState {
             refused: None,
             revoked: Vec::new(),
             head: seq,
+            pause_asked: None,
+            rollback_asked: None,
             set_aside: Vec::new(),
             index: Index::default(),
         };
@@ -340,7 +348,8 @@ impl RunState {
                 self.refused = None;
             }
             Event::Refused { .. } => self.refused = Some(event.describe()),
-            Event::PauseRequested { .. } | Event::RollbackRequested { .. } => {}
+            Event::PauseRequested { .. } => self.pause_asked = Some(seq),
+            Event::RollbackRequested { .. } => self.rollback_asked = Some(seq),
             Event::Confirmed { system, by, .. } => {
                 let s = self.system_mut(seq, system)?;
                 s.confirmed_by = Some(by.clone());

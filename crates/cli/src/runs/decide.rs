@@ -123,8 +123,8 @@ fn request(d: Decision) -> Request {
             by,
             proof,
         },
-        Kind::Pause => Request::Pause { by, reason },
-        Kind::Rollback => Request::Rollback { by, reason },
+        Kind::Pause => Request::Pause { by, reason, proof },
+        Kind::Rollback => Request::Rollback { by, reason, proof },
         Kind::Revoke => Request::Revoke {
             key: subject,
             by,
@@ -183,8 +183,9 @@ fn handed(d: &Request, run: &str) -> String {
         | Request::Deny { proof, .. }
         | Request::Confirm { proof, .. }
         | Request::Retry { proof, .. }
-        | Request::Revoke { proof, .. } => signed(proof),
-        Request::Pause { .. } | Request::Rollback { .. } => "unsigned",
+        | Request::Revoke { proof, .. }
+        | Request::Pause { proof, .. }
+        | Request::Rollback { proof, .. } => signed(proof),
     };
     let what = match d {
         Request::Approve {
@@ -222,6 +223,7 @@ pub fn pause(
     run: &str,
     by: &str,
     reason: Option<String>,
+    signing: &Signing,
 ) -> Result<u8, CliError> {
     if !driven(state_dir, run)? {
         let state = folded(&journal::read(&run_dir(state_dir, run)?)?)?;
@@ -239,7 +241,7 @@ pub fn pause(
         reason,
         ..Decision::new(Kind::Pause, "", by)
     };
-    decide(state_dir, run, d, &Signing::default())
+    decide(state_dir, run, d, signing)
 }
 
 /// `approve`, `deny`, `confirm`, `retry` of a run in the state directory;

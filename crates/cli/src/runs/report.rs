@@ -253,13 +253,8 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
             if let Event::KeyRevoked { key, .. } = &r.event {
                 revoked.push(key.clone());
             }
-            if let Event::Approved { proof, .. }
-            | Event::Denied { proof, .. }
-            | Event::Confirmed { proof, .. }
-            | Event::RetryRequested { proof, .. }
-            | Event::KeyRevoked { proof, .. } = &r.event
-            {
-                if proof.signed() {
+            if let Some(d) = blackstart_engine::decision::recorded(&r.event) {
+                if d.proof.signed() {
                     signed += 1;
                 } else {
                     unsigned += 1;

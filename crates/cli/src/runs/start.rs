@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use blackstart_engine::decision::Decision;
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::{StepContext, kubernetes::Cluster};
@@ -345,23 +346,19 @@ pub fn rollback(
     state_dir: &Path,
     run: &str,
     trust: &Trust,
-    by: Option<&str>,
+    asked: Option<Decision>,
     dry_run: bool,
+    signing: &super::Signing,
 ) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     if !dry_run && super::decide::driven(state_dir, run)? {
         // Another process drives the run: it rolls back, as asked.
-        let Some(by) = by else {
+        let Some(d) = asked else {
             return Err(CliError::Usage(format!(
                 "run {run} is driven by another process; say who asks with --by NAME, and it rolls back"
             )));
         };
-        let d = blackstart_engine::decision::Decision::new(
-            blackstart_engine::decision::Kind::Rollback,
-            "",
-            by,
-        );
-        return super::decide(state_dir, run, d, &super::Signing::default());
+        return super::decide(state_dir, run, d, signing);
     }
     if dry_run {
         // What it would stop, in order; nothing is locked or changed.
@@ -414,16 +411,41 @@ pub fn rollback(
         ));
         return Ok(exit::SUCCESS);
     }
+    // Who asks is checked (and signed) as from any other terminal, and
+    // journaled as taken before the first stop.
+    let plan = journal_plan(&records)?;
+    let asked = match asked {
+        Some(d) => match super::decide::prepare(plan, &state, d, signing)? {
+            super::decide::Prepared::Message(text) => {
+                crate::write_output(None, &text)?;
+                return Ok(exit::SUCCESS);
+            }
+            super::decide::Prepared::Ready(request) => Some(request.decision()),
+        },
+        None if plan.roles.is_some() => {
+            return Err(CliError::Usage(format!(
+                "the playbook of run {run} names its people (spec.roles): say who asks with --by NAME"
+            )));
+        }
+        None => None,
+    };
     let secrets = secrets_of(&records)?;
-    let mode = Mode::Rollback(by.map(str::to_owned));
-    drive(&runtime()?, journal, &records, &dir, mode, false, secrets)
+    drive(
+        &runtime()?,
+        journal,
+        &records,
+        &dir,
+        Mode::Rollback(asked),
+        false,
+        secrets,
+    )
 }
 
 enum Mode {
     /// Who starts or resumes it, if they said.
     Run(Option<String>),
-    /// Who asked for it.
-    Rollback(Option<String>),
+    /// Who asked for it, checked as any decision is.
+    Rollback(Option<Decision>),
 }
 
 /// The cluster of the kubeconfig (or the pod's own), when the run's plan
@@ -510,13 +532,16 @@ fn drive(
                 other => other,
             }
             }
-            Mode::Rollback(by) => {
-                let reason = match by {
-                    Some(by) => format!("rolled back as {by} asked"),
-                    None => "rolled back by the commander".to_owned(),
-                };
-                engine.rollback(&reason, by.as_deref()).await
-            }
+            Mode::Rollback(asked) => match asked {
+                Some(d) => match engine.decide(d)? {
+                    Ok(()) => {
+                        let reason = d.reason.clone().unwrap_or_else(|| format!("rolled back as {} asked", d.by));
+                        engine.rollback(&reason, Some(&d.by)).await
+                    }
+                    Err(why) => return Err(CliError::Usage(format!("the rollback was refused: {why}"))),
+                },
+                None => engine.rollback("rolled back by the commander", None).await,
+            },
         };
         let phase = match ended {
             // A second Ctrl-C ended it; the signal task exits 130 as well.
@@ -623,7 +648,7 @@ async fn asked_from_afar(
             Err(RecvError::Closed) => return,
         };
         match &record.event {
-            Event::PauseRequested { by, reason } => {
+            Event::PauseRequested { by, reason, .. } => {
                 engine.pause_because(&format!(
                     "paused by {by}{}",
                     reason
@@ -636,7 +661,7 @@ async fn asked_from_afar(
                 ));
                 pause.send_replace(true);
             }
-            Event::RollbackRequested { by, reason } => {
+            Event::RollbackRequested { by, reason, .. } => {
                 *rollback.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((by.clone(), reason.clone()));
                 engine.rollback_comes_next();

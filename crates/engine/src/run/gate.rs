@@ -3,6 +3,7 @@
 //! `crate::decision` as the run takes it.
 
 use super::*;
+use crate::decision::Decision;
 
 /// How long each gate the journal shows waiting had waited, from its Gate
 /// record to the last record before this process took the run over.
@@ -50,21 +51,27 @@ impl<S: RunStore + 'static> Inner<S> {
                     continue;
                 }
             };
-            let d = request.decision();
-            let taken = crate::decision::take(&self.plan, &self.lock(), &d);
-            let event = match taken {
-                Ok(event) => event,
-                Err(reason) => Event::Refused {
-                    decision: d.kind.as_str().to_owned(),
-                    subject: d.subject.clone(),
-                    by: d.by.clone(),
-                    reason,
-                },
-            };
-            self.emit(event)?;
+            let _taken_or_refused = self.decide(&request.decision())?;
             self.requests.ack(&token).map_err(EngineError::Requests)?;
         }
         Ok(())
+    }
+
+    /// Checks a decision against the state now, and journals it as taken
+    /// or as refused (the audit shows who tried what).
+    pub(super) fn decide(&self, d: &Decision) -> Result<Result<(), String>, EngineError> {
+        let taken = crate::decision::take(&self.plan, &self.lock(), d);
+        match taken {
+            Ok(event) => self.emit(event).map(|()| Ok(())),
+            Err(reason) => self
+                .emit(Event::Refused {
+                    decision: d.kind.as_str().to_owned(),
+                    subject: d.subject.clone(),
+                    by: d.by.clone(),
+                    reason: reason.clone(),
+                })
+                .map(|()| Err(reason)),
+        }
     }
 
     /// The gate: soak with every system probed, and the approvals.

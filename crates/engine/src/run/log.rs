@@ -68,10 +68,10 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         Event::KeyRevoked { key, by, .. } => {
             tracing::warn!(run, seq, key = %key, by = %by, "key revoked")
         }
-        Event::PauseRequested { by, reason } => {
+        Event::PauseRequested { by, reason, .. } => {
             tracing::info!(run, seq, by = %by, reason = reason.as_deref(), "pause requested")
         }
-        Event::RollbackRequested { by, reason } => {
+        Event::RollbackRequested { by, reason, .. } => {
             tracing::warn!(run, seq, by = %by, reason = reason.as_deref(), "rollback requested")
         }
         Event::Confirmed { system, by, .. } => {

@@ -259,6 +259,13 @@ impl<S: RunStore + 'static> Engine<S> {
         *self.inner.by.lock().unwrap_or_else(|p| p.into_inner()) = Some(by.to_owned());
     }
 
+    /// Takes a decision made in this process (a `rollback` run from this
+    /// terminal) as the inbox's are taken: checked, then journaled as
+    /// taken or as refused. `Ok(Err(why))` when it was refused.
+    pub fn decide(&self, d: &crate::decision::Decision) -> Result<Result<(), String>, EngineError> {
+        self.inner.decide(d)
+    }
+
     pub fn state(&self) -> RunState {
         self.inner.lock().clone()
     }
