@@ -128,10 +128,12 @@ pub(crate) enum Command {
         #[arg(long, requires = "by")]
         reason: Option<String>,
         /// Print what would be stopped, in order, and change nothing.
-        #[arg(long, conflicts_with_all = ["key", "signature", "message"])]
+        #[arg(long, conflicts_with_all = ["key", "signature", "message", "k8s"])]
         dry_run: bool,
         #[command(flatten)]
         signing: runs::Signing,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         trust: TrustArgs,
         #[command(flatten)]
@@ -166,7 +168,7 @@ pub(crate) enum Command {
     },
     /// Pause a run another process drives, from any terminal.
     #[command(
-        after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\" --key ~/.ssh/id_ed25519\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause, and a member with an enrolled key signs\n(the signature binds the journal's head)."
+        after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\" --key ~/.ssh/id_ed25519\n  blackstart pause dealer-restart-1 --by alice --k8s --namespace blackstart-demo   # a RestartRun\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause, and a member with an enrolled key signs\n(the signature binds the journal's head)."
     )]
     Pause {
         run: String,
@@ -178,6 +180,8 @@ pub(crate) enum Command {
         reason: Option<String>,
         #[command(flatten)]
         signing: runs::Signing,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         state: StateDir,
     },

@@ -43,11 +43,16 @@ pub fn decide(
         let d = request.decision();
         let role = steer::decide(client, &ns, run, &d).await.map_err(refused)?;
         let role = role.map(|r| format!(" as {r}")).unwrap_or_default();
+        let of = if d.subject.is_empty() {
+            String::new()
+        } else {
+            format!(" of `{}`", d.subject)
+        };
         note(&format!(
-            "{} of `{}` by {}{role} added to RestartRun {ns}/{run}; the operator records it",
+            "{}{of} by {}{role} ({}) written to RestartRun {ns}/{run}; the operator checks and records it",
             d.kind.as_str(),
-            d.subject,
-            d.by
+            d.by,
+            if d.proof.signed() { "signed" } else { "unsigned" }
         ));
         Ok(exit::SUCCESS)
     })

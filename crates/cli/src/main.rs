@@ -294,6 +294,23 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             by,
             reason,
             signing,
+            target,
+            state: _,
+        } if target.k8s => cluster::decide(
+            &run,
+            Decision {
+                reason,
+                ..Decision::new(Kind::Pause, "", &by)
+            },
+            &signing,
+            target.namespace,
+        ),
+        Command::Pause {
+            run,
+            by,
+            reason,
+            signing,
+            target: _,
             state,
         } => runs::pause(&state.state_dir, &run, &by, reason, &signing),
         Command::Revoke {
@@ -323,8 +340,32 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             run,
             by,
             reason,
+            signing,
+            target,
+            ..
+        } if target.k8s => {
+            let Some(by) = by else {
+                return Err(CliError::Usage(
+                    "a rollback of a RestartRun names who asks: --by NAME".to_owned(),
+                ));
+            };
+            cluster::decide(
+                &run,
+                Decision {
+                    reason,
+                    ..Decision::new(Kind::Rollback, "", &by)
+                },
+                &signing,
+                target.namespace,
+            )
+        }
+        Command::Rollback {
+            run,
+            by,
+            reason,
             dry_run,
             signing,
+            target: _,
             trust,
             state,
         } => runs::rollback(

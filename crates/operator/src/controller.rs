@@ -39,6 +39,7 @@ use crate::crd::{FINALIZER, Playbook, RestartRun, RestartRunSpec};
 use crate::metrics::Metrics;
 use crate::requests::SpecRequests;
 use crate::store::{StatusStore, StoreError};
+use crate::switches::Switches;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -300,6 +301,7 @@ async fn apply(
     };
     tokio::spawn(herald.announce(herald_rx));
     let driver = Steering {
+        switches: Arc::new(Switches::new(engine.clone(), &run.spec)),
         engine,
         spec: spec_rx,
         stop: stop_rx,
@@ -481,6 +483,7 @@ async fn publish(
 /// One run's driver: the engine and what steers it.
 struct Steering {
     engine: Engine<StatusStore>,
+    switches: Arc<Switches>,
     spec: watch::Receiver<RestartRunSpec>,
     stop: watch::Receiver<bool>,
     pause: watch::Sender<bool>,
@@ -498,33 +501,37 @@ impl Steering {
             }
             let spec = self.spec.borrow().clone();
             let phase = self.engine.with_state(|s| s.phase);
-            if spec.rollback {
+            if let Some(by) = self.switches.rollback(&spec) {
+                let reason = spec
+                    .rollback_reason
+                    .clone()
+                    .unwrap_or_else(|| "rollback requested in the RestartRun's spec".to_owned());
                 if phase != RunPhase::RolledBack
-                    && let Err(e) = self
-                        .engine
-                        .rollback(
-                            "rollback requested in the RestartRun's spec",
-                            spec.rollback_by.as_deref(),
-                        )
-                        .await
+                    && let Err(e) = self.engine.rollback(&reason, by.as_deref()).await
                 {
                     self.failed(&e.to_string()).await;
                 }
                 return;
             }
             if phase.is_final() {
+                // A finished run waits only for a rollback that is taken.
+                if spec.rollback && self.wait_for_change().await {
+                    continue;
+                }
                 return;
             }
-            if spec.paused && phase != RunPhase::Running {
+            let paused = self.switches.paused(&spec);
+            if paused && phase != RunPhase::Running {
                 if !self.wait_for_change().await {
                     return;
                 }
                 continue;
             }
-            self.pause.send_replace(spec.paused);
+            self.pause.send_replace(paused);
             let result = {
                 let steer = steer(
                     self.engine.clone(),
+                    Arc::clone(&self.switches),
                     self.spec.clone(),
                     self.stop.clone(),
                     self.pause.clone(),
@@ -537,7 +544,9 @@ impl Steering {
             match result {
                 Ok(RunPhase::Paused) => {
                     let spec = self.spec.borrow().clone();
-                    if !spec.paused && !spec.rollback && !*self.stop.borrow() {
+                    let asked =
+                        self.switches.paused(&spec) || self.switches.rollback(&spec).is_some();
+                    if !asked && !*self.stop.borrow() {
                         self.record_failure_pause().await;
                     }
                 }
@@ -610,6 +619,7 @@ impl Steering {
 /// while the engine runs; never ends on its own.
 async fn steer(
     engine: Engine<StatusStore>,
+    switches: Arc<Switches>,
     mut spec: watch::Receiver<RestartRunSpec>,
     mut stop: watch::Receiver<bool>,
     pause: watch::Sender<bool>,
@@ -623,16 +633,17 @@ async fn steer(
             std::future::pending::<()>().await;
         }
         let s = spec.borrow().clone();
+        let rollback = switches.rollback(&s).is_some();
         if *stop.borrow() {
             engine.pause_because(
                 "the RestartRun was deleted: no new starts; what the run started is left as it is",
             );
-        } else if s.rollback {
+        } else if rollback {
             // The pause that stops new starts is the rollback's first step,
             // and the journal says rollback, not pause.
             engine.rollback_comes_next();
         }
-        pause.send_replace(s.paused || s.rollback || *stop.borrow());
+        pause.send_replace(switches.paused(&s) || rollback || *stop.borrow());
     }
 }
 

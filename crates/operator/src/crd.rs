@@ -94,13 +94,30 @@ pub struct RestartRunSpec {
     /// its gate says pause. Set it back to false to resume.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Who paused the run: checked as a decision (with the playbook's
+    /// roles, a member; with an enrolled key, signed, as `blackstart pause
+    /// --k8s` writes it) and journaled; a refused pause does not pause.
+    /// Left out, `paused` pauses unnamed, as the operator's own pause does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_proof: Option<SignedEntry>,
     /// True stops everything the run started, dependents first, and ends
     /// it RolledBack.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
-    /// Who asked for the rollback: the journal names them.
+    /// Who asked for the rollback: the journal names them. When the
+    /// playbook names its people (spec.roles) a rollback must name a
+    /// member, signed if their key is enrolled (`blackstart rollback
+    /// --k8s`); otherwise it is refused, with an Event and a condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_proof: Option<SignedEntry>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

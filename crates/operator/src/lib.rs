@@ -9,6 +9,7 @@
 //!
 //! - [`crd`]: the two resources, from which the CRDs are generated;
 //! - [`controller`]: reconcile, the per-run drivers, Kubernetes Events;
+//! - [`switches`]: the spec's `paused` and `rollback`, taken as decisions;
 //! - [`metrics`]: Prometheus metrics and the health endpoints;
 //! - [`run`]: the operator's main loop, behind a Lease so one replica leads.
 
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod requests;
 pub mod steer;
 pub mod store;
+pub mod switches;
 
 #[cfg(test)]
 mod fixtures;

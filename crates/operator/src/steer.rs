@@ -3,7 +3,9 @@
 //!
 //! An approval is appended to `spec.approvals` with a JSON Patch `add … /-`,
 //! which the API server applies atomically, so two people approving at once
-//! both land. The same patch works with plain kubectl (see the README).
+//! both land. The same patch works with plain kubectl (see the README). A
+//! pause or a rollback turns its switch on, naming (and signing for) who
+//! asked, on the version read: the operator takes it as a decision.
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -93,9 +95,27 @@ pub async fn decide(
                 None,
             )
         }
+        Event::PauseRequested {
+            by,
+            reason,
+            role,
+            proof,
+        } => {
+            let switch = json!({"paused": true, "pausedBy": by, "pauseReason": reason, "pauseProof": signed(proof)});
+            return set_switch(&api, run, &obj, switch).await.map(|()| role);
+        }
+        Event::RollbackRequested {
+            by,
+            reason,
+            role,
+            proof,
+        } => {
+            let switch = json!({"rollback": true, "rollbackBy": by, "rollbackReason": reason, "rollbackProof": signed(proof)});
+            return set_switch(&api, run, &obj, switch).await.map(|()| role);
+        }
         _ => {
             return Err(SteerError::Refused(format!(
-                "a {} is not written to a RestartRun; use its spec (paused, rollback) or the CLI on a journal",
+                "a {} is not written to a RestartRun; use the CLI on a journal",
                 decision.kind.as_str()
             )));
         }
@@ -115,13 +135,35 @@ pub async fn decide(
         serde_json::from_value(patch).map_err(|e| SteerError::Refused(e.to_string()))?;
     api.patch(run, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => SteerError::Refused(format!(
-                "run {run} changed while deciding; run the command again"
-            )),
-            other => SteerError::Api(other),
-        })?;
+        .map_err(|e| conflict(run, e))?;
     Ok(role)
+}
+
+/// Turns a switch of the spec on with who asked (`pause`, `rollback`), on
+/// the version just read: a concurrent change is not overwritten.
+async fn set_switch(
+    api: &Api<RestartRun>,
+    run: &str,
+    obj: &RestartRun,
+    switch: Value,
+) -> Result<(), SteerError> {
+    let patch = json!({
+        "metadata": {"resourceVersion": obj.metadata.resource_version},
+        "spec": switch,
+    });
+    api.patch(run, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| conflict(run, e))
+}
+
+fn conflict(run: &str, e: kube::Error) -> SteerError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => SteerError::Refused(format!(
+            "run {run} changed while deciding; run the command again"
+        )),
+        other => SteerError::Api(other),
+    }
 }
 
 /// The run's plan and state, folded from its journal: what `approve

@@ -1349,13 +1349,160 @@ async fn a_leader_stops_when_it_cannot_confirm_its_lease() {
     assert!(started.elapsed() >= within);
 }
 
+/// Signs `text` with a test key (`tests/keys/`) through `ssh-keygen -Y
+/// sign`, as `--key` does.
+fn ssh_sign(name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/keys");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join(name);
+    std::fs::copy(keys.join(name), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.path().join("decision");
+    std::fs::write(&file, text).unwrap();
+    let signed = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "blackstart", "-f"])
+        .arg(&key)
+        .arg(&file)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    std::fs::read_to_string(dir.path().join("decision.sig")).unwrap()
+}
+
+/// The plant playbook with roles: alice (an incident commander) has a key
+/// enrolled, carol (an auditor) has none.
+fn plant_with_people() -> FakeApi {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/keys");
+    let alice_pub = std::fs::read_to_string(keys.join("alice.pub")).unwrap();
+    let (yaml, deployments) =
+        crate::fixtures::plant_playbook("{ approvals: [incident-commander] }", false);
+    let yaml = yaml.replace(
+        "  sites:\n",
+        &format!(
+            "  roles:\n    - {{ name: incident-commander, members: [ {{ name: alice, key: \"{}\" }} ] }}\n    - {{ name: auditor, members: [ {{ name: carol }} ] }}\n  sites:\n",
+            alice_pub.trim()
+        ),
+    );
+    crate::fixtures::plant_with(&yaml, deployments)
+}
+
+/// Pause and rollback through the spec are decisions too: with the
+/// playbook's people named, an unnamed or unsigned rollback is refused
+/// (journaled, an Event) and changes nothing; the signed pause and
+/// rollback that `pause --k8s` and `rollback --k8s` write are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_rollback_in_the_spec_are_checked_and_signed_decisions() {
+    use blackstart_engine::decision::{self, Decision, Kind};
+    let fake = plant_with_people();
+    let ctx = fake.context();
+    at_the_gate(&fake, &ctx).await;
+    let refusals = |r: &RestartRun| {
+        journal(r)
+            .into_iter()
+            .filter_map(|rec| match rec.event {
+                Event::Refused {
+                    decision, reason, ..
+                } => Some(format!("{decision}: {reason}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    fake.patch_spec("run-1", json!({"rollback": true}));
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| !refusals(r).is_empty()).await;
+    assert!(
+        refusals(&run)[0].contains("rollback:  is a member of no role"),
+        "{:?}",
+        refusals(&run)
+    );
+    event_published(&fake, "DecisionRefused").await;
+    fake.patch_spec("run-1", json!({"rollback": true, "rollbackBy": "alice"}));
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| refusals(r).len() == 2).await;
+    assert!(
+        refusals(&run)[1].contains("must be signed"),
+        "{:?}",
+        refusals(&run)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        replicas(&fake, "parts-db"),
+        1,
+        "a refused rollback stops nothing"
+    );
+    assert_eq!(stage_phase(&run, "data"), "Gate");
+    fake.patch_spec("run-1", json!({"rollback": false, "rollbackBy": null}));
+
+    // Signed, as `pause --k8s --key` writes it: the run pauses, named.
+    let client = ctx.client.clone();
+    let sign = |d: Decision| {
+        let client = client.clone();
+        async move {
+            let (plan, state) =
+                crate::steer::plan_and_state(client.clone(), crate::fixtures::NS, "run-1")
+                    .await
+                    .expect("the run");
+            let d = Decision {
+                role: Some("incident-commander".into()),
+                ..d
+            };
+            let signature = ssh_sign(
+                "alice",
+                &decision::message("run-1", &plan.playbook_hash, &d, state.head),
+            );
+            let mut d = d;
+            d.proof.wait = Some(state.head);
+            d.proof.signature = Some(signature);
+            crate::steer::decide(client, crate::fixtures::NS, "run-1", &d)
+                .await
+                .expect("taken by the same checks the operator makes")
+        }
+    };
+    let pause = Decision {
+        reason: Some("EDR alert".into()),
+        ..Decision::new(Kind::Pause, "", "alice")
+    };
+    sign(pause).await;
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Paused")).await;
+    assert_eq!(
+        run.status
+            .as_ref()
+            .and_then(|s| s.reason.clone())
+            .as_deref(),
+        Some("paused by alice: EDR alert")
+    );
+    sign(Decision::new(Kind::Rollback, "", "alice")).await;
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("RolledBack")).await;
+    assert_eq!(replicas(&fake, "parts-db"), 0);
+    let records = journal(&run);
+    let asked: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::PauseRequested { proof, .. } if proof.key.is_some() => Some("pause"),
+            Event::RollbackRequested { proof, .. } if proof.key.is_some() => Some("rollback"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, ["pause", "rollback"], "each taken once, signed");
+    let (plan, _) = crate::steer::plan_and_state(ctx.client.clone(), crate::fixtures::NS, "run-1")
+        .await
+        .expect("the run");
+    for r in &records {
+        decision::recheck(&plan, "run-1", false, &[], &r.event)
+            .expect("every decision verifies again");
+    }
+}
+
 /// The operator takes the same decisions as the CLI: with roles and keys
 /// enrolled, an unsigned approval in the spec is refused (journaled, and an
 /// Event says why), a signed one is taken, and its signature verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
     use blackstart_engine::decision::{self, Decision, Kind};
-    use std::os::unix::fs::PermissionsExt;
     let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/keys");
     let alice_pub = std::fs::read_to_string(keys.join("alice.pub")).unwrap();
     let (yaml, deployments) =
@@ -1420,28 +1567,10 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
         .stage("data")
         .and_then(|s| s.gate_since)
         .expect("the gate waits");
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("alice");
-    std::fs::copy(keys.join("alice"), &key).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = dir.path().join("decision");
-    std::fs::write(
-        &text,
-        decision::message("run-1", &plan.playbook_hash, &d, wait),
-    )
-    .unwrap();
-    let signed = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-Y", "sign", "-n", "blackstart", "-f"])
-        .arg(&key)
-        .arg(&text)
-        .output()
-        .expect("ssh-keygen runs");
-    assert!(
-        signed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&signed.stderr)
+    let signature = ssh_sign(
+        "alice",
+        &decision::message("run-1", &plan.playbook_hash, &d, wait),
     );
-    let signature = std::fs::read_to_string(dir.path().join("decision.sig")).unwrap();
     fake.patch_spec(
         "run-1",
         json!({"approvals": [
