@@ -324,3 +324,78 @@ fn ctrl_c_pauses_gracefully_and_resume_carries_on() {
         ]
     );
 }
+
+/// A rollback whose stop is a manual step waits for `confirm` from another
+/// terminal; killed while it waits, it is finished by running it again, and
+/// nothing is stopped twice.
+#[test]
+fn a_rollback_with_a_manual_stop_waits_for_confirm_and_survives_kill_9() {
+    let s = Scratch::new();
+    let d = s.dir().display().to_string();
+    let file = s.write(
+        "fw.yaml",
+        &format!(
+            "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: fw }}
+spec:
+  sites: [ {{ id: dc }} ]
+  systems:
+    - id: db
+      site: dc
+      start: {{ exec: {{ command: [sh, -c, \"echo start db >> {d}/log\"] }} }}
+      stop: {{ exec: {{ command: [sh, -c, \"echo stop db >> {d}/log\"] }} }}
+    - id: firewall
+      site: dc
+      dependsOn: [db]
+      start: {{ exec: {{ command: [sh, -c, \"echo start firewall >> {d}/log\"] }} }}
+      stop: {{ manual: {{ instruction: Close the dealer VPN on the firewall by hand }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [dc] }} }}
+"
+        ),
+    );
+    assert_eq!(s.run(&["apply", &file, "--run-id", "m1"]).code, 0);
+    let waiting = |st: &serde_json::Value| {
+        st["systems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x["id"] == "firewall" && x["waitingFor"] == "manual-step")
+    };
+    let mut rollback = s.spawn(&["rollback", "m1"]);
+    s.wait("m1", "the manual stop", waiting);
+    rollback.kill().unwrap(); // SIGKILL, while a person is asked to act
+    rollback.wait().unwrap();
+    let mut again = s.spawn(&["rollback", "m1"]);
+    s.wait("m1", "the manual stop, again", |st| {
+        waiting(st) && st["interrupted"] != true
+    });
+    assert_eq!(
+        s.run(&["confirm", "m1", "firewall", "--by", "olga"]).code,
+        0
+    );
+    assert_eq!(wait_exit(&mut again, Duration::from_secs(30)), 0);
+    assert_eq!(s.status("m1")["phase"], "RolledBack");
+    assert_eq!(
+        s.log(),
+        ["start db", "start firewall", "stop db"],
+        "db stopped once, after the firewall was closed by hand"
+    );
+    let begun = s
+        .events("m1")
+        .iter()
+        .filter(|e| e["type"] == "rollbackBegun")
+        .count();
+    assert_eq!(begun, 1, "the second rollback finished the first");
+    let asked = s
+        .events("m1")
+        .iter()
+        .filter(|e| e["system"] == "firewall" && e["waitingFor"] == "manual-step")
+        .count();
+    assert_eq!(
+        asked, 1,
+        "the second rollback went on with the same wait: a confirmation given for it counts"
+    );
+    assert_eq!(s.run(&["audit", "m1", "--verify"]).code, 0);
+}

@@ -545,6 +545,17 @@ impl<S: RunStore + 'static> Inner<S> {
         })
     }
 
+    /// Whether the journal shows `id` in `phase`, waiting for a manual
+    /// step's confirmation or confirmed already: a run resumed there goes
+    /// on with that wait (as at a gate), so a confirmation given for it,
+    /// before or while this process took the run over, still counts.
+    fn manual_wait_open(&self, id: &str, phase: SystemPhase) -> bool {
+        self.lock().system(id).is_some_and(|s| {
+            s.phase == phase
+                && (s.waiting_for == Some(WaitingFor::ManualStep) || s.confirmed_by.is_some())
+        })
+    }
+
     /// The system waits for a person; `ask` says what, in words.
     fn system_waits(
         &self,

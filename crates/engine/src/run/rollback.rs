@@ -110,7 +110,11 @@ impl<S: RunStore + 'static> Inner<S> {
                 return Ok(());
             }
         }
-        self.system_event(id, SystemPhase::Stopping, None)?;
+        let resumed_wait = matches!(sys.stop, Some(Action::Manual(_)))
+            && self.manual_wait_open(id, SystemPhase::Stopping);
+        if !resumed_wait {
+            self.system_event(id, SystemPhase::Stopping, None)?;
+        }
         let Some(stop) = &sys.stop else {
             return self.system_event(
                 id,
@@ -119,12 +123,14 @@ impl<S: RunStore + 'static> Inner<S> {
             );
         };
         if let Action::Manual(m) = stop {
-            self.system_waits(
-                id,
-                SystemPhase::Stopping,
-                WaitingFor::ManualStep,
-                format!("waiting for confirmation: {}", m.instruction),
-            )?;
+            if !resumed_wait {
+                self.system_waits(
+                    id,
+                    SystemPhase::Stopping,
+                    WaitingFor::ManualStep,
+                    format!("waiting for confirmation: {}", m.instruction),
+                )?;
+            }
             let system = id.clone();
             self.wait_until(move |s| s.system(&system).is_some_and(|s| s.confirmed_by.is_some()))
                 .await;

@@ -36,7 +36,13 @@ impl<S: RunStore + 'static> Inner<S> {
             },
         }
         let mut deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
+        let resumed_wait = matches!(sys.start, Action::Manual(_))
+            && self.manual_wait_open(&sys.id, SystemPhase::Starting);
         let started = async {
+            if resumed_wait {
+                // Verified and asked before the run was taken over.
+                return Ok(None);
+            }
             if let Some(reason) = self.verify(sys).await? {
                 return Ok(Some(reason));
             }
@@ -114,12 +120,14 @@ impl<S: RunStore + 'static> Inner<S> {
         phase: SystemPhase,
         instruction: &str,
     ) -> Result<bool, EngineError> {
-        self.system_waits(
-            id,
-            phase,
-            WaitingFor::ManualStep,
-            format!("waiting for confirmation: {instruction}"),
-        )?;
+        if !self.manual_wait_open(id, phase) {
+            self.system_waits(
+                id,
+                phase,
+                WaitingFor::ManualStep,
+                format!("waiting for confirmation: {instruction}"),
+            )?;
+        }
         let system = id.to_owned();
         let confirmed =
             self.wait_until(move |s| s.system(&system).is_some_and(|s| s.confirmed_by.is_some()));
