@@ -632,6 +632,7 @@ fn empty_plan(like: &Plan) -> Plan {
     Plan {
         playbook: like.playbook.clone(),
         playbook_hash: String::new(),
+        worst_case: None,
         estimated_duration: blackstart_model::Duration::ZERO,
         critical_path: Vec::new(),
         env: Vec::new(),

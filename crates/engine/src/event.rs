@@ -80,6 +80,9 @@ pub enum RunPhase {
     RollingBack,
     Paused,
     Succeeded,
+    /// Every stage passed, but not every system is Healthy: an optional
+    /// system failed, and what depends on it is Blocked. Exit 1.
+    Degraded,
     Failed,
     RolledBack,
 }
@@ -89,7 +92,7 @@ impl RunPhase {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunPhase::Succeeded | RunPhase::Failed | RunPhase::RolledBack
+            RunPhase::Succeeded | RunPhase::Degraded | RunPhase::Failed | RunPhase::RolledBack
         )
     }
 }
@@ -108,7 +111,8 @@ pub enum StagePhase {
 }
 
 /// A system's phase, as `status` and the README name it. `Skipped`: never started
-/// because the run ended first.
+/// because the run ended first. `Blocked`: never started because something
+/// it depends on failed (an optional system) or is Blocked itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SystemPhase {
     Pending,
@@ -119,6 +123,7 @@ pub enum SystemPhase {
     Stopping,
     RolledBack,
     Skipped,
+    Blocked,
 }
 
 /// What a system waits for a person to do, typed so that views, the

@@ -90,6 +90,40 @@ pub fn marker(run: &str, system: &str, step: &str, attempt: u32) -> String {
     format!("{run}/{system}/{step}/{attempt}")
 }
 
+/// Ends every live process whose environment carries `marker`: what a
+/// failed start attempt left running (a daemon it spawned, a child of a
+/// leader that exited), before the next attempt. Killed one by one, by pid
+/// checked against its environment, never by a group id that may have
+/// been reused. Returns how many it ended.
+pub fn end_marked(marker: &str) -> usize {
+    let wanted = format!("{MARKER}={marker}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut ended = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let carries = std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_bytes()));
+        if carries
+            && nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        {
+            ended += 1;
+        }
+    }
+    ended
+}
+
 /// The earliest-started live process whose environment carries `marker`:
 /// the leader of a step whose pid never reached the journal.
 pub fn find_marked(marker: &str) -> Option<Process> {

@@ -94,6 +94,13 @@ pub struct StepState {
 }
 
 impl SystemState {
+    /// Whether a gate waits for it (DESIGN.md, "What a gate waits for"):
+    /// not a failed optional system (at a gate, a Failed system is one:
+    /// any other failure fails the stage) and not a Blocked one.
+    pub fn gate_waits_for(&self) -> bool {
+        !matches!(self.phase, SystemPhase::Failed | SystemPhase::Blocked)
+    }
+
     /// Whether its last start was cut short by a crash or an interrupt and
     /// nobody knows how it went: what `retry` (or `confirm`) settles.
     pub fn start_cut_short(&self) -> bool {
@@ -476,6 +483,31 @@ impl RunState {
     /// is RolledBack, and either a rollback of the whole run finished, or
     /// every system it started was stopped or its stop was tried. (A stage's
     /// rollback leaves earlier stages up: a rollback of the run stops them.)
+    /// Why a run whose stages all passed is not Succeeded: the optional
+    /// systems that failed and the systems Blocked by them; `None` when
+    /// every system is Healthy.
+    pub fn degraded(&self) -> Option<String> {
+        let ids = |phase: SystemPhase| -> Vec<&str> {
+            self.systems
+                .iter()
+                .filter(|s| s.phase == phase)
+                .map(|s| s.id.as_str())
+                .collect()
+        };
+        let (failed, blocked) = (ids(SystemPhase::Failed), ids(SystemPhase::Blocked));
+        if failed.is_empty() && blocked.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if !failed.is_empty() {
+            parts.push(format!("optional system(s) failed: {}", failed.join(", ")));
+        }
+        if !blocked.is_empty() {
+            parts.push(format!("Blocked, never started: {}", blocked.join(", ")));
+        }
+        Some(parts.join("; "))
+    }
+
     pub fn nothing_to_roll_back(&self) -> bool {
         self.phase == RunPhase::RolledBack
             && (self.rollback.as_ref().is_some_and(|r| r.stage.is_none())

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -661,4 +662,132 @@ async fn a_gate_whose_approvals_time_out_applies_on_timeout() {
         ),
         "{reason}"
     );
+}
+
+/// An optional system's failure is recorded and does not fail its gate:
+/// what depends on it, in its stage and in later ones, is Blocked and never
+/// started, the rest goes on, and the run ends Degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_failure_blocks_its_dependents_and_the_run_ends_degraded() {
+    let sys = |id: &str, tier: &str, deps: &str, extra: &str, fail: bool| {
+        let cmd = if fail {
+            format!("echo start {id} >> {{dir}}/log; exit 3")
+        } else {
+            format!("echo start {id} >> {{dir}}/log")
+        };
+        format!(
+            "    - {{ id: {id}, site: dc, tier: {tier}, dependsOn: [{deps}]{extra}, start: {{ exec: {{ command: [sh, -c, \"{cmd}\"] }} }} }}\n"
+        )
+    };
+    let yaml = playbook(
+        &[
+            sys("db", "data", "", "", false),
+            sys("reports", "data", "", ", optional: true", true),
+            sys("report-cache", "data", "reports", "", false),
+            sys("web", "app", "db", "", false),
+            sys("analytics", "app", "report-cache", "", false),
+        ],
+        TWO_STAGES,
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Degraded);
+    let mut log = lab.log();
+    log.sort();
+    assert_eq!(log, ["start db", "start reports", "start web"]);
+    let state = lab.state();
+    let phase = |id: &str| state.system(id).unwrap().phase;
+    assert_eq!(phase("reports"), SystemPhase::Failed);
+    assert_eq!(phase("report-cache"), SystemPhase::Blocked);
+    assert_eq!(phase("analytics"), SystemPhase::Blocked);
+    assert_eq!(phase("web"), SystemPhase::Healthy);
+    assert_eq!(
+        state.stage("data").unwrap().phase,
+        StagePhase::Succeeded,
+        "the optional failure did not fail the gate"
+    );
+    let why = state.reason.clone().unwrap_or_default();
+    assert!(
+        why.contains("optional system(s) failed: reports")
+            && why.contains("Blocked, never started: report-cache, analytics"),
+        "{why}"
+    );
+    assert!(
+        state
+            .system("analytics")
+            .unwrap()
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("report-cache, which it depends on, is Blocked")),
+        "{state:?}"
+    );
+}
+
+/// `retry.attempts` counts every start: a start that fails twice and then
+/// works is Healthy after three; one that always fails is Failed after
+/// exactly its attempts, each journaled, and what a failed attempt left
+/// running is ended before the next begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_system_starts_at_most_its_attempts_and_ends_what_a_failed_one_left() {
+    // flaky works on its third start; doomed never does, and leaves a
+    // sleeper behind each time.
+    let flaky = "n=$(cat {dir}/flaky.n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {dir}/flaky.n; echo start flaky >> {dir}/log; [ $n -ge 3 ]";
+    let doomed = "sleep 30 & echo $! >> {dir}/left; echo start doomed >> {dir}/log; exit 1";
+    let yaml = format!(
+        "{HEAD}  defaults: {{ retry: {{ attempts: 3, backoff: 50ms }} }}\n  systems:\n    - {{ id: flaky, site: dc, tier: data, start: {{ exec: {{ command: [sh, -c, \"{flaky}\"] }} }} }}\n    - {{ id: doomed, site: dc, tier: app, retry: {{ attempts: 2 }}, start: {{ exec: {{ command: [sh, -c, \"{doomed}\"] }} }} }}\n  stages:\n    - {{ name: data, select: {{ tiers: [data] }} }}\n    - {{ name: apps, select: {{ tiers: [app] }}, gate: {{ onFailure: abort }} }}\n"
+    )
+    .replace("  defaults: { probe: { interval: 50ms, timeout: 2s } }\n", "");
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Failed);
+    let log = lab.log();
+    let count = |what: &str| log.iter().filter(|l| *l == what).count();
+    assert_eq!(count("start flaky"), 3, "{log:?}");
+    assert_eq!(
+        count("start doomed"),
+        2,
+        "attempts: 2 is at most two starts: {log:?}"
+    );
+    let state = lab.state();
+    assert_eq!(state.system("flaky").unwrap().phase, SystemPhase::Healthy);
+    assert_eq!(state.system("doomed").unwrap().phase, SystemPhase::Failed);
+    assert_eq!(state.system("doomed").unwrap().attempts, 2);
+    drop(engine);
+    let records = lab.reopen().1;
+    let begun = records
+        .iter()
+        .filter(|r| matches!(&r.event, Event::AttemptBegun { system, .. } if system == "flaky"))
+        .count();
+    assert_eq!(begun, 3, "each attempt is journaled");
+    assert!(
+        records.iter().any(|r| matches!(
+            &r.event,
+            Event::System { system, reason: Some(why), .. }
+                if system == "doomed" && why.starts_with("attempt 1 of 2 failed: start failed")
+                    && why.contains("1 process(es) it left running were ended")
+        )),
+        "the journal says which attempt failed, and what was ended"
+    );
+    // The sleeper of the first attempt was ended before the second began.
+    let first: i32 = std::fs::read_to_string(lab.path().join("left"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(format!("/proc/{first}/stat")).map_or(true, |s| s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')),
+        "the first attempt's sleeper still runs"
+    );
+    // The last attempt's is the rollback's to stop (here abort leaves it).
+    for pid in std::fs::read_to_string(lab.path().join("left"))
+        .unwrap()
+        .lines()
+    {
+        let _ = Command::new("kill").arg(pid).status();
+    }
 }

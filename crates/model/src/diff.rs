@@ -208,8 +208,10 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
             });
         }
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 12] = [
             ("site", old.site != now.site),
+            ("optional", old.optional != now.optional),
+            ("retry", old.retry != now.retry),
             ("start", old.start != now.start),
             ("stop", old.stop != now.stop),
             ("verify", old.verify != now.verify),

@@ -19,7 +19,7 @@ use crate::duration::{self, Duration};
 use crate::placeholder;
 use crate::playbook::{
     Action, Check, DEFAULT_START_TIMEOUT, Labels, OnFailure, Playbook, PlaybookSpec, ProbePolicy,
-    Site, Stage, System,
+    Retry, Site, Stage, System,
 };
 use crate::validate::Validated;
 
@@ -32,6 +32,15 @@ pub struct Plan {
     pub playbook_hash: String,
     #[serde(with = "duration::as_secs")]
     pub estimated_duration: Duration,
+    /// With retries: how long the run takes if every retried system uses
+    /// every attempt and every backoff (approval waits aside). The estimate
+    /// is the path without failures.
+    #[serde(
+        with = "duration::as_secs::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub worst_case: Option<Duration>,
     /// The longest chain of dependencies by expected duration, first system
     /// first: each system depends on the one before it.
     pub critical_path: Vec<String>,
@@ -125,9 +134,31 @@ pub struct PlannedSystem {
     pub stop: Option<Action>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<Check>,
+    /// Its failure does not fail the gate; its dependents are Blocked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// The system's or the defaults' retry; never for a manual start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
 }
 
 impl PlannedSystem {
+    /// How many starts it may take: 1 without a retry.
+    pub fn attempts(&self) -> u32 {
+        self.retry.map_or(1, |r| r.attempts.max(1))
+    }
+
+    /// Its longest time: every attempt at its expected duration, and every
+    /// backoff between them.
+    fn worst_duration(expected: Duration, retry: Option<Retry>) -> Duration {
+        let Some(r) = retry else { return expected };
+        let n = r.attempts.max(1);
+        let backoff = r.backoff.unwrap_or(Duration::ZERO);
+        Duration::from_millis(
+            expected.as_millis() * u64::from(n) + backoff.as_millis() * u64::from(n - 1),
+        )
+    }
+
     pub fn estimated_finish(&self) -> Duration {
         self.estimated_start + self.expected_duration
     }
@@ -150,6 +181,14 @@ impl Plan {
                 .or(spec.defaults.expected_duration)
                 .unwrap_or(Duration::ZERO)
         };
+        let retry_of = |i: usize| {
+            let sys = &spec.systems[i];
+            match sys.start {
+                Action::Manual(_) => None,
+                _ => sys.retry.or(spec.defaults.retry).filter(|r| r.attempts > 1),
+            }
+        };
+        let worst_of = |i: usize| PlannedSystem::worst_duration(duration_of(i), retry_of(i));
 
         // Members of each stage, and for each system the systems that depend
         // on it inside its own stage (to release them when it finishes).
@@ -162,6 +201,7 @@ impl Plan {
         let mut order_in_stage: Vec<Vec<usize>> = Vec::with_capacity(spec.stages.len());
         let mut stage_times = Vec::with_capacity(spec.stages.len());
         let mut clock = Duration::ZERO;
+        let (mut worst_start, mut worst_clock) = (vec![Duration::ZERO; n], Duration::ZERO);
 
         for (s, stage) in spec.stages.iter().enumerate() {
             let mine = &members[s];
@@ -177,12 +217,25 @@ impl Plan {
                 &mut start,
             );
             let soak = stage.gate.soak.unwrap_or(Duration::ZERO);
+            worst_clock = soak
+                + schedule(
+                    &order,
+                    deps,
+                    stage_of,
+                    s,
+                    stage.max_parallel,
+                    worst_clock,
+                    &worst_of,
+                    &mut worst_start,
+                );
             let stage_start = clock;
             clock = makespan + soak;
             stage_times.push((stage_start, clock - stage_start));
             order_in_stage.push(order);
         }
 
+        let retries: Vec<Option<Retry>> = (0..n).map(retry_of).collect();
+        let worst_case = retries.iter().any(Option::is_some).then_some(worst_clock);
         let ids: Vec<String> = spec.systems.iter().map(|s| s.id.clone()).collect();
         let durations: Vec<Duration> = (0..n).map(duration_of).collect();
         let (critical, critical_path) =
@@ -231,6 +284,8 @@ impl Plan {
                             start: sys.start,
                             stop: sys.stop,
                             health: sys.health,
+                            optional: sys.optional,
+                            retry: retries[i],
                         }
                     })
                     .collect();
@@ -265,6 +320,7 @@ impl Plan {
             playbook,
             playbook_hash,
             estimated_duration: clock,
+            worst_case,
             critical_path,
             env,
             inherit_env: defaults.inherit_env,

@@ -116,6 +116,20 @@ pub struct Defaults {
     /// environment, beyond the few every step gets (PATH, HOME, LANG, TZ).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherit_env: Vec<String>,
+    /// Retries of every system's start that does not say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// Start and health again before a system is Failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retry {
+    /// Every attempt, the first included: 3 is at most three starts.
+    pub attempts: u32,
+    /// The wait between a failed attempt and the next; none if left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
 }
 
 impl Defaults {
@@ -231,6 +245,12 @@ pub struct System {
     pub stop: Option<Action>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<Check>,
+    /// Its failure is recorded and its dependents are Blocked, but it does
+    /// not fail its stage's gate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
     #[serde(skip)]
     pub src: SystemSrc,
 }

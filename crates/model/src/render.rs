@@ -96,6 +96,21 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
+/// What sets a system apart beyond its start: optional, retried.
+fn traits(sys: &crate::plan::PlannedSystem) -> Option<String> {
+    let mut t = Vec::new();
+    if sys.optional {
+        t.push("optional".to_owned());
+    }
+    if let Some(r) = sys.retry {
+        t.push(match r.backoff {
+            Some(b) => format!("up to {} starts, {b} apart", r.attempts),
+            None => format!("up to {} starts", r.attempts),
+        });
+    }
+    (!t.is_empty()).then(|| t.join("; "))
+}
+
 /// A readable terminal view: stages in order, each with its layers.
 pub fn text(plan: &Plan) -> String {
     let mut o = String::new();
@@ -111,6 +126,9 @@ pub fn text(plan: &Plan) -> String {
             ""
         }
     );
+    if let Some(worst) = plan.worst_case {
+        let _ = writeln!(o, "Worst case, every retry used: {worst}");
+    }
     if !plan.env.is_empty() {
         let _ = writeln!(o, "Reads from the environment: {}", plan.env.join(", "));
     }
@@ -158,6 +176,9 @@ pub fn text(plan: &Plan) -> String {
             if !sys.depends_on.is_empty() {
                 let _ = write!(o, "  after {}", sys.depends_on.join(", "));
             }
+            if let Some(t) = traits(sys) {
+                let _ = write!(o, "  [{t}]");
+            }
             let _ = writeln!(o);
         }
         let _ = writeln!(o, "  rollback: {}", stage.rollback_order.join(", "));
@@ -191,6 +212,9 @@ pub fn markdown(plan: &Plan) -> String {
     );
     let _ = writeln!(o);
     let _ = writeln!(o, "- Playbook hash: `{}`", plan.playbook_hash);
+    if let Some(worst) = plan.worst_case {
+        let _ = writeln!(o, "- Worst case, every retry used: {worst}");
+    }
     let _ = writeln!(
         o,
         "- Critical path: {}",
@@ -244,11 +268,14 @@ pub fn markdown(plan: &Plan) -> String {
             );
             let _ = writeln!(o, "|---|---|---|---|---|---|---|");
             for sys in &stage.systems {
-                let name = if sys.critical {
+                let mut name = if sys.critical {
                     format!("**`{}`** (critical)", sys.id)
                 } else {
                     format!("`{}`", sys.id)
                 };
+                if let Some(t) = traits(sys) {
+                    name.push_str(&format!(" ({})", cell(&t)));
+                }
                 let _ = writeln!(
                     o,
                     "| {} | {} | {} | {} | +{} | {} | {} |",

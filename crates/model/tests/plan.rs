@@ -247,3 +247,35 @@ fn global_example_verifies_what_its_header_says() {
         }
     }
 }
+
+/// The estimate is the path without failures; with retries the plan also
+/// gives the worst case, every attempt and backoff used, and shows which
+/// systems are optional or retried.
+#[test]
+fn retries_give_a_worst_case_beside_the_estimate() {
+    let p = plan(
+        "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: r }
+spec:
+  defaults: { expectedDuration: 10s }
+  sites: [ { id: dc } ]
+  systems:
+    - { id: db, site: dc, retry: { attempts: 3, backoff: 30s }, start: { noop: {} } }
+    - { id: web, site: dc, dependsOn: [db], optional: true, start: { noop: {} } }
+  stages:
+    - { name: all, select: { sites: [dc] } }
+",
+    );
+    assert_eq!(p.estimated_duration, Duration::from_secs(20));
+    // db: 3 × 10s + 2 × 30s = 90s, then web's 10s.
+    assert_eq!(p.worst_case, Some(Duration::from_secs(100)));
+    let text = render::text(&p);
+    assert!(
+        text.contains("Worst case, every retry used: 1m40s"),
+        "{text}"
+    );
+    assert!(text.contains("[up to 3 starts, 30s apart]"), "{text}");
+    assert!(text.contains("[optional]"), "{text}");
+    assert_eq!(plan(LAB).worst_case, None, "no retries, no worst case");
+}

@@ -460,3 +460,24 @@ fn on_timeout_needs_an_approval_timeout() {
     );
     assert_eq!(self::report(&ok), "valid\n");
 }
+
+#[test]
+fn retries_count_every_start_and_a_manual_start_is_never_retried() {
+    let yaml = pb(&format!(
+        "{SITES}  defaults: {{ retry: {{ attempts: 0 }} }}
+  systems:
+    - {{ id: db, site: hq, retry: {{ attempts: 2, backoff: 5s, jitter: 1s }}, start: {{ noop: {{}} }} }}
+    - {{ id: plc, site: plant, optional: true, retry: {{ attempts: 3 }}, start: {{ manual: {{ instruction: Reconnect it }} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [hq, plant] }} }}
+"
+    ));
+    let out = report(&yaml);
+    for wanted in [
+        "retry.attempts counts every start, the first included: at least 1",
+        "jitter",
+        "system `plc`: a manual start is not retried (a person does it)",
+    ] {
+        assert!(out.contains(wanted), "wanted `{wanted}` in:\n{out}");
+    }
+}

@@ -288,8 +288,10 @@ impl RestartRun {
     }
 
     /// Whether the run is over: Succeeded, Failed or RolledBack.
+    /// Whether its status shows a phase the engine calls final.
     pub fn has_ended(&self) -> bool {
-        matches!(self.phase(), "Succeeded" | "Failed" | "RolledBack")
+        serde_json::from_value::<blackstart_engine::RunPhase>(serde_json::Value::from(self.phase()))
+            .is_ok_and(blackstart_engine::RunPhase::is_final)
     }
 }
 

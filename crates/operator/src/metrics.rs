@@ -23,12 +23,13 @@ use blackstart_engine::RunPhase;
 
 type Labels = Vec<(String, String)>;
 
-const PHASES: [RunPhase; 7] = [
+const PHASES: [RunPhase; 8] = [
     RunPhase::Pending,
     RunPhase::Running,
     RunPhase::RollingBack,
     RunPhase::Paused,
     RunPhase::Succeeded,
+    RunPhase::Degraded,
     RunPhase::Failed,
     RunPhase::RolledBack,
 ];

@@ -224,7 +224,10 @@ fn notable(event: &Event) -> bool {
         Event::System {
             phase, waiting_for, ..
         } => {
-            matches!(phase, SystemPhase::Failed | SystemPhase::RolledBack) || waiting_for.is_some()
+            matches!(
+                phase,
+                SystemPhase::Failed | SystemPhase::RolledBack | SystemPhase::Blocked
+            ) || waiting_for.is_some()
         }
         Event::RunStarted { .. }
         | Event::AttemptBegun { .. }

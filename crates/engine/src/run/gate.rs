@@ -84,7 +84,15 @@ impl<S: RunStore + 'static> Inner<S> {
     {
         let soak = stage.gate.soak.map_or(Duration::ZERO, |d| d.to_std());
         let mut watches = JoinSet::new();
-        for sys in &stage.systems {
+        let waited_for: Vec<&PlannedSystem> = {
+            let state = self.lock();
+            stage
+                .systems
+                .iter()
+                .filter(|s| state.system(&s.id).is_none_or(|st| st.gate_waits_for()))
+                .collect()
+        };
+        for sys in waited_for {
             let (inner, sys) = (Arc::clone(self), sys.clone());
             watches.spawn(async move {
                 probe::watch(&sys.health, &sys.probe, soak, &inner.health_cx(&sys))

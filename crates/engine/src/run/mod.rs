@@ -94,6 +94,20 @@ enum Task {
     Healthy,
     NotStarted,
     Failed(String),
+    /// Not started: something it depends on failed (optional) or is
+    /// Blocked itself. Journaled as Blocked; the gate goes on without it.
+    Blocked,
+}
+
+/// What a system's start came to, for the systems that depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Healthy,
+    /// An optional system failed, or a system is Blocked: its dependents
+    /// are Blocked, and the stage goes on.
+    Blocked,
+    /// Not started (a pause), or failed (the stage fails).
+    Stopped,
 }
 
 /// The request pump of a `run` under way. If that `run` is dropped before
@@ -379,7 +393,11 @@ impl<S: RunStore + 'static> Engine<S> {
             }
             inner.stage_event(&stage.name, StagePhase::Succeeded, None)?;
         }
-        inner.end(RunPhase::Succeeded, "")
+        let degraded = inner.lock().degraded();
+        match degraded {
+            Some(why) => inner.end(RunPhase::Degraded, &why),
+            None => inner.end(RunPhase::Succeeded, ""),
+        }
     }
 
     /// Starts the stage's systems, each after its in-stage dependencies.
@@ -388,39 +406,48 @@ impl<S: RunStore + 'static> Engine<S> {
             .max_parallel
             .map_or(stage.systems.len().max(1), |m| m as usize);
         let semaphore = Arc::new(Semaphore::new(slots));
-        let done: HashMap<String, watch::Sender<Option<bool>>> = stage
+        let done: HashMap<String, watch::Sender<Option<Done>>> = stage
             .systems
             .iter()
             .map(|s| (s.id.clone(), watch::channel(None).0))
             .collect();
         let mut tasks = JoinSet::new();
         for sys in &stage.systems {
-            let healthy =
-                self.inner.lock().system(&sys.id).map(|s| s.phase) == Some(SystemPhase::Healthy);
-            if healthy {
-                done[&sys.id].send_replace(Some(true));
+            if let Some(settled) = self.already(sys)? {
+                done[&sys.id].send_replace(Some(settled));
                 continue;
             }
-            let deps: Vec<watch::Receiver<Option<bool>>> = sys
+            let deps: Vec<(String, watch::Receiver<Option<Done>>)> = sys
                 .depends_on
                 .iter()
-                .filter_map(|d| done.get(d).map(watch::Sender::subscribe))
+                .filter_map(|d| done.get(d).map(|tx| (d.clone(), tx.subscribe())))
                 .collect();
             let me = done[&sys.id].clone();
             let engine = self.clone();
             let semaphore = Arc::clone(&semaphore);
             let sys = sys.clone();
             tasks.spawn(async move {
+                let optional = sys.optional;
                 let result = start_task(engine, sys, deps, semaphore).await;
-                me.send_replace(Some(matches!(result, Ok(Task::Healthy))));
-                result
+                me.send_replace(Some(match &result {
+                    Ok(Task::Healthy) => Done::Healthy,
+                    Ok(Task::Blocked) => Done::Blocked,
+                    Ok(Task::Failed(_)) if optional => Done::Blocked,
+                    _ => Done::Stopped,
+                }));
+                result.map(|task| match task {
+                    // An optional system's failure is journaled; it does
+                    // not fail the stage.
+                    Task::Failed(_) if optional => Task::Blocked,
+                    task => task,
+                })
             });
         }
         let mut failure: Option<String> = None;
         let mut not_started = false;
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok(Task::Healthy)) => {}
+                Ok(Ok(Task::Healthy | Task::Blocked)) => {}
                 Ok(Ok(Task::NotStarted)) => not_started = true,
                 Ok(Ok(Task::Failed(reason))) => {
                     if failure.is_none() {
@@ -443,6 +470,37 @@ impl<S: RunStore + 'static> Engine<S> {
             None if not_started => Starts::Paused,
             None => Starts::AllHealthy,
         })
+    }
+
+    /// What a system's journal already says of it in this stage, so it is
+    /// not started: Healthy; an optional system that failed; Blocked. A
+    /// system whose dependency in an earlier stage failed (optional) or is
+    /// Blocked is journaled Blocked here, and never started.
+    fn already(&self, sys: &PlannedSystem) -> Result<Option<Done>, EngineError> {
+        let state = self.inner.lock();
+        let phase = state.system(&sys.id).map(|s| s.phase);
+        let settled = match phase {
+            Some(SystemPhase::Healthy) => Some(Done::Healthy),
+            Some(SystemPhase::Blocked) => Some(Done::Blocked),
+            Some(SystemPhase::Failed) if sys.optional => Some(Done::Blocked),
+            _ => None,
+        };
+        if settled.is_some() {
+            return Ok(settled);
+        }
+        let blocker = sys.depends_on.iter().find(|d| {
+            state
+                .system(d)
+                .is_some_and(|s| matches!(s.phase, SystemPhase::Failed | SystemPhase::Blocked))
+        });
+        let Some(blocker) = blocker.cloned() else {
+            return Ok(None);
+        };
+        let why = blocked_by(&state, &blocker);
+        drop(state);
+        self.inner
+            .system_event(&sys.id, SystemPhase::Blocked, Some(why))?;
+        Ok(Some(Done::Blocked))
     }
 
     /// Says what became of the starts a failure cancelled: one cancelled
@@ -597,12 +655,13 @@ impl<S: RunStore + 'static> Inner<S> {
     }
 
     /// Whether every system of the stage is Healthy in the state.
+    /// Whether every system the stage's gate waits for is Healthy.
     fn all_healthy(&self, stage: &PlannedStage) -> bool {
         let state = self.lock();
         stage.systems.iter().all(|s| {
             state
                 .system(&s.id)
-                .is_some_and(|s| s.phase == SystemPhase::Healthy)
+                .is_some_and(|s| !s.gate_waits_for() || s.phase == SystemPhase::Healthy)
         })
     }
 
@@ -734,21 +793,33 @@ impl<S: RunStore + 'static> Inner<S> {
     }
 }
 
+/// Why a system is Blocked by `dependency`, in words.
+fn blocked_by(state: &RunState, dependency: &str) -> String {
+    match state.system(dependency).map(|s| s.phase) {
+        Some(SystemPhase::Blocked) => format!("{dependency}, which it depends on, is Blocked"),
+        _ => format!("{dependency}, which it depends on, failed (optional); never started"),
+    }
+}
+
 /// One system's start: after its dependencies, within a free slot, unless
 /// the run is pausing.
 async fn start_task<S: RunStore + 'static>(
     engine: Engine<S>,
     sys: PlannedSystem,
-    mut deps: Vec<watch::Receiver<Option<bool>>>,
+    mut deps: Vec<(String, watch::Receiver<Option<Done>>)>,
     semaphore: Arc<Semaphore>,
 ) -> Result<Task, EngineError> {
-    for dep in &mut deps {
-        let healthy = matches!(
-            dep.wait_for(Option::is_some).await.map(|v| *v),
-            Ok(Some(true))
-        );
-        if !healthy {
-            return Ok(Task::NotStarted);
+    for (id, dep) in &mut deps {
+        match dep.wait_for(Option::is_some).await.map(|v| *v) {
+            Ok(Some(Done::Healthy)) => {}
+            Ok(Some(Done::Blocked)) => {
+                let why = blocked_by(&engine.inner.lock(), id);
+                engine
+                    .inner
+                    .system_event(&sys.id, SystemPhase::Blocked, Some(why))?;
+                return Ok(Task::Blocked);
+            }
+            _ => return Ok(Task::NotStarted),
         }
     }
     if engine.inner.paused() {

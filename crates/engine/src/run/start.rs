@@ -14,11 +14,17 @@ impl<S: RunStore + 'static> Inner<S> {
     ) -> Result<Task, EngineError> {
         let deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
         let mut redriven = false;
-        match self.settle(sys, StepKind::Start).await? {
-            Settled::Nothing => {}
-            Settled::Succeeded => return self.probe_after_start(sys, deadline).await,
-            Settled::Failed(reason) => return self.system_failed(&sys.id, reason),
-            Settled::Unknown if sys.start.idempotent() => redriven = true,
+        let settled = match self.settle(sys, StepKind::Start).await? {
+            Settled::Nothing => None,
+            Settled::Succeeded => Some(self.probe_after_start(sys, deadline).await?),
+            Settled::Failed(reason) => Some(Tried::Failed {
+                reason,
+                retryable: true,
+            }),
+            Settled::Unknown if sys.start.idempotent() => {
+                redriven = true;
+                None
+            }
             Settled::Unknown if !sys.health.is_empty() => {
                 if self.verdict(sys).await {
                     self.system_event(
@@ -28,13 +34,43 @@ impl<S: RunStore + 'static> Inner<S> {
                     )?;
                     return Ok(Task::Healthy);
                 }
+                None
             }
             Settled::Unknown => match self.wait_for_person(&sys.id, StepKind::Start).await? {
                 Some(true) => return Ok(Task::Healthy),
-                Some(false) => {}
+                Some(false) => None,
                 None => return Ok(Task::NotStarted),
             },
+        };
+        let mut tried = match settled {
+            Some(tried) => tried,
+            None => self.start_once(sys, redriven).await?,
+        };
+        loop {
+            match tried {
+                Tried::Healthy => return Ok(Task::Healthy),
+                Tried::NotStarted => return Ok(Task::NotStarted),
+                Tried::Failed { reason, retryable } => {
+                    let used = self.lock().system(&sys.id).map_or(0, |s| s.attempts);
+                    if !retryable || used >= sys.attempts() {
+                        return self.system_failed(&sys.id, reason);
+                    }
+                    if !self.before_next_attempt(sys, used, &reason).await? {
+                        return Ok(Task::NotStarted);
+                    }
+                    tried = self.start_once(sys, false).await?;
+                }
+            }
         }
+    }
+
+    /// One attempt: verify, start (or a person's confirmation of a manual
+    /// start), probe, within its startTimeout (a person's time aside).
+    async fn start_once(
+        self: &Arc<Self>,
+        sys: &PlannedSystem,
+        redriven: bool,
+    ) -> Result<Tried, EngineError> {
         let mut deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
         let resumed_wait = matches!(sys.start, Action::Manual(_))
             && self.manual_wait_open(&sys.id, SystemPhase::Starting);
@@ -44,7 +80,8 @@ impl<S: RunStore + 'static> Inner<S> {
                 return Ok(None);
             }
             if let Some(reason) = self.verify(sys).await? {
-                return Ok(Some(reason));
+                // An integrity check that fails is not tried again.
+                return Ok(Some((reason, false)));
             }
             // Driven again on purpose, and said so: a crash cut its start
             // short, and running this start again is harmless.
@@ -58,24 +95,24 @@ impl<S: RunStore + 'static> Inner<S> {
             let outcome = self
                 .run_attempt(&sys.id, StepKind::Start, &sys.start)
                 .await?;
-            Ok((!outcome.ok).then(|| format!("start failed: {}", outcome.detail)))
+            Ok((!outcome.ok).then(|| (format!("start failed: {}", outcome.detail), true)))
         };
         match tokio::time::timeout_at(deadline, started).await {
             Ok(Ok(None)) => {}
-            Ok(Ok(Some(reason))) => return self.system_failed(&sys.id, reason),
+            Ok(Ok(Some((reason, retryable)))) => return Ok(Tried::Failed { reason, retryable }),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 self.abandon_attempt(
                     &sys.id,
                     "cut short at its startTimeout; its process group was killed",
                 )?;
-                return self.system_failed(
-                    &sys.id,
-                    format!(
+                return Ok(Tried::Failed {
+                    reason: format!(
                         "its verify checks and start did not finish within its startTimeout of {}",
                         sys.start_timeout
                     ),
-                );
+                    retryable: true,
+                });
             }
         }
         if let Action::Manual(m) = &sys.start {
@@ -85,11 +122,45 @@ impl<S: RunStore + 'static> Inner<S> {
                 .wait_for_confirmation(&sys.id, SystemPhase::Starting, &m.instruction)
                 .await?
             {
-                return Ok(Task::NotStarted);
+                return Ok(Tried::NotStarted);
             }
             deadline = tokio::time::Instant::now() + sys.start_timeout.to_std();
         }
         self.probe_after_start(sys, deadline).await
+    }
+
+    /// Between a failed attempt and the next: what the failed one left
+    /// running is ended, the journal says which attempt failed and when the
+    /// next begins, and the backoff is waited out. False when the run
+    /// pauses meanwhile (resume starts the next attempt).
+    async fn before_next_attempt(
+        &self,
+        sys: &PlannedSystem,
+        used: u32,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        let run = self.lock().run.clone();
+        let left = process::end_marked(&process::marker(&run, &sys.id, "start", used));
+        let backoff = sys.retry.and_then(|r| r.backoff).unwrap_or_default();
+        self.system_event(
+            &sys.id,
+            SystemPhase::Starting,
+            Some(format!(
+                "attempt {used} of {} failed: {reason}{}; attempt {} in {backoff}",
+                sys.attempts(),
+                if left > 0 {
+                    format!(" ({left} process(es) it left running were ended)")
+                } else {
+                    String::new()
+                },
+                used + 1
+            )),
+        )?;
+        let mut pause = self.pause.clone();
+        tokio::select! {
+            () = tokio::time::sleep(backoff.to_std()) => Ok(true),
+            Ok(_) = pause.wait_for(|p| *p) => Ok(false),
+        }
     }
 
     pub(super) fn system_failed(&self, id: &str, reason: String) -> Result<Task, EngineError> {
@@ -144,20 +215,28 @@ impl<S: RunStore + 'static> Inner<S> {
         &self,
         sys: &PlannedSystem,
         deadline: tokio::time::Instant,
-    ) -> Result<Task, EngineError> {
+    ) -> Result<Tried, EngineError> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match probe::until_healthy(&sys.health, &sys.probe, left, &self.health_cx(sys)).await {
             Ok(_) => {
                 self.system_event(&sys.id, SystemPhase::Healthy, None)?;
-                Ok(Task::Healthy)
+                Ok(Tried::Healthy)
             }
-            Err(never) => self.system_failed(
-                &sys.id,
-                format!(
+            Err(never) => Ok(Tried::Failed {
+                reason: format!(
                     "not healthy within its startTimeout of {} ({never})",
                     sys.start_timeout
                 ),
-            ),
+                retryable: true,
+            }),
         }
     }
+}
+
+/// How one attempt at a system ended; a failure is not journaled as the
+/// system's until no attempt is left.
+pub(super) enum Tried {
+    Healthy,
+    NotStarted,
+    Failed { reason: String, retryable: bool },
 }

@@ -88,9 +88,28 @@ impl Decode for Defaults {
             expected_duration: f.opt("expectedDuration", cx),
             probe: f.or_default("probe", cx),
             inherit_env: env_names_at(&mut f, cx),
+            retry: f.opt("retry", cx),
         };
         f.finish(cx);
         Some(d)
+    }
+}
+
+impl Decode for Retry {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "retry", cx)?;
+        let attempts: Option<u32> = f.req("attempts", cx);
+        let backoff = f.opt("backoff", cx);
+        f.finish(cx);
+        let attempts = attempts?;
+        if attempts == 0 {
+            cx.error(
+                node.pos,
+                "retry.attempts counts every start, the first included: at least 1",
+            );
+            return None;
+        }
+        Some(Retry { attempts, backoff })
     }
 }
 
@@ -156,6 +175,8 @@ impl Decode for System {
         let start: Option<At<Action>> = f.req("start", cx);
         let stop = f.opt("stop", cx);
         let health = f.or_default("health", cx);
+        let optional = f.or_default("optional", cx);
+        let retry: Option<At<Retry>> = f.opt("retry", cx);
         f.finish(cx);
         let (At(id, id_pos), At(site, site_pos)) = (id?, site?);
         let At(start, start_pos) = start?;
@@ -173,6 +194,18 @@ impl Decode for System {
             );
             return None;
         }
+        if let (Some(At(_, at)), Action::Manual(_)) = (&retry, &start) {
+            cx.diags.push(
+                Diagnostic::error(
+                    *at,
+                    format!("system `{id}`: a manual start is not retried (a person does it)"),
+                )
+                .with_ids([id.clone()])
+                .with_help("remove `retry` from this system"),
+            );
+            return None;
+        }
+        let retry = retry.map(|At(r, _)| r);
         let (depends_on, dep_pos) = split(depends_on.unwrap_or_default());
         Some(System {
             id,
@@ -188,6 +221,8 @@ impl Decode for System {
             start,
             stop,
             health,
+            optional,
+            retry,
             src: SystemSrc {
                 node: node.pos,
                 id: id_pos,
