@@ -309,3 +309,52 @@ fn manual_approvals_make_a_drill_wait_for_people() {
         "each manual step waited for a person: {confirmed:?}"
     );
 }
+
+/// An optional system that fails does not hold its stage: the drill goes on
+/// through every stage, what depends on it is Blocked, and the run ends
+/// Degraded with exit 1.
+#[test]
+fn an_optional_failure_ends_the_drill_degraded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = blackstart(&[
+        "drill",
+        "playbooks/global-restart.yaml",
+        "--fail",
+        "warranty",
+        "--speed",
+        "20000",
+        "--state-dir",
+        dir,
+        "--run-id",
+        "d9",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let s = status(dir, "d9");
+    assert_eq!(s["phase"], "Degraded", "{s}");
+    let phase_of = |id: &str| {
+        s["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .map(|x| x["phase"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(phase_of("warranty"), "Failed");
+    assert_eq!(phase_of("workshop-diagnostics"), "Blocked");
+    assert_eq!(phase_of("dealer-parts-dms"), "Healthy");
+    assert!(
+        s["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|st| st["phase"] == "Succeeded"),
+        "{s}"
+    );
+    assert!(
+        run.stderr.contains("workshop-diagnostics Blocked (warranty, which it depends on, failed (optional); never started)"),
+        "{}",
+        run.stderr
+    );
+}
