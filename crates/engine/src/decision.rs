@@ -301,7 +301,7 @@ fn gate_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, 
     let unhealthy: Vec<&str> = state
         .systems
         .iter()
-        .filter(|s| &s.stage == stage && s.gate_waits_for() && s.phase != SystemPhase::Healthy)
+        .filter(|s| &s.stage == stage && state.gate_waits_for(s) && s.phase != SystemPhase::Healthy)
         .map(|s| s.id.as_str())
         .collect();
     if !unhealthy.is_empty() {

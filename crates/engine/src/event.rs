@@ -322,6 +322,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
+    /// A failure at `site` in a stage whose failure domain is the site:
+    /// `onFailure` applies to that site's systems of the stage only
+    /// (`systems`: what a rollback of it stops, dependents first, journaled
+    /// before the first stop), and the site is held; the others go on.
+    #[serde(rename_all = "camelCase")]
+    SiteHeld {
+        site: String,
+        stage: String,
+        reason: String,
+        on_failure: blackstart_model::playbook::OnFailure,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        systems: Vec<String>,
+    },
     /// Bytes after the journal's longest valid prefix (a torn write, or
     /// records that do not follow the chain) were moved to `file`, beside
     /// the journal, and the run goes on from the prefix. Nothing is deleted.
@@ -476,6 +489,21 @@ impl Event {
                 "{system} {} attempt {attempt} ended {result:?}{}",
                 step.as_str(),
                 why(reason)
+            ),
+            Event::SiteHeld {
+                site,
+                stage,
+                reason,
+                on_failure,
+                systems,
+            } => format!(
+                "site {site} held in stage {stage} ({}{}): {reason}",
+                on_failure.as_str(),
+                if systems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", stopping {}", systems.join(", "))
+                }
             ),
             Event::RollbackBegun {
                 stage,

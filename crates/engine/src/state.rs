@@ -51,6 +51,7 @@ pub struct StageState {
 pub struct SystemState {
     pub id: String,
     pub stage: String,
+    pub site: String,
     pub phase: SystemPhase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -93,14 +94,20 @@ pub struct StepState {
     pub result: Option<AttemptResult>,
 }
 
-impl SystemState {
-    /// Whether a gate waits for it (DESIGN.md, "What a gate waits for"):
-    /// not a failed optional system (at a gate, a Failed system is one:
-    /// any other failure fails the stage) and not a Blocked one.
-    pub fn gate_waits_for(&self) -> bool {
-        !matches!(self.phase, SystemPhase::Failed | SystemPhase::Blocked)
-    }
+/// A site a failure held in one stage (`failureDomain: site`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldSite {
+    pub site: String,
+    pub stage: String,
+    pub reason: String,
+    pub on_failure: blackstart_model::playbook::OnFailure,
+    /// What its rollback stops, dependents first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<String>,
+}
 
+impl SystemState {
     /// Whether its last start was cut short by a crash or an interrupt and
     /// nobody knows how it went: what `retry` (or `confirm`) settles.
     pub fn start_cut_short(&self) -> bool {
@@ -160,6 +167,10 @@ pub struct RunState {
     /// it: what the operator shows as a condition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Sites held by a failure in a stage whose failure domain is the
+    /// site, with the stage and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldSite>,
     /// Keys revoked in this run (`SHA256:…`): they decide nothing more.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub revoked: Vec<String>,
@@ -249,6 +260,7 @@ impl RunState {
                 .map(|(st, s)| SystemState {
                     id: s.id.clone(),
                     stage: st.name.clone(),
+                    site: s.site.clone(),
                     phase: SystemPhase::Pending,
                     reason: None,
                     waiting_for: None,
@@ -263,6 +275,7 @@ impl RunState {
             rollback: None,
             refused: None,
             revoked: Vec::new(),
+            held: Vec::new(),
             head: seq,
             pause_asked: None,
             rollback_asked: None,
@@ -355,6 +368,19 @@ impl RunState {
                 self.refused = None;
             }
             Event::Refused { .. } => self.refused = Some(event.describe()),
+            Event::SiteHeld {
+                site,
+                stage,
+                reason,
+                on_failure,
+                systems,
+            } => self.held.push(HeldSite {
+                site: site.clone(),
+                stage: stage.clone(),
+                reason: reason.clone(),
+                on_failure: *on_failure,
+                systems: systems.clone(),
+            }),
             Event::PauseRequested { .. } => self.pause_asked = Some(seq),
             Event::RollbackRequested { .. } => self.rollback_asked = Some(seq),
             Event::Confirmed { system, by, .. } => {
@@ -483,6 +509,21 @@ impl RunState {
     /// is RolledBack, and either a rollback of the whole run finished, or
     /// every system it started was stopped or its stop was tried. (A stage's
     /// rollback leaves earlier stages up: a rollback of the run stops them.)
+    /// Whether `s`'s site is held in `s`'s stage.
+    pub fn is_held(&self, s: &SystemState) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.site == s.site && h.stage == s.stage)
+    }
+
+    /// Whether a gate waits for `s` (DESIGN.md, "What a gate waits for"):
+    /// not at a site held in its stage, not a failed optional system (at
+    /// a gate, a Failed system outside a held site is one: any other
+    /// failure fails the stage), and not a Blocked one.
+    pub fn gate_waits_for(&self, s: &SystemState) -> bool {
+        !self.is_held(s) && !matches!(s.phase, SystemPhase::Failed | SystemPhase::Blocked)
+    }
+
     /// Why a run whose stages all passed is not Succeeded: the optional
     /// systems that failed and the systems Blocked by them; `None` when
     /// every system is Healthy.
@@ -495,12 +536,15 @@ impl RunState {
                 .collect()
         };
         let (failed, blocked) = (ids(SystemPhase::Failed), ids(SystemPhase::Blocked));
-        if failed.is_empty() && blocked.is_empty() {
+        if failed.is_empty() && blocked.is_empty() && self.held.is_empty() {
             return None;
         }
         let mut parts = Vec::new();
+        for h in &self.held {
+            parts.push(format!("site {} held in stage {}", h.site, h.stage));
+        }
         if !failed.is_empty() {
-            parts.push(format!("optional system(s) failed: {}", failed.join(", ")));
+            parts.push(format!("failed: {}", failed.join(", ")));
         }
         if !blocked.is_empty() {
             parts.push(format!("Blocked, never started: {}", blocked.join(", ")));

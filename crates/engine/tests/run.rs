@@ -707,7 +707,7 @@ async fn an_optional_failure_blocks_its_dependents_and_the_run_ends_degraded() {
     );
     let why = state.reason.clone().unwrap_or_default();
     assert!(
-        why.contains("optional system(s) failed: reports")
+        why.contains("failed: reports")
             && why.contains("Blocked, never started: report-cache, analytics"),
         "{why}"
     );
@@ -790,4 +790,76 @@ async fn a_retried_system_starts_at_most_its_attempts_and_ends_what_a_failed_one
     {
         let _ = Command::new("kill").arg(pid).status();
     }
+}
+
+/// `failureDomain: site`: a failure at one site rolls back that site's part
+/// of the stage only; the other site is not stopped and passes the gate,
+/// what depends on the held site is Blocked, the rest goes on, and the run
+/// ends Degraded naming the held site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_failure_holds_that_site_only_and_the_run_ends_degraded() {
+    let sys = |id: &str, site: &str, tier: &str, deps: &str, fail: bool| {
+        let start = if fail {
+            format!("echo start {id} >> {{dir}}/log; exit 5")
+        } else {
+            format!("echo start {id} >> {{dir}}/log")
+        };
+        format!(
+            "    - {{ id: {id}, site: {site}, tier: {tier}, dependsOn: [{deps}], start: {{ exec: {{ command: [sh, -c, \"{start}\"] }} }}, stop: {{ exec: {{ command: [sh, -c, \"echo stop {id} >> {{dir}}/log\"] }} }} }}\n"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: {{ name: sites }}\nspec:\n  sites: [ {{ id: nitra }}, {{ id: pune }}, {{ id: hq }} ]\n  systems:\n{}{}{}{}{}{}  stages:\n    - {{ name: plants, select: {{ tiers: [plant] }}, failureDomain: site, gate: {{ onFailure: rollback }} }}\n    - {{ name: dealers, select: {{ tiers: [dealer] }} }}\n",
+        sys("nitra-db", "nitra", "plant", "", false),
+        sys("nitra-mes", "nitra", "plant", "nitra-db", true),
+        sys("pune-db", "pune", "plant", "", false),
+        sys("pune-mes", "pune", "plant", "pune-db", false),
+        sys("dealer-nitra", "hq", "dealer", "nitra-mes", false),
+        sys("dealer-pune", "hq", "dealer", "pune-mes", false),
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Degraded);
+    let log = lab.log();
+    let pos = |l: &str| log.iter().position(|x| x == l);
+    for started in [
+        "start nitra-db",
+        "start nitra-mes",
+        "start pune-db",
+        "start pune-mes",
+        "start dealer-pune",
+    ] {
+        assert!(pos(started).is_some(), "{started}: {log:?}");
+    }
+    assert!(
+        pos("start dealer-nitra").is_none(),
+        "Blocked, never started: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("stop pune")),
+        "the other site is not stopped: {log:?}"
+    );
+    assert!(
+        pos("stop nitra-mes") < pos("stop nitra-db") && pos("stop nitra-db").is_some(),
+        "the held site rolled back, dependents first: {log:?}"
+    );
+    let state = lab.state();
+    let phase = |id: &str| state.system(id).unwrap().phase;
+    assert_eq!(phase("pune-mes"), SystemPhase::Healthy);
+    assert_eq!(phase("nitra-db"), SystemPhase::RolledBack);
+    assert_eq!(phase("dealer-nitra"), SystemPhase::Blocked);
+    assert_eq!(phase("dealer-pune"), SystemPhase::Healthy);
+    assert_eq!(state.stage("plants").unwrap().phase, StagePhase::Succeeded);
+    assert_eq!(state.held.len(), 1);
+    assert_eq!(state.held[0].site, "nitra");
+    let why = state.reason.clone().unwrap_or_default();
+    assert!(why.contains("site nitra held in stage plants"), "{why}");
+    assert!(
+        state
+            .system("dealer-nitra")
+            .and_then(|s| s.reason.clone())
+            .is_some_and(|r| r.contains(
+                "nitra-mes, which it depends on, is at site nitra, held in stage plants"
+            )),
+        "{state:?}"
+    );
 }

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::duration::{self, Duration};
 use crate::placeholder;
 use crate::playbook::{
-    Action, Check, DEFAULT_START_TIMEOUT, Labels, OnFailure, Playbook, PlaybookSpec, ProbePolicy,
-    Retry, Site, Stage, System,
+    Action, Check, DEFAULT_START_TIMEOUT, FailureDomain, Labels, OnFailure, Playbook, PlaybookSpec,
+    ProbePolicy, Retry, Site, Stage, System,
 };
 use crate::validate::Validated;
 
@@ -66,6 +66,9 @@ pub struct PlannedStage {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
+    /// `site`: a failure holds its site in this stage, the others go on.
+    #[serde(default, skip_serializing_if = "FailureDomain::is_stage")]
+    pub failure_domain: FailureDomain,
     pub gate: PlannedGate,
     /// How many dependency layers the stage has (the highest `layer` + 1).
     pub layers: u32,
@@ -297,6 +300,7 @@ impl Plan {
                     name: stage.name,
                     description: stage.description,
                     max_parallel: stage.max_parallel,
+                    failure_domain: stage.failure_domain,
                     gate: PlannedGate {
                         soak: stage.gate.soak,
                         approvals,

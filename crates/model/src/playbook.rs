@@ -624,8 +624,40 @@ pub struct Stage {
     pub max_parallel: Option<u32>,
     #[serde(default)]
     pub gate: Gate,
+    /// What a failure takes down: the whole stage (the default), or only
+    /// the failing system's site, the other sites going on.
+    #[serde(default, skip_serializing_if = "FailureDomain::is_stage")]
+    pub failure_domain: FailureDomain,
     #[serde(skip)]
     pub src: StageSrc,
+}
+
+/// How far a failure in a stage reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureDomain {
+    /// The gate's onFailure applies to the whole stage.
+    #[default]
+    Stage,
+    /// The gate's onFailure applies to the failing system's site in this
+    /// stage only; that site is held, the others go on.
+    Site,
+}
+
+impl FailureDomain {
+    pub const NAMES: [&'static str; 2] = ["stage", "site"];
+
+    pub fn is_stage(&self) -> bool {
+        *self == FailureDomain::Stage
+    }
+
+    pub fn from_name(name: &str) -> Option<FailureDomain> {
+        match name {
+            "stage" => Some(FailureDomain::Stage),
+            "site" => Some(FailureDomain::Site),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -734,6 +734,7 @@ pub fn describe(event: &Event) -> Option<(EventType, String, String, String)> {
                 .as_deref()
                 .map_or_else(|| "Rollback".to_owned(), |s| subject("Rollback", s)),
         ),
+        Event::SiteHeld { site, .. } => (Warning, "SiteHeld".to_owned(), subject("Hold", site)),
         Event::Approved { stage, .. } => (Normal, "Approved".to_owned(), subject("Approve", stage)),
         Event::Denied { stage, .. } => (Warning, "Denied".to_owned(), subject("Deny", stage)),
         Event::KeyRevoked { key, .. } => (Warning, "KeyRevoked".to_owned(), subject("Revoke", key)),

@@ -214,6 +214,7 @@ fn notable(event: &Event) -> bool {
         | Event::Confirmed { .. }
         | Event::RetryRequested { .. }
         | Event::RollbackBegun { .. }
+        | Event::SiteHeld { .. }
         | Event::SetAside { .. }
         | Event::TornWriteDiscarded { .. }
         | Event::Output { .. } => true,

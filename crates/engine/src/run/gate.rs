@@ -89,7 +89,11 @@ impl<S: RunStore + 'static> Inner<S> {
             stage
                 .systems
                 .iter()
-                .filter(|s| state.system(&s.id).is_none_or(|st| st.gate_waits_for()))
+                .filter(|s| {
+                    state
+                        .system(&s.id)
+                        .is_none_or(|st| state.gate_waits_for(st))
+                })
                 .collect()
         };
         for sys in waited_for {

@@ -115,6 +115,14 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         } => {
             tracing::info!(run, seq, stage = stage.as_deref(), systems = systems.len(), reason = %reason, by = by.as_deref(), "rollback begun")
         }
+        Event::SiteHeld {
+            site,
+            stage,
+            reason,
+            ..
+        } => {
+            tracing::warn!(run, seq, site = %site, stage = %stage, reason = %reason, "site held")
+        }
         Event::SetAside {
             file,
             bytes,

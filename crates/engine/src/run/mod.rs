@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
-use blackstart_model::playbook::{Action, OnFailure};
+use blackstart_model::playbook::{Action, FailureDomain, OnFailure};
 use blackstart_model::{Plan, PlannedStage, PlannedSystem};
 
 use crate::RunStore;
@@ -402,6 +402,9 @@ impl<S: RunStore + 'static> Engine<S> {
 
     /// Starts the stage's systems, each after its in-stage dependencies.
     async fn start_stage(&self, stage: &PlannedStage) -> Result<Starts, EngineError> {
+        let by_site = stage.failure_domain == FailureDomain::Site;
+        // A resumed stage first finishes the rollbacks of its held sites.
+        self.stop_held_sites(stage, None).await?;
         let slots = stage
             .max_parallel
             .map_or(stage.systems.len().max(1), |m| m as usize);
@@ -412,6 +415,8 @@ impl<S: RunStore + 'static> Engine<S> {
             .map(|s| (s.id.clone(), watch::channel(None).0))
             .collect();
         let mut tasks = JoinSet::new();
+        let mut site_of: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut of_site: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
         for sys in &stage.systems {
             if let Some(settled) = self.already(sys)? {
                 done[&sys.id].send_replace(Some(settled));
@@ -425,14 +430,15 @@ impl<S: RunStore + 'static> Engine<S> {
             let me = done[&sys.id].clone();
             let engine = self.clone();
             let semaphore = Arc::clone(&semaphore);
+            let site = sys.site.clone();
             let sys = sys.clone();
-            tasks.spawn(async move {
+            let handle = tasks.spawn(async move {
                 let optional = sys.optional;
                 let result = start_task(engine, sys, deps, semaphore).await;
                 me.send_replace(Some(match &result {
                     Ok(Task::Healthy) => Done::Healthy,
                     Ok(Task::Blocked) => Done::Blocked,
-                    Ok(Task::Failed(_)) if optional => Done::Blocked,
+                    Ok(Task::Failed(_)) if optional || by_site => Done::Blocked,
                     _ => Done::Stopped,
                 }));
                 result.map(|task| match task {
@@ -442,14 +448,36 @@ impl<S: RunStore + 'static> Engine<S> {
                     task => task,
                 })
             });
+            site_of.insert(handle.id(), site.clone());
+            of_site.entry(site).or_default().push(handle);
         }
         let mut failure: Option<String> = None;
         let mut not_started = false;
-        while let Some(joined) = tasks.join_next().await {
+        let mut held: Vec<String> = Vec::new();
+        while let Some(joined) = tasks.join_next_with_id().await {
             match joined {
-                Ok(Ok(Task::Healthy | Task::Blocked)) => {}
-                Ok(Ok(Task::NotStarted)) => not_started = true,
-                Ok(Ok(Task::Failed(reason))) => {
+                Ok((_, Ok(Task::Healthy | Task::Blocked))) => {}
+                Ok((_, Ok(Task::NotStarted))) => not_started = true,
+                Ok((id, Ok(Task::Failed(reason)))) if by_site => {
+                    // Only this site's part of the stage fails: it is held,
+                    // its starts in flight are cancelled, the rest go on.
+                    let site = site_of.get(&id).cloned().unwrap_or_default();
+                    if !held.contains(&site) {
+                        self.hold_site(stage, &site, &reason)?;
+                        for h in of_site.get(&site).into_iter().flatten() {
+                            h.abort();
+                        }
+                        // What depends on the site's systems, elsewhere in
+                        // the stage, is Blocked rather than left waiting.
+                        for sys in stage.systems.iter().filter(|s| s.site == site) {
+                            done[&sys.id].send_if_modified(|d| {
+                                d.is_none().then(|| *d = Some(Done::Blocked)).is_some()
+                            });
+                        }
+                        held.push(site);
+                    }
+                }
+                Ok((_, Ok(Task::Failed(reason)))) => {
                     if failure.is_none() {
                         failure = Some(reason);
                         // Cancel the starts still in flight: dropping them
@@ -457,13 +485,38 @@ impl<S: RunStore + 'static> Engine<S> {
                         tasks.abort_all();
                     }
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok((_, Err(e))) => return Err(e),
                 Err(e) if e.is_cancelled() => {}
                 Err(e) => failure = failure.or(Some(format!("a start task failed: {e}"))),
             }
         }
         if failure.is_some() {
-            self.mark_cancelled(stage)?;
+            self.mark_cancelled(stage, None)?;
+        }
+        for site in &held {
+            self.mark_cancelled(stage, Some(site))?;
+            let pending: Vec<String> = {
+                let state = self.inner.lock();
+                stage
+                    .systems
+                    .iter()
+                    .filter(|s| &s.site == site)
+                    .filter(|s| {
+                        state
+                            .system(&s.id)
+                            .is_some_and(|st| st.phase == SystemPhase::Pending)
+                    })
+                    .map(|s| s.id.clone())
+                    .collect()
+            };
+            for id in pending {
+                self.inner.system_event(
+                    &id,
+                    SystemPhase::Blocked,
+                    Some(format!("its site {site} is held in this stage")),
+                )?;
+            }
+            self.stop_held_sites(stage, Some(site)).await?;
         }
         Ok(match failure {
             Some(reason) => Starts::Failed(reason),
@@ -472,14 +525,84 @@ impl<S: RunStore + 'static> Engine<S> {
         })
     }
 
+    /// A failure at `site` in a stage whose failure domain is the site:
+    /// journaled, with what a rollback of it will stop, before anything
+    /// of it is stopped.
+    fn hold_site(&self, stage: &PlannedStage, site: &str, reason: &str) -> Result<(), EngineError> {
+        let policy = stage.gate.on_failure;
+        let systems = match policy {
+            OnFailure::Rollback => {
+                let state = self.inner.lock();
+                stage
+                    .rollback_order
+                    .iter()
+                    .filter(|id| {
+                        state.system(id).is_some_and(|s| {
+                            s.site == site
+                                && (s.started
+                                    || matches!(
+                                        s.phase,
+                                        SystemPhase::Verifying | SystemPhase::Starting
+                                    ))
+                        })
+                    })
+                    .cloned()
+                    .collect()
+            }
+            OnFailure::Pause | OnFailure::Abort => Vec::new(),
+        };
+        self.inner.emit(Event::SiteHeld {
+            site: site.to_owned(),
+            stage: stage.name.clone(),
+            reason: reason.to_owned(),
+            on_failure: policy,
+            systems,
+        })
+    }
+
+    /// Stops what the rollbacks of the stage's held sites (or of `only`)
+    /// stop, dependents first; each system once, a stop a crash cut short
+    /// settled as any rollback's is. Pause and abort leave a site as it is.
+    async fn stop_held_sites(
+        &self,
+        stage: &PlannedStage,
+        only: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let held: Vec<Vec<String>> = self
+            .inner
+            .lock()
+            .held
+            .iter()
+            .filter(|h| h.stage == stage.name && only.is_none_or(|s| s == h.site))
+            .map(|h| h.systems.clone())
+            .collect();
+        for systems in held {
+            self.inner.stop_systems(&systems).await?;
+        }
+        Ok(())
+    }
+
     /// What a system's journal already says of it in this stage, so it is
     /// not started: Healthy; an optional system that failed; Blocked. A
     /// system whose dependency in an earlier stage failed (optional) or is
     /// Blocked is journaled Blocked here, and never started.
     fn already(&self, sys: &PlannedSystem) -> Result<Option<Done>, EngineError> {
         let state = self.inner.lock();
-        let phase = state.system(&sys.id).map(|s| s.phase);
-        let settled = match phase {
+        let me = state.system(&sys.id);
+        if me.is_some_and(|s| state.is_held(s)) {
+            // Its site is held in this stage: what it is stays as it is.
+            let pending = me.is_some_and(|s| s.phase == SystemPhase::Pending);
+            drop(state);
+            if pending {
+                self.inner.system_event(
+                    &sys.id,
+                    SystemPhase::Blocked,
+                    Some(format!("its site {} is held in this stage", sys.site)),
+                )?;
+            }
+            return Ok(Some(Done::Blocked));
+        }
+        let settled = match me.map(|s| s.phase) {
             Some(SystemPhase::Healthy) => Some(Done::Healthy),
             Some(SystemPhase::Blocked) => Some(Done::Blocked),
             Some(SystemPhase::Failed) if sys.optional => Some(Done::Blocked),
@@ -488,10 +611,14 @@ impl<S: RunStore + 'static> Engine<S> {
         if settled.is_some() {
             return Ok(settled);
         }
+        // A dependency in an earlier stage that is not Healthy (a failed
+        // optional system, a Blocked one, one of a held site): this one
+        // never starts.
         let blocker = sys.depends_on.iter().find(|d| {
-            state
-                .system(d)
-                .is_some_and(|s| matches!(s.phase, SystemPhase::Failed | SystemPhase::Blocked))
+            state.system(d).is_some_and(|s| {
+                s.stage != me.map_or("", |m| m.stage.as_str())
+                    && (s.phase != SystemPhase::Healthy || state.is_held(s))
+            })
         });
         let Some(blocker) = blocker.cloned() else {
             return Ok(None);
@@ -507,22 +634,25 @@ impl<S: RunStore + 'static> Engine<S> {
     /// while verifying never started (Skipped); one cancelled mid-start
     /// may have started (Failed, and a rollback stops it). Their attempts
     /// were killed with their tasks, and are journaled as interrupted.
-    fn mark_cancelled(&self, stage: &PlannedStage) -> Result<(), EngineError> {
-        let cancelled: Vec<(String, SystemPhase)> = self.inner.with_cancelled(stage);
+    fn mark_cancelled(&self, stage: &PlannedStage, site: Option<&str>) -> Result<(), EngineError> {
+        let cancelled: Vec<(String, SystemPhase)> = self.inner.with_cancelled(stage, site);
+        let what = site.map_or_else(
+            || "the stage failed".to_owned(),
+            |site| format!("its site {site} was held"),
+        );
         for (id, phase) in cancelled {
             self.inner.abandon_attempt(
                 &id,
-                "cancelled: the stage failed; its process group was killed",
+                &format!("cancelled: {what}; its process group was killed"),
             )?;
             let (phase, reason) = match phase {
                 SystemPhase::Verifying => (
                     SystemPhase::Skipped,
-                    "cancelled before it started: the stage failed",
+                    format!("cancelled before it started: {what}"),
                 ),
-                _ => (SystemPhase::Failed, "start cancelled: the stage failed"),
+                _ => (SystemPhase::Failed, format!("start cancelled: {what}")),
             };
-            self.inner
-                .system_event(&id, phase, Some(reason.to_owned()))?;
+            self.inner.system_event(&id, phase, Some(reason))?;
         }
         Ok(())
     }
@@ -631,11 +761,16 @@ impl<S: RunStore + 'static> Inner<S> {
     }
 
     /// The stage's systems caught mid-verify or mid-start.
-    fn with_cancelled(&self, stage: &PlannedStage) -> Vec<(String, SystemPhase)> {
+    fn with_cancelled(
+        &self,
+        stage: &PlannedStage,
+        site: Option<&str>,
+    ) -> Vec<(String, SystemPhase)> {
         let state = self.lock();
         stage
             .systems
             .iter()
+            .filter(|s| site.is_none_or(|site| s.site == site))
             .filter_map(|s| state.system(&s.id).map(|st| (s.id.clone(), st.phase)))
             .filter(|(_, phase)| matches!(phase, SystemPhase::Verifying | SystemPhase::Starting))
             .collect()
@@ -661,7 +796,7 @@ impl<S: RunStore + 'static> Inner<S> {
         stage.systems.iter().all(|s| {
             state
                 .system(&s.id)
-                .is_some_and(|s| !s.gate_waits_for() || s.phase == SystemPhase::Healthy)
+                .is_some_and(|s| !state.gate_waits_for(s) || s.phase == SystemPhase::Healthy)
         })
     }
 
@@ -795,8 +930,14 @@ impl<S: RunStore + 'static> Inner<S> {
 
 /// Why a system is Blocked by `dependency`, in words.
 fn blocked_by(state: &RunState, dependency: &str) -> String {
-    match state.system(dependency).map(|s| s.phase) {
-        Some(SystemPhase::Blocked) => format!("{dependency}, which it depends on, is Blocked"),
+    match state.system(dependency) {
+        Some(d) if state.is_held(d) => format!(
+            "{dependency}, which it depends on, is at site {}, held in stage {}; never started",
+            d.site, d.stage
+        ),
+        Some(d) if d.phase == SystemPhase::Blocked => {
+            format!("{dependency}, which it depends on, is Blocked")
+        }
         _ => format!("{dependency}, which it depends on, failed (optional); never started"),
     }
 }
@@ -830,6 +971,15 @@ async fn start_task<S: RunStore + 'static>(
     };
     if engine.inner.paused() {
         return Ok(Task::NotStarted);
+    }
+    let held = engine.with_state(|s| s.system(&sys.id).is_some_and(|me| s.is_held(me)));
+    if held {
+        engine.inner.system_event(
+            &sys.id,
+            SystemPhase::Blocked,
+            Some(format!("its site {} is held in this stage", sys.site)),
+        )?;
+        return Ok(Task::Blocked);
     }
     engine.inner.bring_up(&sys).await
 }

@@ -241,6 +241,18 @@ impl Decode for Stage {
         let select_node = f.get("select");
         let max_parallel: Option<At<u32>> = f.opt("maxParallel", cx);
         let gate: Option<GateWithSrc> = f.opt("gate", cx);
+        let failure_domain = f
+            .get("failureDomain")
+            .and_then(|n| {
+                named(
+                    n,
+                    "failureDomain",
+                    &FailureDomain::NAMES,
+                    FailureDomain::from_name,
+                    cx,
+                )
+            })
+            .unwrap_or_default();
         f.finish(cx);
         if select_node.is_none() {
             cx.error(node.pos, "a stage is missing the field `select`");
@@ -264,6 +276,7 @@ impl Decode for Stage {
             select,
             max_parallel,
             gate,
+            failure_domain,
             src,
         })
     }
