@@ -353,7 +353,48 @@ fn an_optional_failure_ends_the_drill_degraded() {
         "{s}"
     );
     assert!(
-        run.stderr.contains("workshop-diagnostics Blocked (warranty, which it depends on, failed (optional); never started)"),
+        run.stderr.contains(
+            "workshop-diagnostics Blocked (warranty, which it depends on, failed; never started)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The international plants are failure domains of their own: a failure at
+/// Nitra rolls back Nitra's part of the stage only, the other plants pass
+/// the gate, what depends on Nitra is Blocked, and the drill ends Degraded.
+#[test]
+fn a_failure_at_nitra_holds_nitra_and_the_other_plants_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = blackstart(&[
+        "drill",
+        "playbooks/global-restart.yaml",
+        "--fail",
+        "nitra-mes",
+        "--speed",
+        "20000",
+        "--state-dir",
+        dir,
+        "--run-id",
+        "d10",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let s = status(dir, "d10");
+    assert_eq!(s["phase"], "Degraded", "{s}");
+    assert_eq!(s["held"][0]["site"], "nitra", "{s}");
+    for sys in s["systems"].as_array().unwrap() {
+        let (id, phase) = (sys["id"].as_str().unwrap(), sys["phase"].as_str().unwrap());
+        if id.starts_with("changshu-") || id.starts_with("pune-") || id.starts_with("itatiaia-") {
+            assert_eq!(phase, "Healthy", "{id}: the other plants go on");
+        }
+        if id == "nitra-plc-gateway" {
+            assert_eq!(phase, "RolledBack", "Nitra's part is rolled back");
+        }
+    }
+    assert!(
+        run.stderr.contains("site nitra held in stage assembly-international (rollback, stopping nitra-mes, nitra-plc-gateway)"),
         "{}",
         run.stderr
     );

@@ -272,6 +272,15 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
             opt(old.max_parallel, "unbounded"),
             opt(now.max_parallel, "unbounded"),
         );
+        let domain = |f: crate::playbook::FailureDomain| match f {
+            crate::playbook::FailureDomain::Stage => "stage".to_owned(),
+            crate::playbook::FailureDomain::Site => "site".to_owned(),
+        };
+        change(
+            "failureDomain",
+            domain(old.failure_domain),
+            domain(now.failure_domain),
+        );
     }
     d
 }

@@ -42,7 +42,15 @@ fn gate_summary(plan: &Plan, stage: &PlannedStage) -> String {
     if parts.is_empty() {
         parts.push("all healthy".to_owned());
     }
-    parts.push(format!("on failure {}", stage.gate.on_failure));
+    match stage.failure_domain {
+        crate::playbook::FailureDomain::Stage => {
+            parts.push(format!("on failure {}", stage.gate.on_failure));
+        }
+        crate::playbook::FailureDomain::Site => parts.push(format!(
+            "on failure {} of the failing site only (the others go on)",
+            stage.gate.on_failure
+        )),
+    }
     parts.join(" · ")
 }
 

@@ -121,7 +121,7 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
             reason,
             ..
         } => {
-            tracing::warn!(run, seq, site = %site, stage = %stage, reason = %reason, "site held")
+            tracing::info!(run, seq, site = %site, stage = %stage, reason = %reason, "site held")
         }
         Event::SetAside {
             file,

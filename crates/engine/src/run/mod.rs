@@ -938,7 +938,7 @@ fn blocked_by(state: &RunState, dependency: &str) -> String {
         Some(d) if d.phase == SystemPhase::Blocked => {
             format!("{dependency}, which it depends on, is Blocked")
         }
-        _ => format!("{dependency}, which it depends on, failed (optional); never started"),
+        _ => format!("{dependency}, which it depends on, failed; never started"),
     }
 }
 
