@@ -399,3 +399,91 @@ spec:
     );
     assert_eq!(s.run(&["audit", "m1", "--verify"]).code, 0);
 }
+
+/// A site held by a failure is started again with `retry --site` once the
+/// run has ended Degraded: the held site's systems and what they Blocked
+/// start again, the other site's are not touched, and the run ends
+/// Succeeded.
+#[test]
+fn retry_site_starts_a_held_site_again_and_the_run_succeeds() {
+    let s = Scratch::new();
+    let d = s.dir().display().to_string();
+    let sys = |id: &str, site: &str, tier: &str, deps: &str, cmd: &str| {
+        format!(
+            "    - {{ id: {id}, site: {site}, tier: {tier}, dependsOn: [{deps}], start: {{ exec: {{ command: [sh, -c, \"echo start {id} >> {d}/log; {cmd}\"] }} }}, stop: {{ exec: {{ command: [sh, -c, \"echo stop {id} >> {d}/log\"] }} }} }}\n"
+        )
+    };
+    let file = s.write(
+        "sites.yaml",
+        &format!(
+            "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: {{ name: sites }}\nspec:\n  sites: [ {{ id: nitra }}, {{ id: pune }}, {{ id: hq }} ]\n  systems:\n{}{}{}{}  stages:\n    - {{ name: plants, select: {{ tiers: [plant] }}, failureDomain: site, gate: {{ onFailure: rollback }} }}\n    - {{ name: dealers, select: {{ tiers: [dealer] }} }}\n",
+            sys("nitra-mes", "nitra", "plant", "", &format!("test -f {d}/nitra-fixed")),
+            sys("pune-mes", "pune", "plant", "", "true"),
+            sys("dealer-nitra", "hq", "dealer", "nitra-mes", "true"),
+            sys("dealer-pune", "hq", "dealer", "pune-mes", "true"),
+        ),
+    );
+    let first = s.run(&["apply", &file, "--run-id", "s1"]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert_eq!(s.status("s1")["phase"], "Degraded");
+    let text = s.run(&["status", "s1"]).stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("nitra") && l.contains("Held in stage plants"))
+            && text
+                .lines()
+                .any(|l| l.trim_start().starts_with("pune") && l.trim_end().ends_with("Up")),
+        "{text}"
+    );
+    let resume = s.run(&["resume", "s1"]);
+    assert!(
+        resume
+            .stderr
+            .contains("`blackstart retry s1 --site nitra --by NAME` starts a held site again"),
+        "{}",
+        resume.stderr
+    );
+    let wrong = s.run(&["retry", "s1", "--site", "pune", "--by", "alice"]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong
+            .stderr
+            .contains("site pune is not held in run s1; held: nitra"),
+        "{}",
+        wrong.stderr
+    );
+
+    std::fs::write(s.dir().join("nitra-fixed"), "").unwrap();
+    let retried = s.run(&["retry", "s1", "--site", "nitra", "--by", "alice"]);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    let status = s.status("s1");
+    assert_eq!(status["phase"], "Succeeded", "{status}");
+    assert!(status["held"].is_null(), "{status}");
+    let log = s.log();
+    let count = |l: &str| log.iter().filter(|x| *x == l).count();
+    assert_eq!(count("start nitra-mes"), 2, "{log:?}");
+    assert_eq!(
+        count("stop nitra-mes"),
+        1,
+        "the held site was rolled back: {log:?}"
+    );
+    assert_eq!(
+        count("start pune-mes"),
+        1,
+        "the other site is not started twice: {log:?}"
+    );
+    assert_eq!(count("start dealer-pune"), 1, "{log:?}");
+    assert_eq!(
+        count("start dealer-nitra"),
+        1,
+        "Blocked, then started once: {log:?}"
+    );
+    let events = s.events("s1");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "siteRetried" && e["by"] == "alice"),
+        "{events:#?}"
+    );
+    assert_eq!(s.run(&["audit", "s1", "--verify"]).code, 0);
+}

@@ -185,13 +185,18 @@ pub(crate) enum Command {
         #[command(flatten)]
         state: StateDir,
     },
-    /// Start again a system whose start a crash left unknown.
+    /// Start again a system whose start a crash left unknown, or a held site.
     #[command(
-        after_help = "Examples:\n  blackstart retry ir-2025-09 wolv-plc-gateway --by olga\n\nFor a system without health checks whose start was cut short by a crash: the run waits\nfor `confirm` (it is up) or `retry` (start it again, as a new attempt). Works from any\nterminal while `apply` or `resume` waits, like `approve`."
+        after_help = "Examples:\n  blackstart retry ir-2025-09 wolv-plc-gateway --by olga\n  blackstart retry ir-2025-09 --site nitra --by alice --key ~/.ssh/id_ed25519\n\nFor a system without health checks whose start was cut short by a crash: the run waits\nfor `confirm` (it is up) or `retry` (start it again, as a new attempt). Works from any\nterminal while `apply` or `resume` waits, like `approve`.\n\n--site: a site held by a failure (failureDomain: site) starts again, once the run has ended\nDegraded or while it is paused: its systems that are not Healthy and every Blocked system\ngo back to Pending with a new budget of attempts, their stages' gates wait for their\napprovals again, and this process drives the run on; it ends Succeeded when all is healthy."
     )]
     Retry {
         run: String,
-        system: String,
+        /// The system to start again.
+        #[arg(required_unless_present = "site", conflicts_with = "site")]
+        system: Option<String>,
+        /// The held site to start again.
+        #[arg(long, value_name = "SITE")]
+        site: Option<String>,
         /// Who asks; recorded in the journal.
         #[arg(long)]
         by: String,

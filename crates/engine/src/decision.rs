@@ -71,6 +71,9 @@ pub enum Kind {
     Rollback,
     /// A key is no longer taken: its subject is the key's fingerprint.
     Revoke,
+    /// A held site (`failureDomain: site`) is started again: its subject
+    /// is the site.
+    RetrySite,
 }
 
 impl Kind {
@@ -83,6 +86,7 @@ impl Kind {
             Kind::Pause => "pause",
             Kind::Rollback => "rollback",
             Kind::Revoke => "revoke",
+            Kind::RetrySite => "retry",
         }
     }
 
@@ -93,6 +97,7 @@ impl Kind {
             Kind::Confirm | Kind::Retry => "system",
             Kind::Pause | Kind::Rollback => "run",
             Kind::Revoke => "key",
+            Kind::RetrySite => "site",
         }
     }
 }
@@ -163,7 +168,8 @@ pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, S
     // A finished run can still be rolled back (a run whose failed stage
     // was rolled back keeps its earlier stages up); nothing else is
     // decided. What is left to stop is `RunState::nothing_to_roll_back`'s.
-    if state.phase.is_final() && d.kind != Kind::Rollback {
+    let reopens = d.kind == Kind::RetrySite && state.phase == crate::event::RunPhase::Degraded;
+    if state.phase.is_final() && d.kind != Kind::Rollback && !reopens {
         return Err(format!(
             "run {run} has ended ({:?}); there is nothing left to decide",
             state.phase
@@ -173,6 +179,31 @@ pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, S
         Kind::Approve | Kind::Deny => gate_pending(plan, state, d),
         Kind::Confirm | Kind::Retry => system_pending(plan, state, d),
         Kind::Pause | Kind::Rollback => run_pending(plan, state, d),
+        Kind::RetrySite => {
+            if !state.held.iter().any(|h| h.site == d.subject) {
+                let held: Vec<&str> = state.held.iter().map(|h| h.site.as_str()).collect();
+                return Err(format!(
+                    "site {} is not held in run {}{}",
+                    d.subject,
+                    state.run,
+                    if held.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; held: {}", held.join(", "))
+                    }
+                ));
+            }
+            if matches!(
+                state.phase,
+                crate::event::RunPhase::Running | crate::event::RunPhase::RollingBack
+            ) {
+                return Err(format!(
+                    "run {} is {:?}: a held site is retried once the run has ended Degraded, or while it is paused",
+                    state.run, state.phase
+                ));
+            }
+            run_pending(plan, state, d)
+        }
         Kind::Revoke => revoke_pending(plan, state, d),
     }
 }
@@ -250,7 +281,10 @@ fn run_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, S
 /// was made: taken while no later decision of the same kind acted on the
 /// run since (DESIGN.md, "Decisions without a wait").
 fn binds_head(kind: Kind) -> bool {
-    matches!(kind, Kind::Pause | Kind::Rollback | Kind::Revoke)
+    matches!(
+        kind,
+        Kind::Pause | Kind::Rollback | Kind::Revoke | Kind::RetrySite
+    )
 }
 
 /// The journal head `d` was made at, checked: not ahead of the journal,
@@ -602,6 +636,12 @@ pub fn take(plan: &Plan, state: &RunState, d: &Decision) -> Result<Event, String
             reason: d.reason.clone(),
             proof,
         },
+        Kind::RetrySite => Event::SiteRetried {
+            site: subject,
+            by,
+            role: p.role,
+            proof,
+        },
     })
 }
 
@@ -633,6 +673,12 @@ pub fn recorded(event: &Event) -> Option<Decision> {
             reason,
             proof,
         } => (Kind::Revoke, key, by, role, reason.as_ref(), proof),
+        Event::SiteRetried {
+            site,
+            by,
+            role,
+            proof,
+        } => (Kind::RetrySite, site, by, role, None, proof),
         Event::PauseRequested {
             by,
             reason,

@@ -335,6 +335,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         systems: Vec<String>,
     },
+    /// A person starts a held site again (`retry RUN --site SITE`): every
+    /// hold of the site is released, its systems that are not Healthy and
+    /// every Blocked system go back to Pending with a new budget of
+    /// attempts, the stages they are in wait for their gates again, and the
+    /// run goes on from where it stands.
+    #[serde(rename_all = "camelCase")]
+    SiteRetried {
+        site: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
     /// Bytes after the journal's longest valid prefix (a torn write, or
     /// records that do not follow the chain) were moved to `file`, beside
     /// the journal, and the run goes on from the prefix. Nothing is deleted.
@@ -504,6 +518,16 @@ impl Event {
                 } else {
                     format!(", stopping {}", systems.join(", "))
                 }
+            ),
+            Event::SiteRetried {
+                site,
+                by,
+                role,
+                proof,
+            } => format!(
+                "site {site} retried by {by}{}{}: its held part starts again",
+                as_role(role),
+                signed(proof)
             ),
             Event::RollbackBegun {
                 stage,

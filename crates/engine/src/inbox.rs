@@ -67,6 +67,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Proof::is_empty")]
         proof: Proof,
     },
+    /// A held site starts again (the process that takes it drives the run).
+    RetrySite {
+        site: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Proof::is_empty")]
+        proof: Proof,
+    },
     /// A key decides nothing more in this run.
     Revoke {
         key: String,
@@ -108,6 +115,9 @@ impl Request {
                 (Kind::Confirm, system, by, None, None, proof)
             }
             Request::Retry { system, by, proof } => (Kind::Retry, system, by, None, None, proof),
+            Request::RetrySite { site, by, proof } => {
+                (Kind::RetrySite, site, by, None, None, proof)
+            }
             Request::Pause { by, reason, proof } => {
                 (Kind::Pause, &whole_run, by, None, reason.clone(), proof)
             }

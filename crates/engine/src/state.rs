@@ -68,6 +68,10 @@ pub struct SystemState {
     /// Start attempts begun so far.
     #[serde(skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// Attempts begun before a person's `retry --site`: the playbook's
+    /// retry budget counts from here.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry_from: u32,
     /// Its latest start or stop attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<StepState>,
@@ -268,6 +272,7 @@ impl RunState {
                     confirmed_by: None,
                     started: false,
                     attempts: 0,
+                    retry_from: 0,
                     step: None,
                     retry_by: None,
                 })
@@ -381,6 +386,7 @@ impl RunState {
                 on_failure: *on_failure,
                 systems: systems.clone(),
             }),
+            Event::SiteRetried { site, by, .. } => self.retry_site(site, by),
             Event::PauseRequested { .. } => self.pause_asked = Some(seq),
             Event::RollbackRequested { .. } => self.rollback_asked = Some(seq),
             Event::Confirmed { system, by, .. } => {
@@ -509,6 +515,37 @@ impl RunState {
     /// is RolledBack, and either a rollback of the whole run finished, or
     /// every system it started was stopped or its stop was tried. (A stage's
     /// rollback leaves earlier stages up: a rollback of the run stops them.)
+    /// A held site started again: see [`Event::SiteRetried`].
+    fn retry_site(&mut self, site: &str, by: &str) {
+        self.held.retain(|h| h.site != site);
+        let mut reopened: Vec<String> = Vec::new();
+        for s in &mut self.systems {
+            let again = (s.site == site
+                && !matches!(s.phase, SystemPhase::Healthy | SystemPhase::Pending))
+                || s.phase == SystemPhase::Blocked;
+            if again {
+                s.phase = SystemPhase::Pending;
+                s.reason = None;
+                s.waiting_for = None;
+                s.waiting_since = None;
+                s.retry_from = s.attempts;
+                if !reopened.contains(&s.stage) {
+                    reopened.push(s.stage.clone());
+                }
+            }
+        }
+        for st in &mut self.stages {
+            if reopened.contains(&st.name) {
+                st.phase = StagePhase::Pending;
+                st.approvals.clear();
+                st.gate_since = None;
+                st.denied = None;
+            }
+        }
+        self.phase = RunPhase::Paused;
+        self.reason = Some(format!("site {site} retried by {by}"));
+    }
+
     /// Whether `s`'s site is held in `s`'s stage.
     pub fn is_held(&self, s: &SystemState) -> bool {
         self.held

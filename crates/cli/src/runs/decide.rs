@@ -118,6 +118,11 @@ fn request(d: Decision) -> Request {
             by,
             proof,
         },
+        Kind::RetrySite => Request::RetrySite {
+            site: subject,
+            by,
+            proof,
+        },
         Kind::Retry => Request::Retry {
             system: subject,
             by,
@@ -184,6 +189,7 @@ fn handed(d: &Request, run: &str) -> String {
         | Request::Confirm { proof, .. }
         | Request::Retry { proof, .. }
         | Request::Revoke { proof, .. }
+        | Request::RetrySite { proof, .. }
         | Request::Pause { proof, .. }
         | Request::Rollback { proof, .. } => signed(proof),
     };
@@ -199,6 +205,7 @@ fn handed(d: &Request, run: &str) -> String {
         Request::Deny { stage, by, .. } => format!("denial of `{stage}` by {by}"),
         Request::Confirm { system, by, .. } => format!("confirmation of `{system}` by {by}"),
         Request::Retry { system, by, .. } => format!("retry of `{system}` by {by}"),
+        Request::RetrySite { site, by, .. } => format!("retry of site {site} by {by}"),
         Request::Pause { by, .. } => format!("pause by {by}"),
         Request::Rollback { by, .. } => format!("rollback by {by}"),
         Request::Revoke { key, by, .. } => format!("revocation of key {key} by {by}"),

@@ -215,6 +215,7 @@ fn notable(event: &Event) -> bool {
         | Event::RetryRequested { .. }
         | Event::RollbackBegun { .. }
         | Event::SiteHeld { .. }
+        | Event::SiteRetried { .. }
         | Event::SetAside { .. }
         | Event::TornWriteDiscarded { .. }
         | Event::Output { .. } => true,

@@ -64,6 +64,27 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
             "  but no process drives it: it was interrupted (killed, or its machine went down); `blackstart resume {run}` carries on"
         );
     }
+    if !state.held.is_empty() {
+        // Every site is Up but those a failure held (failureDomain: site).
+        let mut sites: Vec<&str> = state.systems.iter().map(|s| s.site.as_str()).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let _ = writeln!(out, "sites:");
+        for site in sites {
+            match state.held.iter().find(|h| h.site == site) {
+                Some(h) => {
+                    let _ = writeln!(
+                        out,
+                        "  {site:<28} Held in stage {}: {}  (`blackstart retry {run} --site {site} --by NAME` starts it again)",
+                        h.stage, h.reason
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  {site:<28} Up");
+                }
+            }
+        }
+    }
     for stage in &state.stages {
         let approvals: Vec<String> = stage
             .approvals

@@ -315,10 +315,13 @@ pub fn resume(
                 .as_deref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default(),
-            if ended.phase == RunPhase::Succeeded {
-                ""
-            } else {
-                "; a new run (`blackstart apply`) starts the restart again"
+            match ended.held.first() {
+                _ if ended.phase == RunPhase::Succeeded => String::new(),
+                Some(h) => format!(
+                    "; `blackstart retry {run} --site {} --by NAME` starts a held site again",
+                    h.site
+                ),
+                None => "; a new run (`blackstart apply`) starts the restart again".to_owned(),
             }
         ));
         return Ok(if ended.phase == RunPhase::Succeeded {
@@ -441,9 +444,48 @@ pub fn rollback(
     )
 }
 
+/// `retry RUN --site SITE --by NAME`: a held site starts again. Checked
+/// (and signed) as any decision, journaled, then this process drives the
+/// run on, as `resume` does.
+pub fn retry_site(
+    state_dir: &Path,
+    run: &str,
+    d: Decision,
+    signing: &super::Signing,
+) -> Result<u8, CliError> {
+    let dir = run_dir(state_dir, run)?;
+    if super::decide::driven(state_dir, run)? {
+        return Err(CliError::Usage(format!(
+            "run {run} is driven by another process: a held site is retried once the run has ended Degraded, or after `blackstart pause {run}`"
+        )));
+    }
+    let (journal, records) = open_checked(&dir, &Trust::default())?;
+    let state = folded(&records)?;
+    let plan = journal_plan(&records)?;
+    let asked = match super::decide::prepare(plan, &state, d, signing)? {
+        super::decide::Prepared::Message(text) => {
+            crate::write_output(None, &text)?;
+            return Ok(exit::SUCCESS);
+        }
+        super::decide::Prepared::Ready(request) => request.decision(),
+    };
+    let secrets = secrets_of(&records)?;
+    drive(
+        &runtime()?,
+        journal,
+        &records,
+        &dir,
+        Mode::RetrySite(asked),
+        false,
+        secrets,
+    )
+}
+
 enum Mode {
     /// Who starts or resumes it, if they said.
     Run(Option<String>),
+    /// A held site started again, by whom.
+    RetrySite(Decision),
     /// Who asked for it, checked as any decision is.
     Rollback(Option<Decision>),
 }
@@ -532,6 +574,13 @@ fn drive(
                 other => other,
             }
             }
+            Mode::RetrySite(d) => match engine.decide(d)? {
+                Ok(()) => {
+                    engine.driven_by(&d.by);
+                    engine.run().await
+                }
+                Err(why) => return Err(CliError::Usage(format!("the retry was refused: {why}"))),
+            },
             Mode::Rollback(asked) => match asked {
                 Some(d) => match engine.decide(d)? {
                     Ok(()) => {

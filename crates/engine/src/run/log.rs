@@ -115,6 +115,9 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         } => {
             tracing::info!(run, seq, stage = stage.as_deref(), systems = systems.len(), reason = %reason, by = by.as_deref(), "rollback begun")
         }
+        Event::SiteRetried { site, by, .. } => {
+            tracing::info!(run, seq, site = %site, by = %by, "site retried")
+        }
         Event::SiteHeld {
             site,
             stage,

@@ -51,7 +51,10 @@ impl<S: RunStore + 'static> Inner<S> {
                 Tried::Healthy => return Ok(Task::Healthy),
                 Tried::NotStarted => return Ok(Task::NotStarted),
                 Tried::Failed { reason, retryable } => {
-                    let used = self.lock().system(&sys.id).map_or(0, |s| s.attempts);
+                    let used = self
+                        .lock()
+                        .system(&sys.id)
+                        .map_or(0, |s| s.attempts - s.retry_from);
                     if !retryable || used >= sys.attempts() {
                         return self.system_failed(&sys.id, reason);
                     }
