@@ -410,3 +410,80 @@ fn completions_and_the_manual_page_come_from_the_cli_itself() {
     assert_code(&man, 0);
     assert!(man.stdout.contains(".TH blackstart 1"), "{}", man.stdout);
 }
+
+/// `check` is the preflight: each secret set (its value never shown), each
+/// exec command present, each host resolvable; a table by site and system,
+/// or JSON; exit 1 when anything failed, 0 once all passed; nothing is
+/// started or written.
+#[test]
+fn check_finds_what_a_restart_would_miss_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pre.yaml");
+    let write = |tool: &str, host: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: pre }}
+spec:
+  sites: [ {{ id: nitra }}, {{ id: pune }} ]
+  systems:
+    - {{ id: mes, site: nitra, start: {{ exec: {{ command: [{tool}, --token, \"${{env:PRE_TOKEN}}\"] }} }},
+        health: [ {{ http: {{ url: \"http://{host}:8080/health\" }} }} ] }}
+    - {{ id: quality, site: pune, start: {{ exec: {{ command: [sh, -c, \"touch {dir}/started\"] }} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [nitra, pune] }} }}
+",
+                dir = tmp.path().display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = |args: &[&str], token: Option<&str>| -> Run {
+        let mut c = std::process::Command::new(blackstart_tests::binary());
+        c.arg("check").arg(&file).args(args).env_remove("PRE_TOKEN");
+        if let Some(t) = token {
+            c.env("PRE_TOKEN", t);
+        }
+        c.output().unwrap().into()
+    };
+    write("/nonexistent/mes-ctl", "no-such-host.invalid");
+    let out = check(&[], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for wanted in [
+        "secret ${env:PRE_TOKEN}",
+        "not set",
+        "command /nonexistent/mes-ctl",
+        "not found on this machine",
+        "host no-such-host.invalid:8080",
+        "does not resolve",
+        "4 checks: 1 passed, 3 failed, 0 not checked",
+    ] {
+        assert!(
+            out.stdout.contains(wanted),
+            "wanted `{wanted}` in:\n{}",
+            out.stdout
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&check(&["--format", "json", "--site", "pune"], None).stdout).unwrap();
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["site"] == "pune" || f["site"] == "-"),
+        "{json}"
+    );
+    write("sh", "127.0.0.1");
+    let out = check(&[], Some("s3cr3t-value"));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("s3cr3t-value"),
+        "a secret is never shown"
+    );
+    assert!(!tmp.path().join("started").exists(), "check starts nothing");
+    let unknown = check(&["--site", "lisbon"], None);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+}

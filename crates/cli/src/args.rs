@@ -44,6 +44,19 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
         format: DiagFormat,
     },
+    /// The preflight: what a restart needs is there, before it begins; changes nothing.
+    #[command(
+        after_help = "Examples:\n  blackstart check playbooks/global-restart.yaml\n  blackstart check playbooks/global-restart.yaml --site nitra --site pune --format json\n\nChecks that every ${env:} the plan reads is set (never printing a value), that every\nexec command is present on this machine (exec steps run here in this release), and that\nevery host an http or tcp step or probe names resolves. Kubernetes workloads are listed\nas not checked. Exits 0 when every check passed, 1 when one failed, 2 for a bad playbook."
+    )]
+    Check {
+        /// The playbook file, or `-` for standard input.
+        file: PathBuf,
+        /// Only the systems at this site (repeat for more).
+        #[arg(long = "site", value_name = "SITE")]
+        sites: Vec<String>,
+        #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
+        format: DiagFormat,
+    },
     /// Compile a playbook into its dry-run plan: stages, order, layers, gates,
     /// rollback order, critical path and estimated duration.
     #[command(

@@ -28,6 +28,7 @@ mod exit {
 }
 
 mod args;
+mod check;
 mod cluster;
 mod runs;
 
@@ -479,6 +480,19 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             matches!(format, AuditFormat::Markdown),
         ),
         Command::Validate { file, format } => validate(&file, format),
+        Command::Check {
+            file,
+            sites,
+            format,
+        } => {
+            let validated = load(&file)?;
+            print_warnings(&file, &validated);
+            check::check(
+                &Plan::build(validated),
+                &sites,
+                matches!(format, DiagFormat::Json),
+            )
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "blackstart", &mut out);
