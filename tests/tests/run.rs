@@ -487,3 +487,52 @@ fn retry_site_starts_a_held_site_again_and_the_run_succeeds() {
     );
     assert_eq!(s.run(&["audit", "s1", "--verify"]).code, 0);
 }
+
+/// kill -9 while a held site's part is being rolled back, then resume: the
+/// site's rollback is finished, nothing is stopped twice, the other site is
+/// not touched, and the run ends Degraded.
+#[test]
+fn kill_9_during_a_site_rollback_then_resume_finishes_it_once() {
+    let s = Scratch::new();
+    let d = s.dir().display().to_string();
+    // Each system is up while its file exists: health tells a resumed run
+    // how a stop the kill cut short ended.
+    let sys = |id: &str, site: &str, deps: &str, start: &str, stop: &str| {
+        format!(
+            "    - {{ id: {id}, site: {site}, dependsOn: [{deps}], start: {{ exec: {{ command: [sh, -c, \"echo start {id} >> {d}/log; {start}\"] }} }}, stop: {{ exec: {{ command: [sh, -c, \"echo stop {id} >> {d}/log; {stop}; rm -f {d}/{id}.up\"] }} }}, health: [ {{ exec: {{ command: [test, -f, {d}/{id}.up] }} }} ] }}\n"
+        )
+    };
+    let file = s.write(
+        "sites.yaml",
+        &format!(
+            "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: {{ name: sites }}\nspec:\n  defaults: {{ startTimeout: 3s, probe: {{ interval: 50ms, timeout: 1s }} }}\n  sites: [ {{ id: nitra }}, {{ id: pune }} ]\n  systems:\n{}{}{}  stages:\n    - {{ name: plants, select: {{ sites: [nitra, pune] }}, failureDomain: site, gate: {{ onFailure: rollback }} }}\n",
+            // nitra-db's stop is slow: the kill lands while it runs.
+            sys("nitra-db", "nitra", "", &format!("touch {d}/nitra-db.up"), "sleep 1"),
+            sys("nitra-mes", "nitra", "nitra-db", "exit 2", "true"),
+            sys("pune-mes", "pune", "", &format!("touch {d}/pune-mes.up"), "true"),
+        ),
+    );
+    let mut apply = s.spawn(&["apply", &file, "--run-id", "k1"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !s.log().iter().any(|l| l == "stop nitra-db") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the site rollback never began: {:?}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    let resume = s.run(&["resume", "k1"]);
+    assert_eq!(resume.code, 1, "{}", resume.stderr);
+    let status = s.status("k1");
+    assert_eq!(status["phase"], "Degraded", "{status}");
+    let log = s.log();
+    let count = |l: &str| log.iter().filter(|x| *x == l).count();
+    assert_eq!(count("stop nitra-db"), 1, "not stopped twice: {log:?}");
+    assert_eq!(count("stop nitra-mes"), 1, "{log:?}");
+    assert_eq!(count("start pune-mes"), 1, "{log:?}");
+    assert!(!log.iter().any(|l| l == "stop pune-mes"), "{log:?}");
+    assert_eq!(s.run(&["audit", "k1", "--verify"]).code, 0);
+}
