@@ -90,63 +90,46 @@ pub fn marker(run: &str, system: &str, step: &str, attempt: u32) -> String {
     format!("{run}/{system}/{step}/{attempt}")
 }
 
+/// The pids of the processes whose environment carries `marker`.
+fn marked(marker: &str) -> Vec<i32> {
+    let wanted = format!("{MARKER}={marker}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_bytes()))
+        })
+        .collect()
+}
+
 /// Ends every live process whose environment carries `marker`: what a
 /// failed start attempt left running (a daemon it spawned, a child of a
 /// leader that exited), before the next attempt. Killed one by one, by pid
 /// checked against its environment, never by a group id that may have
 /// been reused. Returns how many it ended.
 pub fn end_marked(marker: &str) -> usize {
-    let wanted = format!("{MARKER}={marker}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut ended = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let carries = std::fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_bytes()));
-        if carries
-            && nix::sys::signal::kill(
+    marked(marker)
+        .into_iter()
+        .filter(|&pid| {
+            nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             )
             .is_ok()
-        {
-            ended += 1;
-        }
-    }
-    ended
+        })
+        .count()
 }
 
 /// The earliest-started live process whose environment carries `marker`:
 /// the leader of a step whose pid never reached the journal.
 pub fn find_marked(marker: &str) -> Option<Process> {
-    let wanted = format!("{MARKER}={marker}");
     let boot = boot_id();
     let mut found: Option<Process> = None;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !environ
-            .split(|&b| b == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            continue;
-        }
+    for pid in marked(marker) {
         let Some((state, start_ticks)) = stat(pid) else {
             continue;
         };

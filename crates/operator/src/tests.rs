@@ -1503,18 +1503,7 @@ async fn pause_and_rollback_in_the_spec_are_checked_and_signed_decisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
     use blackstart_engine::decision::{self, Decision, Kind};
-    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/keys");
-    let alice_pub = std::fs::read_to_string(keys.join("alice.pub")).unwrap();
-    let (yaml, deployments) =
-        crate::fixtures::plant_playbook("{ approvals: [incident-commander] }", false);
-    let yaml = yaml.replace(
-        "  sites:\n",
-        &format!(
-            "  roles:\n    - {{ name: incident-commander, members: [ {{ name: alice, key: \"{}\" }} ] }}\n  sites:\n",
-            alice_pub.trim()
-        ),
-    );
-    let fake = crate::fixtures::plant_with(&yaml, deployments);
+    let fake = plant_with_people();
     let ctx = fake.context();
     at_the_gate(&fake, &ctx).await;
 

@@ -418,12 +418,9 @@ pub fn rollback(
     // journaled as taken before the first stop.
     let plan = journal_plan(&records)?;
     let asked = match asked {
-        Some(d) => match super::decide::prepare(plan, &state, d, signing)? {
-            super::decide::Prepared::Message(text) => {
-                crate::write_output(None, &text)?;
-                return Ok(exit::SUCCESS);
-            }
-            super::decide::Prepared::Ready(request) => Some(request.decision()),
+        Some(d) => match taken_here(plan, &state, d, signing)? {
+            None => return Ok(exit::SUCCESS),
+            some => some,
         },
         None if plan.roles.is_some() => {
             return Err(CliError::Usage(format!(
@@ -444,6 +441,24 @@ pub fn rollback(
     )
 }
 
+/// A decision this process takes itself (it drives the run next): checked
+/// and signed as from any terminal. `None` when `--message` asked only for
+/// the text to sign, which is printed.
+fn taken_here(
+    plan: &Plan,
+    state: &blackstart_engine::RunState,
+    d: Decision,
+    signing: &super::Signing,
+) -> Result<Option<Decision>, CliError> {
+    match super::decide::prepare(plan, state, d, signing)? {
+        super::decide::Prepared::Message(text) => {
+            crate::write_output(None, &text)?;
+            Ok(None)
+        }
+        super::decide::Prepared::Ready(request) => Ok(Some(request.decision())),
+    }
+}
+
 /// `retry RUN --site SITE --by NAME`: a held site starts again. Checked
 /// (and signed) as any decision, journaled, then this process drives the
 /// run on, as `resume` does.
@@ -462,12 +477,8 @@ pub fn retry_site(
     let (journal, records) = open_checked(&dir, &Trust::default())?;
     let state = folded(&records)?;
     let plan = journal_plan(&records)?;
-    let asked = match super::decide::prepare(plan, &state, d, signing)? {
-        super::decide::Prepared::Message(text) => {
-            crate::write_output(None, &text)?;
-            return Ok(exit::SUCCESS);
-        }
-        super::decide::Prepared::Ready(request) => request.decision(),
+    let Some(asked) = taken_here(plan, &state, d, signing)? else {
+        return Ok(exit::SUCCESS);
     };
     let secrets = secrets_of(&records)?;
     drive(
