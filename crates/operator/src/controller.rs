@@ -301,7 +301,7 @@ async fn apply(
     };
     tokio::spawn(herald.announce(herald_rx));
     let driver = Steering {
-        switches: Arc::new(Switches::new(engine.clone(), &run.spec)),
+        switches: Arc::new(Switches::new(engine.clone(), &run.spec, &records)),
         engine,
         spec: spec_rx,
         stop: stop_rx,

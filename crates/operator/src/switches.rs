@@ -17,7 +17,7 @@
 use std::sync::Mutex;
 
 use blackstart_engine::decision::{Decision, Kind};
-use blackstart_engine::{Engine, RunPhase};
+use blackstart_engine::{Engine, Event, Record, RunPhase};
 
 use crate::crd::RestartRunSpec;
 use crate::store::StatusStore;
@@ -67,12 +67,46 @@ fn decision(kind: Kind, spec: &RestartRunSpec) -> Option<Decision> {
 
 impl Switches {
     /// The switches of a driver that takes a run over: what its spec asks
-    /// already was decided by the driver before it (the run's journal shows
-    /// a rollback under way, or the pause holds), and is not decided again.
-    pub fn new(engine: Engine<StatusStore>, spec: &RestartRunSpec) -> Switches {
+    /// and the driver before it took (the journal shows a rollback asked or
+    /// under way, or a named pause that holds the run) is not decided again.
+    pub fn new(engine: Engine<StatusStore>, spec: &RestartRunSpec, records: &[Record]) -> Switches {
         let rolling_back = engine.with_state(|s| {
             s.rollback_asked.is_some()
                 || matches!(s.phase, RunPhase::RollingBack | RunPhase::RolledBack)
+        });
+        // A named pause the journal took and nobody lifted since (the run
+        // did not run again after it paused); one that was refused, lifted
+        // or never seen is decided afresh.
+        let mut pause_held: Option<Asked> = None;
+        let mut paused_since = false;
+        for r in records {
+            match &r.event {
+                Event::PauseRequested {
+                    by, reason, proof, ..
+                } => {
+                    pause_held = Some((
+                        by.clone(),
+                        reason.clone(),
+                        proof.signature.clone(),
+                        proof.wait,
+                    ));
+                    paused_since = false;
+                }
+                Event::Run {
+                    phase: RunPhase::Paused,
+                    ..
+                } => paused_since = true,
+                Event::Run {
+                    phase: RunPhase::Running,
+                    ..
+                } if paused_since => pause_held = None,
+                _ => {}
+            }
+        }
+        let pause_held = decision(Kind::Pause, spec).is_some_and(|d| {
+            pause_held.as_ref().is_some_and(|(by, reason, sig, _)| {
+                (by, reason, sig) == (&d.by, &d.reason, &d.proof.signature)
+            })
         });
         let decided = |kind: Kind, already: bool| {
             decision(kind, spec)
@@ -80,7 +114,7 @@ impl Switches {
                 .map(|d| (asked(&d), true))
         };
         Switches {
-            pause: Mutex::new(decided(Kind::Pause, true)),
+            pause: Mutex::new(decided(Kind::Pause, pause_held)),
             rollback: Mutex::new(decided(Kind::Rollback, rolling_back)),
             engine,
         }
