@@ -142,8 +142,14 @@ impl<S: RunStore + 'static> Inner<S> {
         used: u32,
         reason: &str,
     ) -> Result<bool, EngineError> {
-        let run = self.lock().run.clone();
-        let left = process::end_marked(&process::marker(&run, &sys.id, "start", used));
+        // The marker carries the attempt's number in the run, which counts
+        // the attempts before a `retry --site` too.
+        let (run, attempt) = {
+            let state = self.lock();
+            let attempt = state.system(&sys.id).map_or(used, |s| s.attempts);
+            (state.run.clone(), attempt)
+        };
+        let left = process::end_marked(&process::marker(&run, &sys.id, "start", attempt));
         let backoff = sys.retry.and_then(|r| r.backoff).unwrap_or_default();
         self.system_event(
             &sys.id,
