@@ -511,10 +511,6 @@ impl RunState {
         }
     }
 
-    /// Whether a rollback of the whole run has nothing left to do: the run
-    /// is RolledBack, and either a rollback of the whole run finished, or
-    /// every system it started was stopped or its stop was tried. (A stage's
-    /// rollback leaves earlier stages up: a rollback of the run stops them.)
     /// A held site started again: see [`Event::SiteRetried`].
     fn retry_site(&mut self, site: &str, by: &str) {
         self.held.retain(|h| h.site != site);
@@ -561,9 +557,9 @@ impl RunState {
         !self.is_held(s) && !matches!(s.phase, SystemPhase::Failed | SystemPhase::Blocked)
     }
 
-    /// Why a run whose stages all passed is not Succeeded: the optional
-    /// systems that failed and the systems Blocked by them; `None` when
-    /// every system is Healthy.
+    /// Why a run whose stages all passed is not Succeeded: the sites held,
+    /// the systems that failed (optional ones, or at a held site) and the
+    /// Blocked ones; `None` when every system is Healthy.
     pub fn degraded(&self) -> Option<String> {
         let ids = |phase: SystemPhase| -> Vec<&str> {
             self.systems
@@ -589,6 +585,10 @@ impl RunState {
         Some(parts.join("; "))
     }
 
+    /// Whether a rollback of the whole run has nothing left to do: the run
+    /// is RolledBack, and either a rollback of the whole run finished, or
+    /// every system it started was stopped or its stop was tried. (A stage's
+    /// rollback leaves earlier stages up: a rollback of the run stops them.)
     pub fn nothing_to_roll_back(&self) -> bool {
         self.phase == RunPhase::RolledBack
             && (self.rollback.as_ref().is_some_and(|r| r.stage.is_none())
