@@ -301,6 +301,7 @@ fn head_of(state: &RunState, d: &Decision, made_at: u64) -> Result<u64, String> 
     let since = match d.kind {
         Kind::Pause => state.pause_asked,
         Kind::Rollback => state.rollback_asked,
+        Kind::RetrySite => state.site_retried,
         _ => None,
     };
     if let Some(seq) = since.filter(|&seq| seq > made_at) {
@@ -916,5 +917,30 @@ spec:
             3,
         );
         assert!(take(&plan, &later, &rollback).is_ok());
+
+        // A held site's retry binds the head too: once taken, the same
+        // signature does not retry the site again after a new hold.
+        let hold = Event::SiteHeld {
+            site: "dc".into(),
+            stage: "data".into(),
+            reason: "db failed".into(),
+            on_failure: blackstart_model::playbook::OnFailure::Pause,
+            systems: Vec::new(),
+        };
+        events.push(hold.clone());
+        events.push(Event::Run {
+            phase: crate::event::RunPhase::Paused,
+            reason: None,
+        });
+        let retry = signed_at(
+            &plan,
+            "alice",
+            Decision::new(Kind::RetrySite, "dc", "alice"),
+            4,
+        );
+        events.push(take(&plan, &fold(&events), &retry).expect("a held site is retried"));
+        events.push(hold);
+        let err = take(&plan, &fold(&events), &retry).expect_err("replayed");
+        assert!(err.contains("after this one was made"), "{err}");
     }
 }

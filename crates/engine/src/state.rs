@@ -188,6 +188,9 @@ pub struct RunState {
     pub pause_asked: Option<u64>,
     #[serde(skip)]
     pub rollback_asked: Option<u64>,
+    /// The journal seq of the last `retry --site`: likewise.
+    #[serde(skip)]
+    pub site_retried: Option<u64>,
     /// Where the journal was repaired: records set aside, with the file
     /// they went to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -284,6 +287,7 @@ impl RunState {
             head: seq,
             pause_asked: None,
             rollback_asked: None,
+            site_retried: None,
             set_aside: Vec::new(),
             index: Index::default(),
         };
@@ -386,7 +390,10 @@ impl RunState {
                 on_failure: *on_failure,
                 systems: systems.clone(),
             }),
-            Event::SiteRetried { site, by, .. } => self.retry_site(site, by),
+            Event::SiteRetried { site, by, .. } => {
+                self.site_retried = Some(seq);
+                self.retry_site(site, by);
+            }
             Event::PauseRequested { .. } => self.pause_asked = Some(seq),
             Event::RollbackRequested { .. } => self.rollback_asked = Some(seq),
             Event::Confirmed { system, by, .. } => {
