@@ -325,9 +325,14 @@ mod tests {
         assert!(find_program("sh", Some("/nonexistent:/bin:/usr/bin")).is_some());
         assert!(find_program("sh", Some("/nonexistent")).is_none());
         assert!(find_program("/bin/sh", None).is_some());
+        let plain = std::env::temp_dir().join(format!("blackstart-check-{}", std::process::id()));
+        std::fs::write(&plain, "").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found = find_program(plain.to_str().unwrap(), None);
+        let _ = std::fs::remove_file(&plain);
         assert!(
-            find_program("/etc/hostname", None).is_none(),
-            "not executable"
+            found.is_none(),
+            "a file without an execute bit is not a program"
         );
     }
 
