@@ -204,7 +204,13 @@ impl Plan {
         let mut order_in_stage: Vec<Vec<usize>> = Vec::with_capacity(spec.stages.len());
         let mut stage_times = Vec::with_capacity(spec.stages.len());
         let mut clock = Duration::ZERO;
-        let (mut worst_start, mut worst_clock) = (vec![Duration::ZERO; n], Duration::ZERO);
+        // The worst case is scheduled only when something is retried.
+        let retries: Vec<Option<Retry>> = (0..n).map(retry_of).collect();
+        let any_retry = retries.iter().any(Option::is_some);
+        let (mut worst_start, mut worst_clock) = (
+            vec![Duration::ZERO; if any_retry { n } else { 0 }],
+            Duration::ZERO,
+        );
 
         for (s, stage) in spec.stages.iter().enumerate() {
             let mine = &members[s];
@@ -220,25 +226,26 @@ impl Plan {
                 &mut start,
             );
             let soak = stage.gate.soak.unwrap_or(Duration::ZERO);
-            worst_clock = soak
-                + schedule(
-                    &order,
-                    deps,
-                    stage_of,
-                    s,
-                    stage.max_parallel,
-                    worst_clock,
-                    &worst_of,
-                    &mut worst_start,
-                );
+            if any_retry {
+                worst_clock = soak
+                    + schedule(
+                        &order,
+                        deps,
+                        stage_of,
+                        s,
+                        stage.max_parallel,
+                        worst_clock,
+                        &worst_of,
+                        &mut worst_start,
+                    );
+            }
             let stage_start = clock;
             clock = makespan + soak;
             stage_times.push((stage_start, clock - stage_start));
             order_in_stage.push(order);
         }
 
-        let retries: Vec<Option<Retry>> = (0..n).map(retry_of).collect();
-        let worst_case = retries.iter().any(Option::is_some).then_some(worst_clock);
+        let worst_case = any_retry.then_some(worst_clock);
         let ids: Vec<String> = spec.systems.iter().map(|s| s.id.clone()).collect();
         let durations: Vec<Duration> = (0..n).map(duration_of).collect();
         let (critical, critical_path) =
