@@ -296,24 +296,18 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             reason,
             signing,
             target,
-            state: _,
-        } if target.k8s => cluster::decide(
-            &run,
-            Decision {
+            state,
+        } => {
+            let d = Decision {
                 reason,
                 ..Decision::new(Kind::Pause, "", &by)
-            },
-            &signing,
-            target.namespace,
-        ),
-        Command::Pause {
-            run,
-            by,
-            reason,
-            signing,
-            target: _,
-            state,
-        } => runs::pause(&state.state_dir, &run, &by, reason, &signing),
+            };
+            if target.k8s {
+                cluster::decide(&run, d, &signing, target.namespace)
+            } else {
+                runs::pause(&state.state_dir, &run, d, &signing)
+            }
+        }
         Command::Revoke {
             run,
             key,
@@ -341,45 +335,31 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             run,
             by,
             reason,
+            dry_run,
             signing,
             target,
-            ..
-        } if target.k8s => {
-            let Some(by) = by else {
-                return Err(CliError::Usage(
-                    "a rollback of a RestartRun names who asks: --by NAME".to_owned(),
-                ));
-            };
-            cluster::decide(
-                &run,
-                Decision {
-                    reason,
-                    ..Decision::new(Kind::Rollback, "", &by)
-                },
-                &signing,
-                target.namespace,
-            )
-        }
-        Command::Rollback {
-            run,
-            by,
-            reason,
-            dry_run,
-            signing,
-            target: _,
             trust,
             state,
-        } => runs::rollback(
-            &state.state_dir,
-            &run,
-            &trust.into(),
-            by.map(|by| Decision {
+        } => {
+            let asked = by.map(|by| Decision {
                 reason,
                 ..Decision::new(Kind::Rollback, "", &by)
-            }),
-            dry_run,
-            &signing,
-        ),
+            });
+            match asked {
+                Some(d) if target.k8s => cluster::decide(&run, d, &signing, target.namespace),
+                None if target.k8s => Err(CliError::Usage(
+                    "a rollback of a RestartRun names who asks: --by NAME".to_owned(),
+                )),
+                asked => runs::rollback(
+                    &state.state_dir,
+                    &run,
+                    &trust.into(),
+                    asked,
+                    dry_run,
+                    &signing,
+                ),
+            }
+        }
         Command::Retry {
             run,
             site: Some(site),

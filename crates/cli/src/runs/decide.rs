@@ -225,13 +225,7 @@ pub fn driven(state_dir: &Path, run: &str) -> Result<bool, CliError> {
 }
 
 /// `pause RUN --by NAME`: handed to the process that drives the run.
-pub fn pause(
-    state_dir: &Path,
-    run: &str,
-    by: &str,
-    reason: Option<String>,
-    signing: &Signing,
-) -> Result<u8, CliError> {
+pub fn pause(state_dir: &Path, run: &str, d: Decision, signing: &Signing) -> Result<u8, CliError> {
     if !driven(state_dir, run)? {
         let state = folded(&journal::read(&run_dir(state_dir, run)?)?)?;
         return Err(CliError::Usage(format!(
@@ -244,10 +238,6 @@ pub fn pause(
             }
         )));
     }
-    let d = Decision {
-        reason,
-        ..Decision::new(Kind::Pause, "", by)
-    };
     decide(state_dir, run, d, signing)
 }
 

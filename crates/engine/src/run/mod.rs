@@ -510,11 +510,7 @@ impl<S: RunStore + 'static> Engine<S> {
                     .collect()
             };
             for id in pending {
-                self.inner.system_event(
-                    &id,
-                    SystemPhase::Blocked,
-                    Some(format!("its site {site} is held in this stage")),
-                )?;
+                self.inner.blocked_by_its_site(&id, site)?;
             }
             self.stop_held_sites(stage, Some(site)).await?;
         }
@@ -594,11 +590,7 @@ impl<S: RunStore + 'static> Engine<S> {
             let pending = me.is_some_and(|s| s.phase == SystemPhase::Pending);
             drop(state);
             if pending {
-                self.inner.system_event(
-                    &sys.id,
-                    SystemPhase::Blocked,
-                    Some(format!("its site {} is held in this stage", sys.site)),
-                )?;
+                self.inner.blocked_by_its_site(&sys.id, &sys.site)?;
             }
             return Ok(Some(Done::Blocked));
         }
@@ -742,6 +734,15 @@ impl<S: RunStore + 'static> Inner<S> {
             s.phase == phase
                 && (s.waiting_for == Some(WaitingFor::ManualStep) || s.confirmed_by.is_some())
         })
+    }
+
+    /// A system not started because its site is held in its stage.
+    fn blocked_by_its_site(&self, id: &str, site: &str) -> Result<(), EngineError> {
+        self.system_event(
+            id,
+            SystemPhase::Blocked,
+            Some(format!("its site {site} is held in this stage")),
+        )
     }
 
     /// The system waits for a person; `ask` says what, in words.
@@ -974,11 +975,7 @@ async fn start_task<S: RunStore + 'static>(
     }
     let held = engine.with_state(|s| s.system(&sys.id).is_some_and(|me| s.is_held(me)));
     if held {
-        engine.inner.system_event(
-            &sys.id,
-            SystemPhase::Blocked,
-            Some(format!("its site {} is held in this stage", sys.site)),
-        )?;
+        engine.inner.blocked_by_its_site(&sys.id, &sys.site)?;
         return Ok(Task::Blocked);
     }
     engine.inner.bring_up(&sys).await
