@@ -157,8 +157,12 @@ impl PlannedSystem {
         let Some(r) = retry else { return expected };
         let n = r.attempts.max(1);
         let backoff = r.backoff.unwrap_or(Duration::ZERO);
+        // Saturating: a playbook may ask for absurd numbers, never a panic.
         Duration::from_millis(
-            expected.as_millis() * u64::from(n) + backoff.as_millis() * u64::from(n - 1),
+            expected
+                .as_millis()
+                .saturating_mul(u64::from(n))
+                .saturating_add(backoff.as_millis().saturating_mul(u64::from(n - 1))),
         )
     }
 

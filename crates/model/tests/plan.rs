@@ -279,3 +279,21 @@ spec:
     assert!(text.contains("[optional]"), "{text}");
     assert_eq!(plan(LAB).worst_case, None, "no retries, no worst case");
 }
+
+/// Absurd retry numbers give a saturated worst case, never a panic.
+#[test]
+fn an_absurd_retry_saturates_the_worst_case() {
+    let p = plan(
+        "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: h }
+spec:
+  sites: [ { id: a } ]
+  systems:
+    - { id: x, site: a, expectedDuration: 100000h, retry: { attempts: 4294967295, backoff: 100000h }, start: { noop: {} } }
+  stages:
+    - { name: s, select: { sites: [a] } }
+",
+    );
+    assert_eq!(p.worst_case, Some(Duration::from_millis(u64::MAX)));
+}
