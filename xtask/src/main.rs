@@ -41,8 +41,14 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// What the local-lab tests run: real services from Debian's packages.
-const LAB_PACKAGES: [&str; 4] = ["postgresql", "redis-server", "nginx", "python3"];
+/// What the local-lab and ssh tests run: real services from Debian's packages.
+const LAB_PACKAGES: [&str; 5] = [
+    "postgresql",
+    "redis-server",
+    "nginx",
+    "python3",
+    "openssh-server",
+];
 
 fn lab_installed() -> bool {
     let postgres = std::fs::read_dir("/usr/lib/postgresql")
@@ -58,6 +64,7 @@ fn lab_installed() -> bool {
             .is_ok_and(|o| o.status.success())
     };
     postgres
+        && Path::new("/usr/sbin/sshd").exists()
         && [
             "redis-server",
             "redis-cli",
@@ -208,7 +215,7 @@ fn man() -> Result<(), String> {
     Ok(())
 }
 
-/// Every test: the workspace's, then the local lab's (ignored by a bare
+/// Every test: the workspace's, then the local lab's and the ssh tests (ignored by a bare
 /// `cargo test`, since they start servers). Ends with one line that counts
 /// them all; tests that need a cluster stay ignored and are counted so.
 fn test() -> Result<(), String> {
@@ -227,12 +234,14 @@ fn test() -> Result<(), String> {
             "blackstart-tests",
             "--test",
             "lab",
+            "--test",
+            "ssh",
             "--",
             "--ignored",
         ],
         &mut total,
     );
-    // The lab's test was counted as ignored by the first run, and run by the second.
+    // The lab and ssh tests were counted as ignored by the first run, and run by the second.
     total.ignored = total.ignored.saturating_sub(total.lab_ran);
     println!(
         "{} passed, {} failed, {} ignored",
@@ -653,7 +662,7 @@ fn main() -> ExitCode {
             );
             eprintln!("  ci     cargo fmt --check, clippy -D warnings, crds --check, then test");
             eprintln!(
-                "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3) if missing"
+                "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3, openssh-server) if missing"
             );
             eprintln!("  man    write the manual page to target/man/blackstart.1");
             eprintln!(

@@ -646,6 +646,7 @@ fn empty_plan(like: &Plan) -> Plan {
         env: Vec::new(),
         inherit_env: Vec::new(),
         roles: None,
+        connections: Default::default(),
         stages: Vec::new(),
     }
 }

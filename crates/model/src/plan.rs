@@ -8,7 +8,7 @@
 //! by hash-map order or file position.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt::Write as _;
 use std::io;
 
@@ -55,6 +55,10 @@ pub struct Plan {
     /// verified against what was reviewed, offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<crate::playbook::Role>>,
+    /// By site id, the sites that are reached over ssh or through a
+    /// kubeconfig context; the others run their steps where blackstart runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connections: BTreeMap<String, crate::playbook::Connect>,
     pub stages: Vec<PlannedStage>,
 }
 
@@ -258,11 +262,17 @@ impl Plan {
         let defaults = spec.defaults.clone();
         let playbook = pb.metadata.name.clone();
         let PlaybookSpec {
+            sites,
             systems,
             stages: spec_stages,
             roles,
             ..
         } = pb.spec;
+        let connections = sites
+            .into_iter()
+            .filter(|s| !s.connect.is_empty())
+            .map(|s| (s.id, s.connect))
+            .collect();
         let mut systems: Vec<Option<System>> = systems.into_iter().map(Some).collect();
         let stages = spec_stages
             .into_iter()
@@ -339,6 +349,7 @@ impl Plan {
             critical_path,
             env,
             inherit_env: defaults.inherit_env,
+            connections,
             // Where a role was written is the file's, not the plan's.
             roles: roles.map(|roles| {
                 roles
@@ -701,6 +712,16 @@ fn env_names(pb: &Playbook) -> Vec<String> {
             names.extend(found.into_iter().map(str::to_owned));
         }
     };
+    for site in &pb.spec.sites {
+        if let Some(file) = site
+            .connect
+            .ssh
+            .as_ref()
+            .and_then(|s| s.identity_file.as_deref())
+        {
+            add(file);
+        }
+    }
     for sys in &pb.spec.systems {
         let actions = std::iter::once(&sys.start).chain(sys.stop.as_ref());
         for action in actions {

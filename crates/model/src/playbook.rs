@@ -209,14 +209,81 @@ pub struct Site {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
+    /// How blackstart reaches the site: its exec steps over ssh, its
+    /// kubernetes steps through a kubeconfig context.
+    #[serde(default, skip_serializing_if = "Connect::is_empty")]
+    pub connect: Connect,
     #[serde(skip)]
     pub src: SiteSrc,
+}
+
+/// A site's connections. Without one, its steps run where blackstart runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Connect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConnect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeConnect>,
+}
+
+impl Connect {
+    pub fn is_empty(&self) -> bool {
+        self.ssh.is_none() && self.kubernetes.is_none()
+    }
+}
+
+/// The host a site's exec steps run on. Its key is pinned: a host that
+/// shows another key runs nothing (never trust on first use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshConnect {
+    pub host: String,
+    /// 22 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The login; ssh's own default (the local user, or ~/.ssh/config) when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The host's public key, one line of its `ssh_host_*_key.pub`.
+    pub host_key: String,
+    /// The private key to log in with (often `${env:...}`); ssh-agent and
+    /// ssh's own defaults when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+}
+
+impl SshConnect {
+    /// `user@host:port`, as messages name the connection.
+    pub fn target(&self) -> String {
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{user}{}:{}", self.host, self.port.unwrap_or(22))
+    }
+}
+
+/// Where a site's kubernetes steps and probes go.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeConnect {
+    /// A context of the kubeconfig blackstart reads (`KUBECONFIG` or ~/.kube/config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// For the operator: a Secret in its own namespace whose `kubeconfig`
+    /// key holds the site's kubeconfig (its current context, or `context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SiteSrc {
     pub node: Pos,
     pub id: Pos,
+    /// Where `connect.ssh` is written.
+    pub ssh: Option<Pos>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -481,3 +481,61 @@ fn retries_count_every_start_and_a_manual_start_is_never_retried() {
         assert!(out.contains(wanted), "wanted `{wanted}` in:\n{out}");
     }
 }
+
+#[test]
+fn site_connections_pin_a_real_key_and_keep_options_out_of_ssh() {
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMdBAnvXRz4FgxmUlVadVsuePkBOXOx7CMuLOVeBIS8+ host";
+    let yaml = pb(&format!(
+        "  sites:
+    - id: hq
+      connect:
+        ssh: {{ host: -oProxyCommand=evil, port: 0, user: 'a b', hostKey: not-a-key }}
+        kubernetes: {{}}
+    - id: plant
+      connect: {{ ssh: {{ host: plant.example, hostKey: \"{key}\", identityFile: \"${{env:PLANT_KEY}}\", proxy: x }} }}
+  systems:
+    - {{ id: db, site: hq, start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [hq] }} }}
+"
+    ));
+    let out = report(&yaml);
+    for wanted in [
+        "pb.yaml:8:22: error: connect.ssh.host `-oProxyCommand=evil` begins with `-`",
+        "pb.yaml:8:49: error: connect.ssh.port must be between 1 and 65535",
+        "connect.ssh.user `a b` holds a space",
+        "pb.yaml:8:74: error: connect.ssh.hostKey is not an OpenSSH public key",
+        "connect.kubernetes names neither a context nor a secretRef",
+        "pb.yaml:9:21: error: connect.kubernetes names",
+        "unknown field `proxy` in connect.ssh",
+    ] {
+        assert!(out.contains(wanted), "wanted `{wanted}` in:\n{out}");
+    }
+    // A good connection plans, with its identity file among the run's secrets.
+    let good = pb(&format!(
+        "  sites:
+    - id: plant
+      connect:
+        ssh: {{ host: plant.example, port: 2222, user: restart, hostKey: \"{key}\", identityFile: \"${{env:PLANT_KEY}}\" }}
+        kubernetes: {{ context: plant-prod }}
+  systems:
+    - {{ id: db, site: plant, start: {{ noop: {{}} }} }}
+  stages:
+    - {{ name: all, select: {{ sites: [plant] }} }}
+"
+    ));
+    let plan = blackstart_model::Plan::build(load(good.as_bytes()).unwrap());
+    assert_eq!(plan.env, vec!["PLANT_KEY".to_owned()]);
+    let ssh = plan.connections["plant"].ssh.as_ref().unwrap();
+    assert_eq!(ssh.target(), "restart@plant.example:2222");
+    assert_eq!(
+        plan.connections["plant"]
+            .kubernetes
+            .as_ref()
+            .unwrap()
+            .context
+            .as_deref(),
+        Some("plant-prod")
+    );
+}

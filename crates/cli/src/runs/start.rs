@@ -183,6 +183,12 @@ pub fn drill(
         plan.system_count(),
         journal.path().display()
     ));
+    let connected = plan.connections.len();
+    if connected > 0 {
+        note(&format!(
+            "{connected} site connection(s) simulated: no ssh session is opened and no kubeconfig context is used; `blackstart check` tests them"
+        ));
+    }
     let records = journal.load()?;
     let steward = deciders == Deciders::StandIn;
     let secrets = secrets_for(&plan, true)?;

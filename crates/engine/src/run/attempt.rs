@@ -35,17 +35,19 @@ impl<S: RunStore + 'static> Inner<S> {
         step: StepKind,
         action: &Action,
     ) -> Result<Outcome, EngineError> {
-        let attempt = {
+        let (attempt, site) = {
             let state = self.lock();
             let s = state.system(id);
-            match step {
+            let site = s.map(|s| s.site.clone()).unwrap_or_default();
+            let attempt = match step {
                 StepKind::Start => s.map_or(0, |s| s.attempts),
                 StepKind::Stop => s
                     .and_then(|s| s.step.as_ref())
                     .filter(|a| a.step == StepKind::Stop)
                     .map_or(0, |a| a.attempt),
-            }
-        } + 1;
+            } + 1;
+            (attempt, site)
+        };
         {
             // Registered before it is journaled, so an interrupt in between
             // still finds it (and journals it interrupted).
@@ -72,7 +74,7 @@ impl<S: RunStore + 'static> Inner<S> {
         }
         let cx = StepContext {
             attempt: Some(self.hooks(id, step, attempt)),
-            ..self.cx.clone()
+            ..self.site_cx(&site)
         };
         let outcome = run_action(action, &cx).await;
         let ours = self

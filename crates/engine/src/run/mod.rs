@@ -140,6 +140,8 @@ struct Inner<S> {
     store: S,
     plan: Plan,
     cx: StepContext,
+    /// The sites reached over ssh, each with its one shared connection.
+    ssh: crate::step::ssh::Sites,
     requests: Arc<dyn RequestSource>,
     state: Mutex<RunState>,
     /// Bumped after every event, for whoever waits on state.
@@ -199,6 +201,7 @@ impl<S: RunStore + 'static> Engine<S> {
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
+                ssh: crate::step::ssh::Sites::new(&plan.connections),
                 plan,
                 cx,
                 requests,
@@ -672,6 +675,15 @@ impl<S: RunStore + 'static> Inner<S> {
     fn health_cx(&self, sys: &PlannedSystem) -> StepContext {
         StepContext {
             scaled: sys.start.scales(),
+            ..self.site_cx(&sys.site)
+        }
+    }
+
+    /// The context a system's steps run in at its site: over ssh when the
+    /// site is reached that way.
+    fn site_cx(&self, site: &str) -> StepContext {
+        StepContext {
+            remote: self.ssh.get(site),
             ..self.cx.clone()
         }
     }

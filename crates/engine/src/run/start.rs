@@ -149,7 +149,14 @@ impl<S: RunStore + 'static> Inner<S> {
             let attempt = state.system(&sys.id).map_or(used, |s| s.attempts);
             (state.run.clone(), attempt)
         };
-        let left = process::end_marked(&process::marker(&run, &sys.id, "start", attempt));
+        let marker = process::marker(&run, &sys.id, "start", attempt);
+        let mut left = process::end_marked(&marker);
+        let cx = self.site_cx(&sys.site);
+        if let Some(site) = &cx.remote {
+            // At a site reached over ssh, the attempt ran on its host. A
+            // host that cannot be reached now is reported by the next attempt.
+            left += site.end_marked(&cx, &marker).await.unwrap_or(0);
+        }
         let backoff = sys.retry.and_then(|r| r.backoff).unwrap_or_default();
         self.system_event(
             &sys.id,
@@ -182,7 +189,7 @@ impl<S: RunStore + 'static> Inner<S> {
         if !sys.verify.is_empty() {
             self.system_event(&sys.id, SystemPhase::Verifying, None)?;
             for (k, check) in sys.verify.iter().enumerate() {
-                let outcome = run_check(check, &self.cx).await;
+                let outcome = run_check(check, &self.site_cx(&sys.site)).await;
                 self.output(&sys.id, &format!("verify[{k}]"), &outcome)?;
                 if !outcome.ok {
                     return Ok(Some(format!("integrity check failed: {}", outcome.detail)));

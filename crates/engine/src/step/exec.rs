@@ -28,7 +28,7 @@ use super::{ALWAYS_INHERITED, MAX_OUTPUT, Outcome, Step, StepContext, Tail, show
 use crate::process::{MARKER, Process};
 
 /// How long the pipes may still deliver output after the program exited.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Kills a process group when dropped, unless disarmed: covers the timeout
 /// and a run future dropped mid-step alike.
@@ -44,7 +44,7 @@ impl Drop for GroupGuard {
 }
 
 /// Reads a pipe into the shared tail until it closes.
-async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
+pub(super) async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
@@ -103,6 +103,9 @@ fn command(exec: &Exec, cx: &StepContext) -> Result<tokio::process::Command, Str
 
 impl Step for Exec {
     async fn run(&self, cx: &StepContext) -> Outcome {
+        if let Some(site) = &cx.remote {
+            return super::ssh::run(self, cx, site).await;
+        }
         let mut cmd = match command(self, cx) {
             Ok(c) => c,
             Err(e) => return Outcome::failed(e),

@@ -11,6 +11,7 @@ mod exec;
 mod http;
 pub mod kubernetes;
 pub mod retry;
+pub mod ssh;
 mod tcp;
 
 use std::future::Future;
@@ -83,6 +84,8 @@ pub struct StepContext {
     /// count it set. A readiness check of that workload passes only at that
     /// count, so "Healthy" means running as started.
     pub scaled: Option<(blackstart_model::playbook::Workload, u32)>,
+    /// The system's site, when it is reached over ssh: exec steps run there.
+    pub remote: Option<std::sync::Arc<ssh::Site>>,
 }
 
 /// The variables every exec step gets from blackstart's environment;
@@ -132,6 +135,7 @@ impl StepContext {
             inherit_env: Vec::new(),
             attempt: None,
             scaled: None,
+            remote: None,
         })
     }
 

@@ -444,6 +444,7 @@ fn named<'t, T>(
     found
 }
 
+mod connect;
 mod roles;
 mod spec;
 mod steps;

@@ -145,15 +145,19 @@ impl Decode for Site {
         let id: Option<At<String>> = f.req("id", cx);
         let name = f.opt("name", cx);
         let labels = f.or_default("labels", cx);
+        let connect: Option<(Connect, Option<Pos>)> = f.opt("connect", cx);
         f.finish(cx);
         let At(id, id_pos) = id?;
+        let (connect, ssh) = connect.unwrap_or_default();
         Some(Site {
             id,
             name,
             labels,
+            connect,
             src: SiteSrc {
                 node: node.pos,
                 id: id_pos,
+                ssh,
             },
         })
     }

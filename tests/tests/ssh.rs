@@ -1,0 +1,294 @@
+//! Sites reached over ssh (`connect.ssh`), against a real sshd: Debian's
+//! openssh-server, started here on 127.0.0.1 with a host key of its own,
+//! logged in to with a key made for the test.
+//!
+//! They start a server, so they are `#[ignore]`d: a bare `cargo test` lists
+//! them as ignored, and `cargo xtask test` installs openssh-server and runs
+//! them with `--ignored`.
+
+// Helpers outside #[test] functions unwrap too: their failing is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blackstart_tests::{Scratch, system_phase};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const NEEDS: &str = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it";
+
+/// An sshd of the test's own, on a free port of 127.0.0.1.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        assert!(Path::new(SSHD).exists(), "{NEEDS}");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host"));
+        keygen(&d.join("id"));
+        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
+        // sshd's privilege separation wants its directory, as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let sshd = Sshd { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sshd
+    }
+
+    fn host_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn identity(&self) -> PathBuf {
+        self.dir.path().join("id")
+    }
+
+    /// The site's `connect`, with `host_key` pinned.
+    fn connect(&self, host_key: &str) -> String {
+        format!(
+            "{{ ssh: {{ host: 127.0.0.1, port: {}, user: {}, hostKey: \"{host_key}\", identityFile: \"${{env:SITE_KEY}}\" }} }}",
+            self.port,
+            user()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory with the site's key in `SITE_KEY` for every command.
+struct Site {
+    scratch: Scratch,
+    key: PathBuf,
+}
+
+impl Site {
+    fn new(sshd: &Sshd) -> Site {
+        Site {
+            scratch: Scratch::new(),
+            key: sshd.identity(),
+        }
+    }
+    fn run(&self, args: &[&str]) -> blackstart_tests::Run {
+        self.scratch
+            .cmd(args)
+            .env("SITE_KEY", &self.key)
+            .env("STEP_SECRET", "s3cr3t value")
+            .output()
+            .unwrap()
+            .into()
+    }
+    fn d(&self) -> String {
+        self.scratch.dir().display().to_string()
+    }
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.scratch.dir().join(name)).unwrap_or_default()
+    }
+}
+
+fn playbook(connect: &str, systems: &str, on_failure: &str) -> String {
+    format!(
+        "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: {{ name: remote }}
+spec:
+  defaults: {{ probe: {{ interval: 50ms, timeout: 5s }} }}
+  sites: [ {{ id: plant, connect: {connect} }} ]
+  systems:
+{systems}
+  stages:
+    - {{ name: all, select: {{ sites: [plant] }}, gate: {{ onFailure: {on_failure} }} }}
+"
+    )
+}
+
+#[test]
+#[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
+fn steps_run_on_the_host_over_one_connection_with_arguments_verbatim() {
+    let sshd = Sshd::start();
+    let site = Site::new(&sshd);
+    let d = site.d();
+    // Every word a shell could misread: spaces, both quotes, a command
+    // substitution that would leave a file behind if anything ran it.
+    let tricky = format!("a  b \"c\" 'd' $(touch {d}/pwned) `touch {d}/pwned2` ; touch {d}/pwned3");
+    let systems = format!(
+        "    - id: db
+      site: plant
+      start:
+        exec:
+          command: [sh, -c, 'printf \"%s\" \"$1\" > {d}/arg; echo \"$SSH_CONNECTION\" > {d}/where; printf %s \"$SECRET\" > {d}/env', sh, {tricky:?}]
+          env: {{ SECRET: \"${{env:STEP_SECRET}}\" }}
+      health:
+        - exec: {{ command: [sh, -c, 'echo \"$SSH_CONNECTION\" >> {d}/probes; test $(wc -l < {d}/probes) -ge 6'] }}
+      probe: {{ successThreshold: 1, failureThreshold: 20 }}
+"
+    );
+    let file = site.scratch.write(
+        "p.yaml",
+        &playbook(&sshd.connect(&sshd.host_key()), &systems, "rollback"),
+    );
+    let run = site.run(&["apply", &file, "--run-id", "r1"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(site.read("arg"), tricky, "the argument arrives verbatim");
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(
+            !site.scratch.dir().join(f).exists(),
+            "{f}: a shell ran a word"
+        );
+    }
+    let start_from = site.read("where");
+    assert!(
+        start_from.starts_with("127.0.0.1 "),
+        "the start ran in an ssh session: {start_from:?}"
+    );
+    assert_eq!(
+        site.read("env"),
+        "s3cr3t value",
+        "the step's environment arrives"
+    );
+    let probes: Vec<String> = site.read("probes").lines().map(str::to_owned).collect();
+    assert!(probes.len() >= 6, "{probes:?}");
+    assert!(
+        probes.iter().all(|p| *p == start_from.trim()),
+        "every probe came over the start's one connection (same client port): {start_from} vs {probes:?}"
+    );
+    // The secret stays out of the journal and status.
+    let journal = std::fs::read_to_string(site.scratch.journal("r1")).unwrap();
+    assert!(!journal.contains("s3cr3t"), "{journal}");
+}
+
+#[test]
+#[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
+fn a_host_showing_another_key_runs_nothing_and_the_site_is_named() {
+    let sshd = Sshd::start();
+    let site = Site::new(&sshd);
+    let d = site.d();
+    keygen(&site.scratch.dir().join("other"));
+    let other = std::fs::read_to_string(site.scratch.dir().join("other.pub")).unwrap();
+    let systems = format!(
+        "    - id: db
+      site: plant
+      start: {{ exec: {{ command: [touch, {d}/started] }} }}
+      stop: {{ exec: {{ command: [touch, {d}/stopped] }} }}
+"
+    );
+    let file = site.scratch.write(
+        "p.yaml",
+        &playbook(&sshd.connect(other.trim()), &systems, "rollback"),
+    );
+    let run = site.run(&["apply", &file, "--run-id", "r1"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        !site.scratch.dir().join("started").exists(),
+        "the start ran"
+    );
+    assert!(!site.scratch.dir().join("stopped").exists(), "the stop ran");
+    let status = serde_json::to_string(&site.scratch.status("r1")).unwrap();
+    assert!(status.contains("site `plant`"), "{status}");
+    assert!(status.contains("hostKey"), "{status}");
+}
+
+#[test]
+#[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
+fn a_failed_stage_stops_over_ssh_and_a_timeout_kills_the_remote_command() {
+    let sshd = Sshd::start();
+    let site = Site::new(&sshd);
+    let d = site.d();
+    // `hang` sleeps for a number no other test uses, so it can be looked for.
+    let systems = format!(
+        "    - id: db
+      site: plant
+      start: {{ exec: {{ command: [touch, {d}/db.ok] }} }}
+      stop: {{ exec: {{ command: [sh, -c, 'echo \"$SSH_CONNECTION\" > {d}/db.stopped'] }} }}
+      health: [ {{ exec: {{ command: [test, -f, {d}/db.ok] }} }} ]
+    - id: hang
+      site: plant
+      dependsOn: [db]
+      start: {{ exec: {{ command: [sleep, '4747'], timeout: 1s }} }}
+"
+    );
+    let file = site.scratch.write(
+        "p.yaml",
+        &playbook(&sshd.connect(&sshd.host_key()), &systems, "rollback"),
+    );
+    let run = site.run(&["apply", &file, "--run-id", "r1"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        site.read("db.stopped").starts_with("127.0.0.1 "),
+        "the rollback stopped db over ssh"
+    );
+    let status = site.scratch.status("r1");
+    assert_eq!(system_phase(&status, "db"), "RolledBack", "{status}");
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(
+        text.contains("its process group there was killed"),
+        "{text}"
+    );
+    // Nothing of the timed-out start runs on the host any more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", "^sleep 4747$"])
+            .output()
+            .unwrap();
+        if !left.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the remote sleep still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
