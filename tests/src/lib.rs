@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end suite in `tests/`: find (and if need be build)
 //! the `blackstart` binary and run it the way a user would.
 
+pub mod kube_api;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -132,6 +132,16 @@ impl Site {
             .unwrap()
             .into()
     }
+    /// `check` takes no state directory.
+    fn check(&self, args: &[&str]) -> blackstart_tests::Run {
+        Command::new(blackstart_tests::binary())
+            .arg("check")
+            .args(args)
+            .env("SITE_KEY", &self.key)
+            .output()
+            .unwrap()
+            .into()
+    }
     fn d(&self) -> String {
         self.scratch.dir().display().to_string()
     }
@@ -291,4 +301,78 @@ fn a_failed_stage_stops_over_ssh_and_a_timeout_kills_the_remote_command() {
         assert!(Instant::now() < deadline, "the remote sleep still runs");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+#[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
+fn check_looks_for_commands_on_the_host_and_for_the_pinned_key() {
+    let sshd = Sshd::start();
+    let site = Site::new(&sshd);
+    let d = site.d();
+    let systems = format!(
+        "    - id: db
+      site: plant
+      start: {{ exec: {{ command: [touch, {d}/started] }} }}
+      health: [ {{ exec: {{ command: [no-such-program-4747] }} }} ]
+"
+    );
+    let good = site.scratch.write(
+        "good.yaml",
+        &playbook(&sshd.connect(&sshd.host_key()), &systems, "rollback"),
+    );
+    let run = site.check(&[&good, "--format", "json"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let row = |check: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"].as_str().unwrap().starts_with(check))
+            .unwrap_or_else(|| panic!("no `{check}` row in {report}"))
+            .clone()
+    };
+    assert_eq!(row("ssh ")["result"], "ok", "{report}");
+    assert_eq!(row("secret ${env:SITE_KEY}")["result"], "ok", "{report}");
+    assert_eq!(row("command touch")["result"], "ok", "{report}");
+    assert!(
+        row("command touch")["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("on plant"),
+        "{report}"
+    );
+    assert_eq!(
+        row("command no-such-program-4747")["result"],
+        "failed",
+        "{report}"
+    );
+    assert_eq!(report["failed"], 1, "{report}");
+
+    keygen(&site.scratch.dir().join("other"));
+    let other = std::fs::read_to_string(site.scratch.dir().join("other.pub")).unwrap();
+    let bad = site.scratch.write(
+        "bad.yaml",
+        &playbook(&sshd.connect(other.trim()), &systems, "rollback"),
+    );
+    let run = site.check(&[&bad]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let ssh_row = run.stdout.lines().find(|l| l.contains("ssh ")).unwrap();
+    assert!(
+        ssh_row.contains("FAILED")
+            && ssh_row.contains("site `plant`")
+            && ssh_row.contains("hostKey"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("not looked for: the site's ssh connection is down"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !site.scratch.dir().join("started").exists(),
+        "check changed something"
+    );
 }

@@ -46,7 +46,7 @@ pub(crate) enum Command {
     },
     /// The preflight: what a restart needs is there, before it begins; changes nothing.
     #[command(
-        after_help = "Examples:\n  blackstart check playbooks/global-restart.yaml\n  blackstart check playbooks/global-restart.yaml --site nitra --site pune --format json\n\nChecks that every ${env:} the plan reads is set (never printing a value), that every\nexec command is present on this machine (exec steps run here in this release), and that\nevery host an http or tcp step or probe names resolves. Kubernetes workloads are listed\nas not checked. Exits 0 when every check passed, 1 when one failed, 2 for a bad playbook."
+        after_help = "Examples:\n  blackstart check playbooks/global-restart.yaml\n  blackstart check playbooks/global-restart.yaml --site nitra --site pune --format json\n\nChanges nothing. Checks that every ${env:} the plan reads is set (never printing a value);\nthat each site's ssh connection logs in with the pinned host key and each kube context\nloads; that every exec command is present where it runs (this machine, or the site's host\nover ssh); that every kubernetes workload exists and may be read and patched\n(SelfSubjectAccessReview); and that every host an http or tcp step or probe names resolves.\nA site reached only through the operator's Secret is listed as not checked.\nExits 0 when every check passed, 1 when one failed, 2 for a bad playbook."
     )]
     Check {
         /// The playbook file, or `-` for standard input.

@@ -1,23 +1,29 @@
 //! `blackstart check`: the preflight, before a restart begins.
 //!
 //! During an incident the worst time to learn that a token is not set, a
-//! command is not installed or a host name does not resolve is half-way
-//! through the second stage. `check` looks at what the plan needs and
-//! changes nothing: every `${env:}` set, every exec command present on this
-//! machine (where this release runs every exec step), every host an http or
-//! tcp step or probe names resolvable. It never prints a secret's value,
-//! only whether it is set. What it cannot check in this release (kubernetes
-//! reachability and permissions) is listed as not checked rather than
-//! passed.
+//! command is not installed, a plant's ssh host shows another key or a
+//! kube context has expired is half-way through the second stage. `check`
+//! looks at what the plan needs and changes nothing: every `${env:}` set;
+//! every site connection up (ssh with the pinned host key, the kube
+//! context loadable); every exec command present where it will run (on
+//! this machine, or on the site's host over ssh); every workload present
+//! with `get` and `patch` allowed (SelfSubjectAccessReview, as `kubectl
+//! auth can-i` asks); every host an http or tcp step or probe names
+//! resolvable. It never prints a secret's value, only whether it is set.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use blackstart_engine::secrets::Secrets;
+use blackstart_engine::step::kubernetes::{self, Cluster};
+use blackstart_engine::step::{StepContext, ssh};
 use blackstart_model::Plan;
-use blackstart_model::playbook::{Action, Check};
+use blackstart_model::playbook::{Action, Check, Workload};
 
 use crate::{CliError, exit};
 
@@ -58,7 +64,7 @@ struct Finding {
 struct Needs {
     commands: BTreeSet<String>,
     hosts: BTreeSet<String>,
-    workloads: BTreeSet<String>,
+    workloads: Vec<Workload>,
 }
 
 impl Needs {
@@ -72,10 +78,14 @@ impl Needs {
             Action::Http(h) => {
                 self.hosts.insert(h.url.clone());
             }
-            Action::Kubernetes(k) => {
-                self.workloads.insert(format!("{:?}/{}", k.kind, k.name));
-            }
+            Action::Kubernetes(k) => self.workload(k.workload()),
             _ => {}
+        }
+    }
+
+    fn workload(&mut self, w: Workload) {
+        if !self.workloads.contains(&w) {
+            self.workloads.push(w);
         }
     }
 
@@ -92,9 +102,7 @@ impl Needs {
             Check::Tcp(t) => {
                 self.hosts.insert(format!("tcp://{}", t.address));
             }
-            Check::Kubernetes(w) => {
-                self.workloads.insert(format!("{:?}/{}", w.kind, w.name));
-            }
+            Check::Kubernetes(w) => self.workload(w.clone()),
         }
     }
 }
@@ -146,6 +154,16 @@ async fn resolves(host_port: &str) -> Result<String, String> {
     }
 }
 
+/// How a site is reached, as `check` found it.
+struct SiteLinks {
+    /// Over ssh: the connection, or why it is down.
+    ssh: Option<Result<Arc<ssh::Site>, String>>,
+    /// The cluster its kubernetes steps go to, or why there is none.
+    cluster: Option<Result<Cluster, String>>,
+    /// Its kubeconfig is in a Secret only the operator reads.
+    operator_only: bool,
+}
+
 /// Every finding for `plan`, for the systems at `sites` (all when empty).
 async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
     let secrets = Secrets::from_env();
@@ -165,11 +183,26 @@ async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
             .into(),
         });
     }
+    let cx = match StepContext::new(secrets.clone(), RESOLVE_TIMEOUT * 5) {
+        Ok(cx) => cx,
+        Err(e) => {
+            out.push(Finding {
+                site: "-".into(),
+                system: "-".into(),
+                what: "http client".into(),
+                outcome: Outcome::Failed,
+                detail: e,
+            });
+            return out;
+        }
+    };
+    let links = site_links(plan, sites, &cx, &mut out).await;
     let path = std::env::var("PATH").ok();
     for (_, sys) in plan.systems() {
         if !sites.is_empty() && !sites.contains(&sys.site) {
             continue;
         }
+        let link = links.get(sys.site.as_str());
         let mut needs = Needs::default();
         for a in [Some(&sys.start), sys.stop.as_ref()].into_iter().flatten() {
             needs.action(a);
@@ -177,7 +210,7 @@ async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
         for c in sys.verify.iter().chain(&sys.health) {
             needs.check(c);
         }
-        let finding = |what: String, outcome: Outcome, detail: String| Finding {
+        let finding = |what: String, (outcome, detail): (Outcome, String)| Finding {
             site: sys.site.clone(),
             system: sys.id.clone(),
             what,
@@ -185,20 +218,22 @@ async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
             detail,
         };
         for program in &needs.commands {
-            let (outcome, detail) = match secrets.resolve(program) {
-                Err(e) => (Outcome::Failed, e.to_string()),
-                Ok(resolved) => match find_program(&resolved, path.as_deref()) {
+            let found = match (secrets.resolve(program), link.and_then(|l| l.ssh.as_ref())) {
+                (Err(e), _) => (Outcome::Failed, e.to_string()),
+                (Ok(resolved), None) => match find_program(&resolved, path.as_deref()) {
                     Some(p) => (Outcome::Ok, format!("{}", p.display())),
-                    None => (
-                        Outcome::Failed,
-                        "not found on this machine (exec steps run here in this release)".into(),
-                    ),
+                    None => (Outcome::Failed, "not found on this machine".into()),
                 },
+                (Ok(_), Some(Err(_))) => (
+                    Outcome::Failed,
+                    "not looked for: the site's ssh connection is down".into(),
+                ),
+                (Ok(resolved), Some(Ok(site))) => remote_program(site, &cx, &resolved).await,
             };
-            out.push(finding(format!("command {program}"), outcome, detail));
+            out.push(finding(format!("command {program}"), found));
         }
         for address in &needs.hosts {
-            let (outcome, detail) = match secrets
+            let found = match secrets
                 .resolve(address)
                 .map_err(|e| e.to_string())
                 .and_then(|a| host_port(&a))
@@ -211,17 +246,146 @@ async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
             };
             // The address may carry a token in its query: show the host only.
             let shown = host_port(address).unwrap_or_else(|_| "an address".into());
-            out.push(finding(format!("host {shown}"), outcome, detail));
+            out.push(finding(format!("host {shown}"), found));
         }
         for w in &needs.workloads {
-            out.push(finding(
-                format!("kubernetes {w}"),
-                Outcome::NotChecked,
-                "reachability and permission to scale are not checked in this release".into(),
-            ));
+            let found = match link.and_then(|l| l.cluster.as_ref()) {
+                _ if link.is_some_and(|l| l.operator_only) => (
+                    Outcome::NotChecked,
+                    "the operator reaches it through the site's Secret".into(),
+                ),
+                None => (Outcome::Failed, "no cluster was looked for".into()),
+                Some(Err(_)) => (
+                    Outcome::Failed,
+                    "not looked for: no cluster to ask (see the site's row)".into(),
+                ),
+                Some(Ok(cluster)) => match kubernetes::preflight(cluster, w).await {
+                    Ok(d) => (Outcome::Ok, d),
+                    Err(d) => (Outcome::Failed, d),
+                },
+            };
+            out.push(finding(format!("kubernetes {w}"), found));
         }
     }
     out
+}
+
+/// Connects to each site in scope as its steps will be reached, with a row
+/// for each connection: ssh (the pinned host key is part of logging in) and
+/// the cluster of its kubernetes steps.
+async fn site_links<'p>(
+    plan: &'p Plan,
+    sites: &[String],
+    cx: &StepContext,
+    out: &mut Vec<Finding>,
+) -> HashMap<&'p str, SiteLinks> {
+    let ssh_sites = ssh::Sites::new(&plan.connections);
+    let (default_needed, kube_sites) = kubernetes::needs(plan);
+    let default = if default_needed {
+        Some(crate::cluster::default_cluster().await)
+    } else {
+        None
+    };
+    let mut links = HashMap::new();
+    for (_, sys) in plan.systems() {
+        if links.contains_key(sys.site.as_str())
+            || (!sites.is_empty() && !sites.contains(&sys.site))
+        {
+            continue;
+        }
+        let row = |what: String, outcome: Outcome, detail: String| Finding {
+            site: sys.site.clone(),
+            system: "-".into(),
+            what,
+            outcome,
+            detail,
+        };
+        let ssh = match ssh_sites.get(&sys.site) {
+            None => None,
+            Some(site) => {
+                let what = format!("ssh {}", site.target());
+                Some(match site.script(cx, "exit 0\n").await {
+                    Ok((true, _)) => {
+                        out.push(row(
+                            what,
+                            Outcome::Ok,
+                            "connected; host key as pinned".into(),
+                        ));
+                        Ok(site)
+                    }
+                    Ok((false, said)) => {
+                        let e = format!("connected, but `sh` failed there: {}", said.trim());
+                        out.push(row(what, Outcome::Failed, e.clone()));
+                        Err(e)
+                    }
+                    Err(e) => {
+                        out.push(row(what, Outcome::Failed, e.clone()));
+                        Err(e)
+                    }
+                })
+            }
+        };
+        let kube = plan
+            .connections
+            .get(&sys.site)
+            .and_then(|c| c.kubernetes.as_ref());
+        let operator_only = kube.is_some_and(|k| k.context.is_none());
+        let cluster = if operator_only {
+            let secret = kube.and_then(|k| k.secret_ref.clone()).unwrap_or_default();
+            out.push(row(
+                format!("kube secret {secret}"),
+                Outcome::NotChecked,
+                "only the operator reads it (in its own namespace); give the site a `context` to check it from here".into(),
+            ));
+            None
+        } else if kube_sites.contains(&sys.site) {
+            let context = kube.and_then(|k| k.context.clone()).unwrap_or_default();
+            let found = crate::cluster::site_cluster(plan, &sys.site).await;
+            out.push(match &found {
+                Ok(c) => row(
+                    format!("kube context {context}"),
+                    Outcome::Ok,
+                    format!("loaded; namespace {}", c.namespace),
+                ),
+                Err(e) => row(
+                    format!("kube context {context}"),
+                    Outcome::Failed,
+                    e.clone(),
+                ),
+            });
+            Some(found)
+        } else {
+            default.clone()
+        };
+        links.insert(
+            sys.site.as_str(),
+            SiteLinks {
+                ssh,
+                cluster,
+                operator_only,
+            },
+        );
+    }
+    if let Some(Err(e)) = &default {
+        out.push(Finding {
+            site: "-".into(),
+            system: "-".into(),
+            what: "kube current context".into(),
+            outcome: Outcome::Failed,
+            detail: e.clone(),
+        });
+    }
+    links
+}
+
+/// Whether `program` is found on the site's host, as its login finds it.
+async fn remote_program(site: &ssh::Site, cx: &StepContext, program: &str) -> (Outcome, String) {
+    let script = format!("command -v -- {} || exit 1\n", ssh::quote(program));
+    match site.script(cx, &script).await {
+        Ok((true, found)) => (Outcome::Ok, format!("{} on {}", found.trim(), site.id())),
+        Ok((false, _)) => (Outcome::Failed, format!("not found on {}", site.id())),
+        Err(e) => (Outcome::Failed, e),
+    }
 }
 
 fn render_text(findings: &[Finding]) -> String {

@@ -1,6 +1,11 @@
 //! The commands that talk to a Kubernetes cluster: `operator` and
-//! `approve --k8s`. Wiring only; the behaviour is blackstart-operator's.
+//! `approve --k8s` (wiring only; the behaviour is blackstart-operator's),
+//! and the clusters a run's kubernetes steps go to, site by site.
 
+use std::collections::HashMap;
+
+use blackstart_engine::step::kubernetes::Cluster;
+use blackstart_model::Plan;
 use blackstart_operator::steer::{self, SteerError};
 use blackstart_operator::{OperatorError, Options, Settings};
 
@@ -80,4 +85,59 @@ pub fn operator(
     rt.block_on(blackstart_operator::run(opts))
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     Ok(exit::SUCCESS)
+}
+
+/// The cluster of the kubeconfig's current context, or the pod's own.
+pub async fn default_cluster() -> Result<Cluster, String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no cluster is reachable (kubeconfig or in-cluster config): {e}"))?;
+    let namespace = client.default_namespace().to_owned();
+    Ok(Cluster { client, namespace })
+}
+
+/// The cluster of a site's own kubeconfig context.
+pub async fn site_cluster(plan: &Plan, site: &str) -> Result<Cluster, String> {
+    let kube = plan
+        .connections
+        .get(site)
+        .and_then(|c| c.kubernetes.as_ref());
+    let Some(context) = kube.and_then(|k| k.context.clone()) else {
+        return Err(format!(
+            "site `{site}` is reached through a Secret (connect.kubernetes.secretRef), which only the operator reads; give it a `context` to run it from a terminal"
+        ));
+    };
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.clone()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_kubeconfig(&options).await.map_err(|e| {
+        format!("site `{site}`: kubeconfig context `{context}` cannot be used: {e}")
+    })?;
+    let namespace = config.default_namespace.clone();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("site `{site}`: no client for kubeconfig context `{context}`: {e}"))?;
+    Ok(Cluster { client, namespace })
+}
+
+/// The clusters a run's kubernetes steps go to (see `kubernetes::needs`). Only
+/// what the plan needs is connected; a context that cannot be loaded stops
+/// the run before anything starts, naming the site.
+pub async fn clusters_for(
+    plan: &Plan,
+) -> Result<(Option<Cluster>, HashMap<String, Cluster>), CliError> {
+    let (default_needed, sites) = blackstart_engine::step::kubernetes::needs(plan);
+    let default = if default_needed {
+        Some(default_cluster().await.map_err(|e| {
+            CliError::Runtime(format!("the playbook has kubernetes steps, but {e}"))
+        })?)
+    } else {
+        None
+    };
+    let mut own = HashMap::new();
+    for site in sites {
+        let cluster = site_cluster(plan, &site).await.map_err(CliError::Runtime)?;
+        own.insert(site, cluster);
+    }
+    Ok((default, own))
 }

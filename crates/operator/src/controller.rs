@@ -89,6 +89,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     drivers: Mutex<HashMap<String, Driver>>,
+    /// Where sites' kubeconfig Secrets are read: the operator's own namespace.
+    pub secrets_namespace: String,
     /// Turned true by [`Context::abandon`]: appends waiting on the API
     /// server end, so the drivers' tasks can be dropped at once.
     abandoned: watch::Sender<bool>,
@@ -124,8 +126,15 @@ impl Context {
             metrics,
             settings,
             drivers: Mutex::new(HashMap::new()),
+            secrets_namespace: crate::LEASE_NAMESPACE.to_owned(),
             abandoned: watch::channel(false).0,
         }
+    }
+
+    /// Reads sites' kubeconfig Secrets in `namespace` (the operator's own).
+    pub fn with_secrets_namespace(mut self, namespace: String) -> Context {
+        self.secrets_namespace = namespace;
+        self
     }
 
     fn drivers(&self) -> MutexGuard<'_, HashMap<String, Driver>> {
@@ -229,10 +238,14 @@ async fn apply(
         .abandoned_with(ctx.abandoned.subscribe());
     let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
     let playbook_name = if new_run {
-        match plan_for(&run, ctx)
+        let plan = match plan_for(&run, ctx)
             .await
             .and_then(|plan| secrets_set(&plan).map(|()| plan))
         {
+            Ok(plan) => site_clusters(&plan, ctx).await.map(|_| plan),
+            Err(e) => Err(e),
+        };
+        match plan {
             Ok(plan) => {
                 let name = plan.playbook.clone();
                 store
@@ -257,6 +270,28 @@ async fn apply(
         run.spec.playbook_ref.name.clone()
     };
     let records = store.records();
+    let own_clusters = match records.first().map(|r| &r.event) {
+        Some(Event::RunStarted { plan, .. }) => site_clusters(plan, ctx).await,
+        _ => Ok(HashMap::new()),
+    };
+    let own_clusters = match own_clusters {
+        Ok(c) => c,
+        Err(problem) => {
+            // Nothing is driven until the site can be reached: its steps
+            // never go to another cluster instead.
+            tracing::warn!(run = %key, problem, "a site's cluster cannot be reached");
+            publish(
+                &ctx.recorder,
+                &run.object_ref(&()),
+                EventType::Warning,
+                "SiteUnreachable",
+                &problem,
+                "Resume",
+            )
+            .await;
+            return Ok(Action::requeue(ctx.settings.retry));
+        }
+    };
     let ns = run.namespace().unwrap_or_default();
     let counter = ctx.metrics.probe_failures(&playbook_name);
     let retries = ctx.metrics.api_retries(&playbook_name);
@@ -273,6 +308,7 @@ async fn apply(
         namespace: ns,
     });
     let cx = StepContext {
+        site_clusters: Arc::new(own_clusters),
         on_probe_failure: Some(ProbeHook(Arc::new(move || {
             counter.inc();
         }))),
@@ -414,6 +450,56 @@ fn secrets_set(plan: &Plan) -> Result<(), String> {
             if missing.len() == 1 { "it" } else { "them" },
         )
     })
+}
+
+/// The clusters of the sites whose kubernetes steps have a cluster of
+/// their own, each from the kubeconfig in the Secret the playbook names
+/// (`connect.kubernetes.secretRef`), read in the operator's own namespace.
+async fn site_clusters(plan: &Plan, ctx: &Context) -> Result<HashMap<String, Cluster>, String> {
+    use k8s_openapi::api::core::v1::Secret;
+    let ns = &ctx.secrets_namespace;
+    let mut out = HashMap::new();
+    for site in blackstart_engine::step::kubernetes::needs(plan).1 {
+        let kube = plan
+            .connections
+            .get(&site)
+            .and_then(|c| c.kubernetes.clone())
+            .unwrap_or_default();
+        let Some(name) = kube.secret_ref else {
+            return Err(format!(
+                "site `{site}` names a kubeconfig context but no secretRef: the operator reads a site's kubeconfig only from a Secret in its own namespace ({ns}); add connect.kubernetes.secretRef"
+            ));
+        };
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let secret = secrets
+            .get(&name)
+            .await
+            .map_err(|e| format!("site `{site}`: cannot read Secret {ns}/{name}: {e}"))?;
+        let text = secret
+            .data
+            .and_then(|d| d.get("kubeconfig").cloned())
+            .and_then(|b| String::from_utf8(b.0).ok())
+            .ok_or_else(|| {
+                format!("site `{site}`: Secret {ns}/{name} has no `kubeconfig` key in UTF-8")
+            })?;
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| {
+            format!("site `{site}`: the kubeconfig in Secret {ns}/{name} cannot be read: {e}")
+        })?;
+        let options = kube::config::KubeConfigOptions {
+            context: kube.context.clone(),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| {
+                format!("site `{site}`: the kubeconfig in Secret {ns}/{name} cannot be used: {e}")
+            })?;
+        let namespace = config.default_namespace.clone();
+        let client = Client::try_from(config)
+            .map_err(|e| format!("site `{site}`: no client from Secret {ns}/{name}: {e}"))?;
+        out.insert(site, Cluster { client, namespace });
+    }
+    Ok(out)
 }
 
 async fn not_started(

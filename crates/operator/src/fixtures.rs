@@ -123,12 +123,10 @@ impl FakeApi {
             controller: "blackstart-operator".into(),
             instance: Some("test".into()),
         };
-        Arc::new(Context::new(
-            self.client(),
-            reporter,
-            Arc::new(Metrics::new()),
-            settings,
-        ))
+        Arc::new(
+            Context::new(self.client(), reporter, Arc::new(Metrics::new()), settings)
+                .with_secrets_namespace(NS.to_owned()),
+        )
     }
 
     pub fn runs(&self, ctx: &Context) -> Api<RestartRun> {

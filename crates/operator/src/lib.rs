@@ -125,12 +125,10 @@ pub async fn run(opts: Options) -> Result<(), OperatorError> {
         controller: NAME.into(),
         instance: Some(opts.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
-        client,
-        reporter,
-        Arc::clone(&metrics),
-        opts.settings,
-    ));
+    let ctx = Arc::new(
+        Context::new(client, reporter, Arc::clone(&metrics), opts.settings)
+            .with_secrets_namespace(opts.lease_namespace.clone()),
+    );
     let controller = Controller::new(runs, watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, controller::error_policy, Arc::clone(&ctx))

@@ -1585,3 +1585,70 @@ async fn a_signed_approval_in_the_spec_is_taken_and_an_unsigned_one_refused() {
     }
     healthy_means_running(&fake, &run);
 }
+
+/// The plant playbook with its site reached through the kubeconfig in the
+/// Secret `plant-kubeconfig`.
+fn plant_behind_a_secret() -> FakeApi {
+    let (yaml, deployments) = crate::fixtures::plant_playbook("{}", false);
+    let yaml = yaml.replace(
+        "    - id: engine-plant\n",
+        "    - id: engine-plant\n      connect: { kubernetes: { secretRef: plant-kubeconfig } }\n",
+    );
+    assert!(yaml.contains("secretRef"));
+    crate::fixtures::plant_with(&yaml, deployments)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_steps_go_to_the_cluster_in_its_secret_and_nowhere_else() {
+    let site = blackstart_tests::kube_api::Api::start();
+    let fake = plant_behind_a_secret();
+    let kubeconfig = site.kubeconfig("plant-prod", crate::fixtures::NS);
+    // Serialized by k8s-openapi, which encodes the data as the API server does.
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("plant-kubeconfig".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "kubeconfig".to_owned(),
+                k8s_openapi::ByteString(kubeconfig.into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    fake.create("secrets", serde_json::to_value(secret).unwrap_or_default());
+    let ctx = fake.context();
+    reconcile_until(&fake, &ctx, "run-1", LIMIT, phase_is("Succeeded")).await;
+    assert_eq!(site.replicas("parts-db"), Some(1));
+    assert_eq!(site.replicas("dealer-portal"), Some(2));
+    // The operator's own cluster was read for the Secret, never scaled.
+    assert_eq!(replicas(&fake, "parts-db"), 0);
+    assert!(
+        fake.log()
+            .iter()
+            .all(|l| !(l.method == Method::PATCH && l.path.contains("/deployments/"))),
+        "a step went to the operator's cluster"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_missing_secret_is_reported_before_anything_starts() {
+    let fake = plant_behind_a_secret();
+    let ctx = fake.context();
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
+        r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
+    })
+    .await;
+    assert_eq!(run.phase(), "Pending");
+    let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
+    assert!(
+        reason.contains("site `engine-plant`: cannot read Secret plant/plant-kubeconfig"),
+        "{reason}"
+    );
+    assert!(
+        journal(&fake.run("run-1")).is_empty(),
+        "the run was started"
+    );
+}

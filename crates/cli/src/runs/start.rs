@@ -10,7 +10,7 @@ use std::time::Duration;
 use blackstart_engine::decision::Decision;
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
-use blackstart_engine::step::{StepContext, kubernetes::Cluster};
+use blackstart_engine::step::StepContext;
 use blackstart_engine::{
     Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, StagePhase, SystemPhase,
     WaitingFor,
@@ -507,34 +507,6 @@ enum Mode {
     Rollback(Option<Decision>),
 }
 
-/// The cluster of the kubeconfig (or the pod's own), when the run's plan
-/// has kubernetes steps; a plan without them never needs one.
-async fn cluster_for(records: &[Record]) -> Result<Option<Cluster>, CliError> {
-    let Some(plan) = plan_of(records) else {
-        return Ok(None);
-    };
-    let uses_kubernetes = plan.systems().any(|(_, s)| {
-        let actions = std::iter::once(&s.start).chain(s.stop.as_ref());
-        actions
-            .into_iter()
-            .any(|a| matches!(a, Action::Kubernetes(_)))
-            || s.verify
-                .iter()
-                .chain(&s.health)
-                .any(|c| matches!(c, Check::Kubernetes(_)))
-    });
-    if !uses_kubernetes {
-        return Ok(None);
-    }
-    let client = kube::Client::try_default().await.map_err(|e| {
-        CliError::Runtime(format!(
-            "the playbook has kubernetes steps, but no cluster is reachable (kubeconfig or in-cluster config): {e}"
-        ))
-    })?;
-    let namespace = client.default_namespace().to_owned();
-    Ok(Some(Cluster { client, namespace }))
-}
-
 /// Runs the engine to the end of the run (or a pause) with progress lines;
 /// with `steward`, a drill's stand-in approves every gate and confirms
 /// every manual step.
@@ -551,8 +523,15 @@ fn drive(
         let (pause, paused) = tokio::sync::watch::channel(false);
         let mut cx = StepContext::new(secrets, STEP_TIMEOUT).map_err(CliError::Runtime)?;
         cx.inherit_env = plan_of(records).map(|p| p.inherit_env.clone()).unwrap_or_default();
-        let cx = match cluster_for(records).await? {
-            Some(cluster) => cx.with_cluster(cluster),
+        let cx = match plan_of(records) {
+            Some(plan) => {
+                let (default, own) = crate::cluster::clusters_for(plan).await?;
+                StepContext {
+                    cluster: default,
+                    site_clusters: Arc::new(own),
+                    ..cx
+                }
+            }
             None => cx,
         };
         let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;

@@ -682,8 +682,19 @@ impl<S: RunStore + 'static> Inner<S> {
     /// The context a system's steps run in at its site: over ssh when the
     /// site is reached that way.
     fn site_cx(&self, site: &str) -> StepContext {
+        let own_cluster = self
+            .plan
+            .connections
+            .get(site)
+            .is_some_and(|c| c.kubernetes.is_some());
         StepContext {
             remote: self.ssh.get(site),
+            // A site with a cluster of its own never falls back to the default one.
+            cluster: if own_cluster {
+                self.cx.site_clusters.get(site).cloned()
+            } else {
+                self.cx.cluster.clone()
+            },
             ..self.cx.clone()
         }
     }

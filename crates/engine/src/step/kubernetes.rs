@@ -55,7 +55,7 @@ fn api(cluster: &Cluster, w: &Workload) -> Api<DynamicObject> {
 fn cluster<'a>(cx: &'a StepContext, what: &str) -> Result<&'a Cluster, Outcome> {
     cx.cluster.as_ref().ok_or_else(|| {
         Outcome::failed(format!(
-            "{what}: no Kubernetes cluster to talk to (no kubeconfig or in-cluster config was found)"
+            "{what}: no Kubernetes cluster to talk to (no kubeconfig or in-cluster config was found, or none for the site's connect.kubernetes)"
         ))
     })
 }
@@ -254,4 +254,90 @@ pub fn judge(w: &Workload, obj: &DynamicObject, expected: Option<i64>) -> Outcom
         ));
     }
     Outcome::ok(format!("{w}: {desired} of {desired} replicas ready"))
+}
+
+/// The preflight of one workload, changing nothing: it exists, and the
+/// credentials in use may read it and patch it (a SelfSubjectAccessReview
+/// each, as `kubectl auth can-i` asks). `Ok` says what was found.
+pub async fn preflight(cluster: &Cluster, w: &Workload) -> Result<String, String> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let ns = w.namespace.as_deref().unwrap_or(&cluster.namespace);
+    let obj = api(cluster, w).get(&w.name).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => format!("{w} not found in namespace {ns}"),
+        kube::Error::Api(s) => format!("{w}: get failed: {} ({})", s.message, s.code),
+        other => format!("{w}: get failed: {other}"),
+    })?;
+    let resource = match w.kind {
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::StatefulSet => "statefulsets",
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
+    for verb in ["get", "patch"] {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some("apps".to_owned()),
+                    resource: Some(resource.to_owned()),
+                    verb: Some(verb.to_owned()),
+                    namespace: Some(ns.to_owned()),
+                    name: Some(w.name.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let answer = reviews
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| format!("{w}: cannot ask whether `{verb}` is allowed: {e}"))?;
+        let status = answer.status.unwrap_or_default();
+        if !status.allowed {
+            let why = status.reason.filter(|r| !r.is_empty()).unwrap_or_default();
+            return Err(format!(
+                "{w}: `{verb}` is not allowed for these credentials{}",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ));
+        }
+    }
+    let replicas = obj.data["spec"]["replicas"].as_i64().unwrap_or(0);
+    Ok(format!(
+        "present in {ns} ({replicas} replicas); get and patch allowed"
+    ))
+}
+
+/// What the plan's kubernetes steps and probes need: the kubeconfig's
+/// current context (or the pod's own config), for systems at sites without
+/// `connect.kubernetes`; and the sites that have one, in plan order.
+pub fn needs(plan: &blackstart_model::Plan) -> (bool, Vec<String>) {
+    let mut default = false;
+    let mut sites: Vec<String> = Vec::new();
+    for (_, s) in plan.systems() {
+        let uses = std::iter::once(&s.start)
+            .chain(s.stop.as_ref())
+            .any(|a| matches!(a, blackstart_model::playbook::Action::Kubernetes(_)))
+            || s.verify
+                .iter()
+                .chain(&s.health)
+                .any(|c| matches!(c, blackstart_model::playbook::Check::Kubernetes(_)));
+        if !uses {
+            continue;
+        }
+        match plan
+            .connections
+            .get(&s.site)
+            .and_then(|c| c.kubernetes.as_ref())
+        {
+            Some(_) if !sites.contains(&s.site) => sites.push(s.site.clone()),
+            Some(_) => {}
+            None => default = true,
+        }
+    }
+    (default, sites)
 }

@@ -86,6 +86,9 @@ pub struct StepContext {
     pub scaled: Option<(blackstart_model::playbook::Workload, u32)>,
     /// The system's site, when it is reached over ssh: exec steps run there.
     pub remote: Option<std::sync::Arc<ssh::Site>>,
+    /// By site id, the clusters of sites with `connect.kubernetes`: their
+    /// systems' kubernetes steps go there, never to [`StepContext::cluster`].
+    pub site_clusters: std::sync::Arc<std::collections::HashMap<String, kubernetes::Cluster>>,
 }
 
 /// The variables every exec step gets from blackstart's environment;
@@ -136,6 +139,7 @@ impl StepContext {
             attempt: None,
             scaled: None,
             remote: None,
+            site_clusters: Default::default(),
         })
     }
 

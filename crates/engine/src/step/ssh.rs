@@ -119,7 +119,7 @@ struct Master {
 
 /// Quotes one word for a POSIX shell: inside single quotes nothing is
 /// special, and a single quote is closed, escaped and reopened.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
