@@ -50,7 +50,7 @@ fn validate_reports_every_problem_with_file_line_and_column() {
     assert_eq!(errors.len(), 4, "{}", run.stderr);
     assert!(
         errors[0].starts_with(&format!(
-            "{file}:101:24: error: system `identity` depends on unknown system `pkl`"
+            "{file}:114:24: error: system `identity` depends on unknown system `pkl`"
         )),
         "{}",
         errors[0]

@@ -32,6 +32,9 @@ pub struct PlanDiff {
     /// Who may decide: members and keys added to or removed from roles,
     /// roles declared or dropped. Each changes who can restart the plant.
     pub people_changes: Vec<String>,
+    /// Where a site's steps go: ssh hosts, pinned host keys, kube contexts
+    /// added, removed or changed. Each changes what a restart touches.
+    pub connection_changes: Vec<String>,
     pub layer_changes: Vec<LayerChange>,
     /// Systems whose actions, checks or settings changed, with what changed.
     pub systems_changed: Vec<Changed>,
@@ -98,6 +101,7 @@ impl PlanDiff {
             && self.dependencies_removed.is_empty()
             && self.gate_changes.is_empty()
             && self.people_changes.is_empty()
+            && self.connection_changes.is_empty()
             && self.layer_changes.is_empty()
             && self.systems_changed.is_empty()
             && self.base_duration == self.new_duration
@@ -155,6 +159,7 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
         dependencies_removed: Vec::new(),
         gate_changes: Vec::new(),
         people_changes: people_changes(base, new),
+        connection_changes: connection_changes(base, new),
         layer_changes: Vec::new(),
         systems_changed: Vec::new(),
         base_duration: base.estimated_duration,
@@ -332,8 +337,78 @@ fn people_changes(base: &Plan, new: &Plan) -> Vec<String> {
     out
 }
 
+/// Each site's connection, before and after: the ssh target and pinned
+/// host key (by fingerprint), the identity file, the kube context and Secret.
+fn connection_changes(base: &Plan, new: &Plan) -> Vec<String> {
+    let ssh = |c: &crate::playbook::Connect| {
+        c.ssh.as_ref().map(|s| {
+            (
+                s.target(),
+                fingerprint(&s.host_key),
+                s.identity_file.clone(),
+            )
+        })
+    };
+    let kube = |c: &crate::playbook::Connect| c.kubernetes.clone();
+    let sites: std::collections::BTreeSet<&String> = base
+        .connections
+        .keys()
+        .chain(new.connections.keys())
+        .collect();
+    let mut out = Vec::new();
+    let empty = crate::playbook::Connect::default();
+    for site in sites {
+        let old = base.connections.get(site).unwrap_or(&empty);
+        let now = new.connections.get(site).unwrap_or(&empty);
+        match (ssh(old), ssh(now)) {
+            (None, Some((t, k, _))) => out.push(format!(
+                "**`{site}` now runs its exec steps over ssh** on {t} (host key {k})"
+            )),
+            (Some((t, _, _)), None) => out.push(format!(
+                "**`{site}` no longer runs its exec steps over ssh** (was {t}): they run where blackstart runs"
+            )),
+            (Some((t0, k0, i0)), Some((t1, k1, i1))) => {
+                if t0 != t1 {
+                    out.push(format!("**`{site}`'s ssh host changed**: {t0} → {t1}"));
+                }
+                if k0 != k1 {
+                    out.push(format!("**`{site}`'s pinned host key changed**: {k0} → {k1}"));
+                }
+                if i0 != i1 {
+                    out.push(format!(
+                        "`{site}`'s ssh identity file changed: {} → {}",
+                        opt(i0, "ssh's default"),
+                        opt(i1, "ssh's default")
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+        let describe = |k: &Option<crate::playbook::KubeConnect>| match k {
+            None => "the default cluster".to_owned(),
+            Some(k) => [
+                k.context.as_ref().map(|c| format!("context {c}")),
+                k.secret_ref.as_ref().map(|s| format!("Secret {s}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+        };
+        let (k0, k1) = (kube(old), kube(now));
+        if k0 != k1 {
+            out.push(format!(
+                "**`{site}`'s kubernetes steps go to another cluster**: {} → {}",
+                describe(&k0),
+                describe(&k1)
+            ));
+        }
+    }
+    out
+}
+
 /// A key as a reviewer compares it: its SHA-256 fingerprint.
-fn fingerprint(key: &str) -> String {
+pub(crate) fn fingerprint(key: &str) -> String {
     ssh_key::PublicKey::from_openssh(key)
         .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
         .unwrap_or_else(|_| key.to_owned())
@@ -442,6 +517,7 @@ impl PlanDiff {
                 .collect(),
         );
         section("Who may decide", self.people_changes.clone());
+        section("Site connections", self.connection_changes.clone());
         section(
             "Order changes inside a stage",
             self.layer_changes

@@ -104,6 +104,35 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
+/// How each connected site is reached, one line per site: where a
+/// reviewer sees which host and key a restart will trust.
+fn connections(plan: &Plan) -> Vec<String> {
+    plan.connections
+        .iter()
+        .map(|(site, c)| {
+            let mut how = Vec::new();
+            if let Some(s) = &c.ssh {
+                how.push(format!(
+                    "exec over ssh to {} (host key {})",
+                    s.target(),
+                    crate::diff::fingerprint(&s.host_key)
+                ));
+            }
+            if let Some(k) = &c.kubernetes {
+                let mut to = Vec::new();
+                if let Some(ctx) = &k.context {
+                    to.push(format!("context {ctx}"));
+                }
+                if let Some(secret) = &k.secret_ref {
+                    to.push(format!("Secret {secret} (operator)"));
+                }
+                how.push(format!("kubernetes via {}", to.join(", ")));
+            }
+            format!("{site}: {}", how.join("; "))
+        })
+        .collect()
+}
+
 /// What sets a system apart beyond its start: optional, retried.
 fn traits(sys: &crate::plan::PlannedSystem) -> Option<String> {
     let mut t = Vec::new();
@@ -139,6 +168,9 @@ pub fn text(plan: &Plan) -> String {
     }
     if !plan.env.is_empty() {
         let _ = writeln!(o, "Reads from the environment: {}", plan.env.join(", "));
+    }
+    for line in connections(plan) {
+        let _ = writeln!(o, "Site {line}");
     }
     let total = plan.stages.len();
     for (k, stage) in plan.stages.iter().enumerate() {
@@ -234,6 +266,9 @@ pub fn markdown(plan: &Plan) -> String {
             "- Reads from the environment: {}",
             code_list(&plan.env, ", ")
         );
+    }
+    for line in connections(plan) {
+        let _ = writeln!(o, "- Site {line}");
     }
     let _ = writeln!(o);
     let _ = writeln!(

@@ -109,3 +109,47 @@ fn who_may_decide_is_called_out() {
             .contains("**alice may no longer decide as `incident-commander`**")
     );
 }
+
+#[test]
+fn a_changed_site_connection_or_host_key_is_called_out() {
+    let key_a =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMdBAnvXRz4FgxmUlVadVsuePkBOXOx7CMuLOVeBIS8+ a";
+    let key_b =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx2P2P8c9vt4nGkn9vY4mhXc4ZV3Xx5NGa8MCkBRpO4 b";
+    let with = |host: &str, key: &str, kube: &str| {
+        BASE.replace(
+            "  sites: [ { id: dc } ]",
+            &format!("  sites: [ {{ id: dc, connect: {{ ssh: {{ host: {host}, hostKey: \"{key}\" }}{kube} }} }} ]"),
+        )
+    };
+    let base = with("jump.dc.example", key_a, "");
+    assert!(diff(&plan(BASE), &plan(BASE)).connection_changes.is_empty());
+    let d = diff(&plan(BASE), &plan(&base));
+    assert_eq!(d.connection_changes.len(), 1, "{:?}", d.connection_changes);
+    assert!(d.connection_changes[0].contains("now runs its exec steps over ssh"));
+    let d = diff(&plan(&base), &plan(&with("jump.dc.example", key_b, "")));
+    let md = d.markdown();
+    assert!(md.contains("### Site connections"), "{md}");
+    assert!(
+        md.contains("`dc`'s pinned host key changed**: SHA256:"),
+        "{md}"
+    );
+    let d = diff(
+        &plan(&base),
+        &plan(&with(
+            "other.dc.example",
+            key_a,
+            ", kubernetes: { context: dc-prod }",
+        )),
+    );
+    let md = d.markdown();
+    assert!(
+        md.contains("ssh host changed**: jump.dc.example:22 → other.dc.example:22"),
+        "{md}"
+    );
+    assert!(
+        md.contains("go to another cluster**: the default cluster → context dc-prod"),
+        "{md}"
+    );
+    assert!(!md.contains("pinned host key"), "{md}");
+}
