@@ -488,6 +488,88 @@ fn retry_site_starts_a_held_site_again_and_the_run_succeeds() {
     assert_eq!(s.run(&["audit", "s1", "--verify"]).code, 0);
 }
 
+/// `retry RUN SYSTEM` starts a failed system again once the run has ended
+/// Degraded: a failed optional system, and the systems it Blocked, start
+/// again, and nothing healthy does. A system of a held site whose rest was
+/// rolled back is refused, naming `retry --site`.
+#[test]
+fn retry_system_starts_a_failed_optional_system_again() {
+    let s = Scratch::new();
+    let d = s.dir().display().to_string();
+    let sys = |id: &str, site: &str, deps: &str, extra: &str, cmd: &str| {
+        format!(
+            "    - {{ id: {id}, site: {site}, dependsOn: [{deps}],{extra} start: {{ exec: {{ command: [sh, -c, \"echo start {id} >> {d}/log; {cmd}\"] }} }}, stop: {{ exec: {{ command: [sh, -c, \"echo stop {id} >> {d}/log\"] }} }} }}\n"
+        )
+    };
+    let file = s.write(
+        "opt.yaml",
+        &format!(
+            "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: {{ name: opt }}\nspec:\n  sites: [ {{ id: hq }}, {{ id: nitra }} ]\n  systems:\n{}{}{}{}{}  stages:\n    - {{ name: plants, select: {{ sites: [nitra] }}, failureDomain: site, gate: {{ onFailure: rollback }} }}\n    - {{ name: business, select: {{ sites: [hq] }} }}\n",
+            sys("nitra-plc", "nitra", "", "", "true"),
+            sys("nitra-mes", "nitra", "nitra-plc", "", "false"),
+            sys("erp", "hq", "", "", "true"),
+            sys("warranty", "hq", "erp", " optional: true,", &format!("test -f {d}/warranty-fixed")),
+            sys("claims", "hq", "warranty", "", "true"),
+        ),
+    );
+    let first = s.run(&["apply", &file, "--run-id", "o1"]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let status = s.status("o1");
+    assert_eq!(status["phase"], "Degraded", "{status}");
+    assert_eq!(system_phase(&status, "warranty"), "Failed");
+    assert_eq!(system_phase(&status, "claims"), "Blocked");
+
+    let healthy = s.run(&["retry", "o1", "erp", "--by", "alice"]);
+    assert_eq!(healthy.code, 2, "{}", healthy.stderr);
+    assert!(
+        healthy
+            .stderr
+            .contains("`erp` is Healthy: `retry` starts again a failed system"),
+        "{}",
+        healthy.stderr
+    );
+    let held = s.run(&["retry", "o1", "nitra-mes", "--by", "alice"]);
+    assert_eq!(held.code, 2, "{}", held.stderr);
+    assert!(
+        held.stderr.contains("site nitra is held in stage plants with nitra-plc not Healthy too: `retry o1 --site nitra`"),
+        "{}",
+        held.stderr
+    );
+
+    std::fs::write(s.dir().join("warranty-fixed"), "").unwrap();
+    let retried = s.run(&["retry", "o1", "warranty", "--by", "alice"]);
+    assert_eq!(
+        retried.code, 1,
+        "still Degraded: nitra is held; {}",
+        retried.stderr
+    );
+    let status = s.status("o1");
+    assert_eq!(status["phase"], "Degraded", "{status}");
+    assert_eq!(system_phase(&status, "warranty"), "Healthy", "{status}");
+    assert_eq!(system_phase(&status, "claims"), "Healthy", "{status}");
+    let log = s.log();
+    let count = |l: &str| log.iter().filter(|x| *x == l).count();
+    assert_eq!(count("start warranty"), 2, "{log:?}");
+    assert_eq!(
+        count("start claims"),
+        1,
+        "Blocked, then started once: {log:?}"
+    );
+    assert_eq!(
+        count("start erp"),
+        1,
+        "a healthy system is not started again: {log:?}"
+    );
+    assert!(
+        s.events("o1").iter().any(|e| e["type"] == "retryRequested"
+            && e["system"] == "warranty"
+            && e["by"] == "alice")
+    );
+    // The same retry, asked again, is refused: warranty is Healthy now.
+    assert_eq!(s.run(&["retry", "o1", "warranty", "--by", "alice"]).code, 2);
+    assert_eq!(s.run(&["audit", "o1", "--verify"]).code, 0);
+}
+
 /// kill -9 while a held site's part is being rolled back, then resume: the
 /// site's rollback is finished, nothing is stopped twice, the other site is
 /// not touched, and the run ends Degraded.

@@ -198,9 +198,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         state: StateDir,
     },
-    /// Start again a system whose start a crash left unknown, or a held site.
+    /// Start again a failed system, a held site, or a start a crash left unknown.
     #[command(
-        after_help = "Examples:\n  blackstart retry ir-2025-09 wolv-plc-gateway --by olga\n  blackstart retry ir-2025-09 --site nitra --by alice --key ~/.ssh/id_ed25519\n\nFor a system without health checks whose start was cut short by a crash: the run waits\nfor `confirm` (it is up) or `retry` (start it again, as a new attempt). Works from any\nterminal while `apply` or `resume` waits, like `approve`.\n\n--site: a site held by a failure (failureDomain: site) starts again, once the run has ended\nDegraded or while it is paused: its systems that are not Healthy and every Blocked system\ngo back to Pending with a new budget of attempts, their stages' gates wait for their\napprovals again, and this process drives the run on; it ends Succeeded when all is healthy."
+        after_help = "Examples:\n  blackstart retry ir-2025-09 wolv-plc-gateway --by olga\n  blackstart retry ir-2025-09 --site nitra --by alice --key ~/.ssh/id_ed25519\n\nFor a system without health checks whose start was cut short by a crash: the run waits\nfor `confirm` (it is up) or `retry` (start it again, as a new attempt). Works from any\nterminal while `apply` or `resume` waits, like `approve`.\n\n--site: a site held by a failure (failureDomain: site) starts again, once the run has ended\nDegraded or while it is paused: its systems that are not Healthy and every Blocked system\ngo back to Pending with a new budget of attempts, their stages' gates wait for their\napprovals again, and this process drives the run on; it ends Succeeded when all is healthy.\n\nA Failed system (an optional one, one whose site's rest is Healthy, or one whose failure\npaused the run) starts again the same way, once the run has ended Degraded or while it is\npaused, with every Blocked system: `blackstart retry ir-2025-09 warranty --by alice`."
     )]
     Retry {
         run: String,

@@ -362,28 +362,18 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Retry {
             run,
-            site: Some(site),
-            by,
-            signing,
-            state,
-            ..
-        } => runs::retry_site(
-            &state.state_dir,
-            &run,
-            Decision::new(Kind::RetrySite, &site, &by),
-            &signing,
-        ),
-        Command::Retry {
-            run,
             system,
+            site,
             by,
             signing,
             state,
-            ..
-        } => runs::decide(
+        } => runs::retry(
             &state.state_dir,
             &run,
-            Decision::new(Kind::Retry, system.as_deref().unwrap_or_default(), &by),
+            match site {
+                Some(site) => Decision::new(Kind::RetrySite, &site, &by),
+                None => Decision::new(Kind::Retry, system.as_deref().unwrap_or_default(), &by),
+            },
             &signing,
         ),
         Command::Status { run, state, format } => {

@@ -168,7 +168,12 @@ pub fn pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending, S
     // A finished run can still be rolled back (a run whose failed stage
     // was rolled back keeps its earlier stages up); nothing else is
     // decided. What is left to stop is `RunState::nothing_to_roll_back`'s.
-    let reopens = d.kind == Kind::RetrySite && state.phase == crate::event::RunPhase::Degraded;
+    let reopens = state.phase == crate::event::RunPhase::Degraded
+        && match d.kind {
+            // Whether the system may go again is `system_pending`'s to say.
+            Kind::RetrySite | Kind::Retry => true,
+            _ => false,
+        };
     if state.phase.is_final() && d.kind != Kind::Rollback && !reopens {
         return Err(format!(
             "run {run} has ended ({:?}); there is nothing left to decide",
@@ -380,9 +385,20 @@ fn system_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending
     let sys = state
         .system(id)
         .ok_or_else(|| format!("run {run} has no system `{id}`"))?;
+    let reopen = d.kind == Kind::Retry && !sys.start_cut_short();
     let waits = match d.kind {
         Kind::Confirm => sys.waiting_for.is_some(),
-        _ => sys.start_cut_short(),
+        _ if reopen => {
+            state.reopenable(sys)?;
+            true
+        }
+        _ => true,
+    };
+    // What it answers: the person's wait, or the failure it starts again after.
+    let wait = if reopen {
+        sys.failed_at.unwrap_or(0)
+    } else {
+        sys.waiting_since.unwrap_or(0)
     };
     if !waits {
         return Err(format!(
@@ -395,7 +411,8 @@ fn system_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending
             match d.kind {
                 Kind::Confirm =>
                     "confirmation: `confirm` answers a manual step or a start a crash left unknown",
-                _ => "retry: `retry` starts again a system whose start a crash cut short",
+                _ =>
+                    "retry: `retry` starts again a failed system, or one whose start a crash cut short",
             }
         ));
     }
@@ -438,15 +455,12 @@ fn system_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending
                     })?;
                 return Ok(Pending {
                     role: Some(role.clone()),
-                    wait: sys.waiting_since.unwrap_or(0),
+                    wait,
                 });
             }
         }
     }
-    Ok(Pending {
-        role,
-        wait: sys.waiting_since.unwrap_or(0),
-    })
+    Ok(Pending { role, wait })
 }
 
 fn roles_of(plan: &Plan) -> Option<&[Role]> {

@@ -72,6 +72,11 @@ pub struct SystemState {
     /// retry budget counts from here.
     #[serde(skip_serializing_if = "is_zero")]
     pub retry_from: u32,
+    /// The journal seq at which it last turned Failed: the failure a
+    /// `retry RUN SYSTEM` answers (a signed retry binds it, so it is not
+    /// taken again for a later failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<u64>,
     /// Its latest start or stop attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<StepState>,
@@ -276,6 +281,7 @@ impl RunState {
                     started: false,
                     attempts: 0,
                     retry_from: 0,
+                    failed_at: None,
                     step: None,
                     retry_by: None,
                 })
@@ -340,6 +346,9 @@ impl RunState {
                 s.reason = reason.clone();
                 s.waiting_for = *waiting_for;
                 s.waiting_since = waiting_for.map(|_| seq);
+                if *phase == SystemPhase::Failed {
+                    s.failed_at = Some(seq);
+                }
                 s.started |= *phase == SystemPhase::Starting;
                 // A manual stop needs its own confirmation, not the start's.
                 if *phase == SystemPhase::Stopping {
@@ -403,8 +412,14 @@ impl RunState {
             }
             Event::RetryRequested { system, by, .. } => {
                 let s = self.system_mut(seq, system)?;
-                s.retry_by = Some(by.clone());
-                s.waiting_for = None;
+                if s.start_cut_short() {
+                    // A start a crash cut short, run again.
+                    s.retry_by = Some(by.clone());
+                    s.waiting_for = None;
+                } else {
+                    // A failed (or held) system started again (`retry RUN SYSTEM`).
+                    self.retry_system(system, by);
+                }
             }
             Event::AttemptBegun {
                 system,
@@ -521,11 +536,71 @@ impl RunState {
     /// A held site started again: see [`Event::SiteRetried`].
     fn retry_site(&mut self, site: &str, by: &str) {
         self.held.retain(|h| h.site != site);
+        self.reopen(
+            |s| s.site == site && !matches!(s.phase, SystemPhase::Healthy | SystemPhase::Pending),
+            format!("site {site} retried by {by}"),
+        );
+    }
+
+    /// Whether `s`, failed or at a held site, may be started again by
+    /// `retry RUN SYSTEM` (in a run that ended Degraded or is paused): `Err`
+    /// says why not. At a held site it may when the rest of the site's part
+    /// of the stage is Healthy (its failure paused or aborted that part and
+    /// nothing else was stopped); otherwise the held part goes again with
+    /// `--site`.
+    pub fn reopenable(&self, s: &SystemState) -> Result<(), String> {
+        if s.phase != SystemPhase::Failed && !self.is_held(s) {
+            return Err(format!(
+                "`{}` is {:?}: `retry` starts again a failed system, one of a held site, or one whose start a crash cut short",
+                s.id, s.phase
+            ));
+        }
+        if !matches!(self.phase, RunPhase::Degraded | RunPhase::Paused) {
+            return Err(format!(
+                "run {} is {:?}: a failed system is retried once the run has ended Degraded, or while it is paused",
+                self.run, self.phase
+            ));
+        }
+        if self.is_held(s) {
+            let rest: Vec<&str> = self
+                .systems
+                .iter()
+                .filter(|o| o.site == s.site && o.stage == s.stage && o.id != s.id)
+                .filter(|o| o.phase != SystemPhase::Healthy)
+                .map(|o| o.id.as_str())
+                .collect();
+            if !rest.is_empty() {
+                return Err(format!(
+                    "site {} is held in stage {} with {} not Healthy too: `retry {} --site {}` starts its held part again",
+                    s.site,
+                    s.stage,
+                    rest.join(", "),
+                    self.run,
+                    s.site
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `retry RUN SYSTEM` of a failed or held system: it starts again, with the
+    /// Blocked systems; a hold of its site in its stage ends with it (see
+    /// [`RunState::reopenable`]).
+    fn retry_system(&mut self, id: &str, by: &str) {
+        let Some((site, stage)) = self.system(id).map(|s| (s.site.clone(), s.stage.clone())) else {
+            return;
+        };
+        self.held.retain(|h| !(h.site == site && h.stage == stage));
+        self.reopen(|s| s.id == id, format!("{id} retried by {by}"));
+    }
+
+    /// Puts `chosen` systems and every Blocked one back to Pending, with a
+    /// new budget of attempts; their stages wait for their gates again.
+    /// The run is Paused until the process that took the retry drives it.
+    fn reopen(&mut self, chosen: impl Fn(&SystemState) -> bool, why: String) {
         let mut reopened: Vec<String> = Vec::new();
         for s in &mut self.systems {
-            let again = (s.site == site
-                && !matches!(s.phase, SystemPhase::Healthy | SystemPhase::Pending))
-                || s.phase == SystemPhase::Blocked;
+            let again = chosen(s) || s.phase == SystemPhase::Blocked;
             if again {
                 s.phase = SystemPhase::Pending;
                 s.reason = None;
@@ -546,7 +621,7 @@ impl RunState {
             }
         }
         self.phase = RunPhase::Paused;
-        self.reason = Some(format!("site {site} retried by {by}"));
+        self.reason = Some(why);
     }
 
     /// Whether `s`'s site is held in `s`'s stage.

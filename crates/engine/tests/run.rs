@@ -863,3 +863,57 @@ async fn a_site_failure_holds_that_site_only_and_the_run_ends_degraded() {
         "{state:?}"
     );
 }
+
+/// `retry RUN SYSTEM` of a system whose failure paused its site's part
+/// (`failureDomain: site`, `onFailure: pause`): the rest of the site is
+/// Healthy, so that one system starts again, the hold ends, what it Blocked
+/// starts, and the run ends Succeeded with nothing else started twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_sites_one_failed_system_is_retried_alone() {
+    use blackstart_engine::decision::{Decision, Kind};
+    let sys = |id: &str, site: &str, tier: &str, deps: &str, cmd: &str| {
+        format!(
+            "    - {{ id: {id}, site: {site}, tier: {tier}, dependsOn: [{deps}], start: {{ exec: {{ command: [sh, -c, \"echo start {id} >> {{dir}}/log; {cmd}\"] }} }}, stop: {{ exec: {{ command: [sh, -c, \"echo stop {id} >> {{dir}}/log\"] }} }} }}\n"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: blackstart.dev/v1alpha1\nkind: Playbook\nmetadata: {{ name: sites }}\nspec:\n  sites: [ {{ id: nitra }}, {{ id: hq }} ]\n  systems:\n{}{}{}  stages:\n    - {{ name: plants, select: {{ tiers: [plant] }}, failureDomain: site, gate: {{ onFailure: pause }} }}\n    - {{ name: dealers, select: {{ tiers: [dealer] }} }}\n",
+        sys("nitra-db", "nitra", "plant", "", "true"),
+        sys(
+            "nitra-mes",
+            "nitra",
+            "plant",
+            "nitra-db",
+            "test -f {dir}/fixed"
+        ),
+        sys("dealer-nitra", "hq", "dealer", "nitra-mes", "true"),
+    );
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Degraded);
+    let state = lab.state();
+    assert_eq!(
+        state.system("nitra-mes").unwrap().phase,
+        SystemPhase::Failed
+    );
+    assert_eq!(
+        state.system("nitra-db").unwrap().phase,
+        SystemPhase::Healthy
+    );
+    assert_eq!(state.held.len(), 1);
+    drop(engine);
+
+    std::fs::write(lab.path().join("fixed"), "").unwrap();
+    let engine = lab.resume();
+    engine
+        .decide(&Decision::new(Kind::Retry, "nitra-mes", "alice"))
+        .unwrap()
+        .unwrap();
+    assert!(engine.state().held.is_empty(), "the hold ended with it");
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Succeeded);
+    let log = lab.log();
+    let count = |l: &str| log.iter().filter(|x| *x == l).count();
+    assert_eq!(count("start nitra-mes"), 2, "{log:?}");
+    assert_eq!(count("start nitra-db"), 1, "{log:?}");
+    assert_eq!(count("start dealer-nitra"), 1, "{log:?}");
+    assert!(!log.iter().any(|l| l.starts_with("stop")), "{log:?}");
+}

@@ -17,7 +17,7 @@ mod start;
 
 pub use decide::{Prepared, Signing, decide, pause, prepare};
 pub use report::{audit, status};
-pub use start::{Deciders, Trust, apply, drill, resume, retry_site, rollback};
+pub use start::{Deciders, Trust, apply, drill, resume, retry, rollback};
 
 use std::path::Path;
 use std::time::Duration;

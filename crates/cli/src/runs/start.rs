@@ -465,19 +465,28 @@ fn taken_here(
     }
 }
 
-/// `retry RUN --site SITE --by NAME`: a held site starts again. Checked
-/// (and signed) as any decision, journaled, then this process drives the
-/// run on, as `resume` does.
-pub fn retry_site(
+/// `retry RUN --site SITE --by NAME` and `retry RUN SYSTEM --by NAME`: a
+/// held site, or a failed system, starts again. Checked (and signed) as any
+/// decision, journaled, then this process drives the run on, as `resume`
+/// does. A `retry RUN SYSTEM` of a start a crash cut short goes to the
+/// process that drives the run, as other decisions do.
+pub fn retry(
     state_dir: &Path,
     run: &str,
     d: Decision,
     signing: &super::Signing,
 ) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
+    if d.kind == blackstart_engine::decision::Kind::Retry {
+        let state = folded(&journal::read(&dir)?)?;
+        let cut_short = state.system(&d.subject).is_none_or(|s| s.start_cut_short());
+        if cut_short {
+            return super::decide::decide(state_dir, run, d, signing);
+        }
+    }
     if super::decide::driven(state_dir, run)? {
         return Err(CliError::Usage(format!(
-            "run {run} is driven by another process: a held site is retried once the run has ended Degraded, or after `blackstart pause {run}`"
+            "run {run} is driven by another process: a held site or failed system is retried once the run has ended Degraded, or after `blackstart pause {run}`"
         )));
     }
     let (journal, records) = open_checked(&dir, &Trust::default())?;
@@ -492,7 +501,7 @@ pub fn retry_site(
         journal,
         &records,
         &dir,
-        Mode::RetrySite(asked),
+        Mode::Retry(asked),
         false,
         secrets,
     )
@@ -501,8 +510,8 @@ pub fn retry_site(
 enum Mode {
     /// Who starts or resumes it, if they said.
     Run(Option<String>),
-    /// A held site started again, by whom.
-    RetrySite(Decision),
+    /// A held site or a failed system started again, by whom.
+    Retry(Decision),
     /// Who asked for it, checked as any decision is.
     Rollback(Option<Decision>),
 }
@@ -570,7 +579,7 @@ fn drive(
                 other => other,
             }
             }
-            Mode::RetrySite(d) => match engine.decide(d)? {
+            Mode::Retry(d) => match engine.decide(d)? {
                 Ok(()) => {
                     engine.driven_by(&d.by);
                     engine.run().await
