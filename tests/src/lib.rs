@@ -2,6 +2,7 @@
 //! the `blackstart` binary and run it the way a user would.
 
 pub mod kube_api;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -9,106 +9,12 @@
 // Helpers outside #[test] functions unwrap too: their failing is the test failing.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use blackstart_tests::sshd::{Sshd, keygen};
 use blackstart_tests::{Scratch, system_phase};
-
-const SSHD: &str = "/usr/sbin/sshd";
-const NEEDS: &str = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it";
-
-/// An sshd of the test's own, on a free port of 127.0.0.1.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
-
-fn keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
-fn user() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        assert!(Path::new(SSHD).exists(), "{NEEDS}");
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen(&d.join("host"));
-        keygen(&d.join("id"));
-        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
-        // sshd's privilege separation wants its directory, as root.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\nLogLevel ERROR\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let sshd = Sshd { dir, port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sshd
-    }
-
-    fn host_key(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("host.pub"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
-    fn identity(&self) -> PathBuf {
-        self.dir.path().join("id")
-    }
-
-    /// The site's `connect`, with `host_key` pinned.
-    fn connect(&self, host_key: &str) -> String {
-        format!(
-            "{{ ssh: {{ host: 127.0.0.1, port: {}, user: {}, hostKey: \"{host_key}\", identityFile: \"${{env:SITE_KEY}}\" }} }}",
-            self.port,
-            user()
-        )
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A scratch directory with the site's key in `SITE_KEY` for every command.
 struct Site {
@@ -169,7 +75,7 @@ spec:
 #[test]
 #[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
 fn steps_run_on_the_host_over_one_connection_with_arguments_verbatim() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let site = Site::new(&sshd);
     let d = site.d();
     // Every word a shell could misread: spaces, both quotes, a command
@@ -224,7 +130,7 @@ fn steps_run_on_the_host_over_one_connection_with_arguments_verbatim() {
 #[test]
 #[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
 fn a_host_showing_another_key_runs_nothing_and_the_site_is_named() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let site = Site::new(&sshd);
     let d = site.d();
     keygen(&site.scratch.dir().join("other"));
@@ -255,7 +161,7 @@ fn a_host_showing_another_key_runs_nothing_and_the_site_is_named() {
 #[test]
 #[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
 fn a_failed_stage_stops_over_ssh_and_a_timeout_kills_the_remote_command() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let site = Site::new(&sshd);
     let d = site.d();
     // `hang` sleeps for a number no other test uses, so it can be looked for.
@@ -306,7 +212,7 @@ fn a_failed_stage_stops_over_ssh_and_a_timeout_kills_the_remote_command() {
 #[test]
 #[ignore = "needs Debian's openssh-server: `cargo xtask test` installs it and runs it"]
 fn check_looks_for_commands_on_the_host_and_for_the_pinned_key() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let site = Site::new(&sshd);
     let d = site.d();
     let systems = format!(

@@ -392,6 +392,8 @@ fn bench() -> Result<(), String> {
     bench("blackstart-model", "plan_memory", &[])?;
     bench("blackstart-engine", "journal", &[])?;
     bench("blackstart-engine", "decision", &[])?;
+    ensure_lab()?; // the ssh benchmark's sshd
+    bench("blackstart-engine", "ssh", &[])?;
     bench_vs_ninja()?;
     bench_drill()?;
     bench_status()?;
@@ -505,11 +507,17 @@ fn fresh_dir(path: &str) -> Result<PathBuf, String> {
 
 /// A generated playbook of `systems` across `sites`, written into `dir`.
 fn synth(systems: u32, sites: u32, dir: &Path) -> Result<PathBuf, String> {
+    synth_with(systems, sites, "", dir)
+}
+
+/// [`synth`] with the example's third argument (`site`: the plant stage
+/// fails per site).
+fn synth_with(systems: u32, sites: u32, shape: &str, dir: &Path) -> Result<PathBuf, String> {
     let out = Command::new(root().join("target/release/examples/synth"))
-        .args([systems.to_string(), sites.to_string()])
+        .args([systems.to_string(), sites.to_string(), shape.to_owned()])
         .output()
         .map_err(|e| format!("cannot run the synth example: {e}"))?;
-    let path = dir.join(format!("synthetic-{systems}.yaml"));
+    let path = dir.join(format!("synthetic-{systems}{shape}.yaml"));
     std::fs::write(&path, out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
@@ -548,22 +556,44 @@ fn bench_status() -> Result<(), String> {
     Ok(())
 }
 
-/// A 10,000-system drill at high speed: wall time and peak memory.
+/// A 10,000-system drill at high speed: wall time and peak memory; then
+/// the same with the plant stage failing per site and one plant system of
+/// one of the 50 sites failing (its site is held, the rest goes on).
 fn bench_drill() -> Result<(), String> {
     build_examples(&["blackstart", "blackstart-model"])?;
     let dir = fresh_dir("target/bench-drill")?;
     let playbook = synth(10000, 50, &dir)?;
+    let whole = timed_drill(&playbook, &[], &dir.join("state"))?;
+    let held = synth_with(10000, 50, "site", &dir)?;
+    // sys-003007 is a plant system (indices 2,500 to 6,499) at site-007.
+    let one_site = timed_drill(&held, &["--fail", "sys-003007"], &dir.join("state-held"))?;
+    println!();
+    println!("10,000-system drill (synthetic playbook, 50 sites, --speed 100000):");
+    println!("| drill | wall time | peak RSS |");
+    println!("|---|---:|---:|");
+    println!(
+        "| every system healthy | {} s | {:.0} MiB |",
+        whole.0, whole.1
+    );
+    println!(
+        "| site-007 fails (failureDomain: site), ends Degraded | {} s | {:.0} MiB |",
+        one_site.0, one_site.1
+    );
+    Ok(())
+}
+
+/// `blackstart drill PLAYBOOK EXTRA…` under /usr/bin/time: wall seconds
+/// (as printed) and peak RSS in MiB.
+fn timed_drill(playbook: &Path, extra: &[&str], state: &Path) -> Result<(String, f64), String> {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%e %M"])
         .arg(root().join("target/release/blackstart"))
-        .args([
-            "drill",
-            &playbook.display().to_string(),
-            "--speed",
-            "100000",
-            "--state-dir",
-        ])
-        .arg(dir.join("state"))
+        .arg("drill")
+        .arg(playbook)
+        .args(["--speed", "100000"])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(state)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .output()
@@ -577,12 +607,7 @@ fn bench_drill() -> Result<(), String> {
     ) else {
         return Err(format!("the drill did not finish: {stderr}"));
     };
-    println!();
-    println!("10,000-system drill (synthetic playbook, --speed 100000):");
-    println!("| wall time | peak RSS |");
-    println!("|---:|---:|");
-    println!("| {secs} s | {:.0} MiB |", kib / 1024.0);
-    Ok(())
+    Ok((secs.to_owned(), kib / 1024.0))
 }
 
 /// blackstart apply against ninja -j 64 on the same DAG, alternately.

@@ -15,6 +15,8 @@ pub struct Shape {
     /// At most this many dependencies per system.
     pub max_deps: usize,
     pub seed: u64,
+    /// The plant stage fails per site (`failureDomain: site`).
+    pub site_domains: bool,
 }
 
 impl Shape {
@@ -24,6 +26,7 @@ impl Shape {
             sites: sites.max(1),
             max_deps: 3,
             seed: 0x5eed,
+            site_domains: false,
         }
     }
 }
@@ -117,6 +120,9 @@ pub fn playbook_yaml(shape: Shape) -> String {
             o,
             "    - name: {tier}\n      select: {{ tiers: [{tier}] }}\n      maxParallel: 64"
         );
+        if shape.site_domains && *tier == "plant" {
+            let _ = writeln!(o, "      failureDomain: site");
+        }
         let _ = writeln!(
             o,
             "      gate: {{ soak: 1m, onFailure: {} }}",

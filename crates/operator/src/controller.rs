@@ -241,6 +241,7 @@ async fn apply(
         let plan = match plan_for(&run, ctx)
             .await
             .and_then(|plan| secrets_set(&plan).map(|()| plan))
+            .and_then(|plan| ssh_client_for(&plan, std::env::var_os("PATH")).map(|()| plan))
         {
             Ok(plan) => site_clusters(&plan, ctx).await.map(|_| plan),
             Err(e) => Err(e),
@@ -450,6 +451,28 @@ fn secrets_set(plan: &Plan) -> Result<(), String> {
             if missing.len() == 1 { "it" } else { "them" },
         )
     })
+}
+
+/// A plan with sites reached over ssh needs the OpenSSH client, which the
+/// shipped (distroless) image does not have: such a run is not started,
+/// rather than failing at its first remote step.
+pub(crate) fn ssh_client_for(plan: &Plan, path: Option<std::ffi::OsString>) -> Result<(), String> {
+    let Some(site) = plan
+        .connections
+        .iter()
+        .find_map(|(id, c)| c.ssh.as_ref().map(|_| id))
+    else {
+        return Ok(());
+    };
+    let found =
+        path.is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("ssh").is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "site `{site}` is reached over ssh (connect.ssh), but the operator has no ssh client on its PATH; nothing was started: run this playbook from a terminal, or give the operator an image with Debian's openssh-client"
+        ))
+    }
 }
 
 /// The clusters of the sites whose kubernetes steps have a cluster of

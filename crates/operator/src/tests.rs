@@ -1652,3 +1652,29 @@ async fn a_sites_missing_secret_is_reported_before_anything_starts() {
         "the run was started"
     );
 }
+
+#[test]
+fn a_playbook_with_ssh_sites_needs_an_ssh_client_on_the_operators_path() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMdBAnvXRz4FgxmUlVadVsuePkBOXOx7CMuLOVeBIS8+ h";
+    let (yaml, _) = crate::fixtures::plant_playbook("{}", false);
+    let plan = |yaml: &str| {
+        blackstart_model::Plan::build(blackstart_model::load(yaml.as_bytes()).unwrap())
+    };
+    let plain = plan(&yaml);
+    let remote = plan(&yaml.replace(
+        "    - id: engine-plant\n",
+        &format!("    - id: engine-plant\n      connect: {{ ssh: {{ host: ops.plant.example, hostKey: \"{key}\" }} }}\n"),
+    ));
+    let empty = tempfile::tempdir().unwrap();
+    let without = Some(empty.path().as_os_str().to_owned());
+    assert!(crate::controller::ssh_client_for(&plain, without.clone()).is_ok());
+    let refused = crate::controller::ssh_client_for(&remote, without).unwrap_err();
+    assert!(
+        refused.contains("site `engine-plant` is reached over ssh")
+            && refused.contains("nothing was started"),
+        "{refused}"
+    );
+    std::fs::write(empty.path().join("ssh"), "").unwrap();
+    let with = Some(empty.path().as_os_str().to_owned());
+    assert!(crate::controller::ssh_client_for(&remote, with).is_ok());
+}
