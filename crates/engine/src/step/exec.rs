@@ -28,7 +28,7 @@ use super::{ALWAYS_INHERITED, MAX_OUTPUT, Outcome, Step, StepContext, Tail, show
 use crate::process::{MARKER, Process};
 
 /// How long the pipes may still deliver output after the program exited.
-pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(200);
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Kills a process group when dropped, unless disarmed: covers the timeout
 /// and a run future dropped mid-step alike.
@@ -54,6 +54,47 @@ pub(super) async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, tail: Arc
                 .unwrap_or_else(|p| p.into_inner())
                 .push(&buf[..n]),
         }
+    }
+}
+
+/// Gives the pipes a moment to deliver what was written before the exit
+/// (a daemon holding them open is not waited for), lets go of them, and
+/// returns the end of the output as it may be shown.
+pub(super) async fn collect(
+    mut readers: Vec<tokio::task::JoinHandle<()>>,
+    tail: &Mutex<Tail>,
+    cx: &StepContext,
+) -> String {
+    let drained = async {
+        for r in &mut readers {
+            let _ = r.await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_GRACE, drained).await;
+    readers.iter().for_each(tokio::task::JoinHandle::abort);
+    let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+    shown(tail.end(), tail.total, false, &cx.secrets)
+}
+
+/// How a program that exited went; `at` says where it ran (empty here,
+/// " at `site` over ssh" on a site's host).
+pub(super) fn exited(
+    status: std::process::ExitStatus,
+    program: &str,
+    at: &str,
+    output: String,
+) -> Outcome {
+    let code = status.code();
+    let detail = match code {
+        Some(c) => format!("`{program}` exited {c}{at}"),
+        None => format!("`{program}`{at} was killed by a signal"),
+    };
+    Outcome {
+        ok: status.success(),
+        detail,
+        exit_code: code,
+        output,
+        retries: 0,
     }
 }
 
@@ -127,7 +168,7 @@ impl Step for Exec {
             ));
         }
         let tail = Arc::new(Mutex::new(Tail::new(MAX_OUTPUT + cx.secrets.longest())));
-        let mut readers: Vec<_> = [
+        let readers: Vec<_> = [
             child
                 .stdout
                 .take()
@@ -148,34 +189,9 @@ impl Step for Exec {
         } else {
             drop(guard); // kill the whole group now
         }
-        // Give the pipes a moment to deliver what was written before the
-        // exit; a daemon holding them open is not waited for.
-        let drained = async {
-            for r in &mut readers {
-                let _ = r.await;
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_GRACE, drained).await;
-        readers.iter().for_each(tokio::task::JoinHandle::abort);
-        let output = {
-            let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-            shown(tail.end(), tail.total, false, &cx.secrets)
-        };
+        let output = collect(readers, &tail, cx).await;
         match status {
-            Ok(Ok(status)) => {
-                let code = status.code();
-                let detail = match code {
-                    Some(c) => format!("`{shown_program}` exited {c}"),
-                    None => format!("`{shown_program}` was killed by a signal"),
-                };
-                Outcome {
-                    ok: status.success(),
-                    detail,
-                    exit_code: code,
-                    output,
-                    retries: 0,
-                }
-            }
+            Ok(Ok(status)) => exited(status, &shown_program, "", output),
             Ok(Err(e)) => Outcome::failed(format!("waiting for `{shown_program}` failed: {e}")),
             Err(_) => Outcome {
                 output,

@@ -41,7 +41,7 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use blackstart_model::playbook::{Connect, Exec, SshConnect};
 
-use super::{MAX_OUTPUT, Outcome, StepContext, Tail, shown};
+use super::{MAX_OUTPUT, Outcome, StepContext, Tail};
 use crate::process::{MARKER, Process};
 
 /// How long logging in to a site may take before its steps fail.
@@ -435,10 +435,10 @@ pub async fn run(exec: &Exec, cx: &StepContext, site: &Arc<Site>) -> Outcome {
     let shown_program = cx
         .secrets
         .redact(exec.command.first().map_or("", String::as_str));
-    let at = format!("at `{}` over ssh", site.id);
+    let at = format!(" at `{}` over ssh", site.id);
     let script = match Site::step_script(exec, cx) {
         Ok(s) => s,
-        Err(e) => return Outcome::failed(format!("{e} ({at})")),
+        Err(e) => return Outcome::failed(format!("{e} (site `{}`)", site.id)),
     };
     let socket = match site.socket(cx).await {
         Ok(s) => s,
@@ -523,44 +523,21 @@ pub async fn run(exec: &Exec, cx: &StepContext, site: &Arc<Site>) -> Outcome {
         guard.pid.store(0, Ordering::SeqCst);
         drop(guard);
     }
-    let drained = async {
-        for r in &mut readers {
-            let _ = r.await;
-        }
-    };
-    let _ = tokio::time::timeout(super::exec::DRAIN_GRACE, drained).await;
-    readers.iter().for_each(tokio::task::JoinHandle::abort);
-    let output = {
-        let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-        shown(tail.end(), tail.total, false, &cx.secrets)
-    };
+    let output = super::exec::collect(readers, &tail, cx).await;
     let started = remote_pid.load(Ordering::SeqCst) > 0;
     match status {
         Ok(Ok(status)) if !started => Outcome {
             output,
             ..Outcome::failed(format!(
-                "`{shown_program}` did not start {at}: the connection failed ({status})"
+                "`{shown_program}` did not start{at}: the connection failed ({status})"
             ))
         },
-        Ok(Ok(status)) => {
-            let code = status.code();
-            let detail = match code {
-                Some(c) => format!("`{shown_program}` exited {c} {at}"),
-                None => format!("ssh running `{shown_program}` {at} was killed by a signal"),
-            };
-            Outcome {
-                ok: status.success(),
-                detail,
-                exit_code: code,
-                output,
-                retries: 0,
-            }
-        }
-        Ok(Err(e)) => Outcome::failed(format!("waiting for `{shown_program}` {at} failed: {e}")),
+        Ok(Ok(status)) => super::exec::exited(status, &shown_program, &at, output),
+        Ok(Err(e)) => Outcome::failed(format!("waiting for `{shown_program}`{at} failed: {e}")),
         Err(_) => Outcome {
             output,
             ..Outcome::failed(format!(
-                "`{shown_program}` timed out after {} {at}; {}",
+                "`{shown_program}` timed out after {}{at}; {}",
                 humantime::format_duration(timeout),
                 if killed {
                     "its process group there was killed"
