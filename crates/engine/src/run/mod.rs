@@ -30,7 +30,10 @@
 //!
 //! Files: this one schedules stages and gates; `start` brings one system
 //! up; `attempt` journals and settles start and stop attempts; `rollback`
-//! stops what was started; `log` turns records into `tracing` events.
+//! stops what was started; `site` holds a failed site and reaches each
+//! site where its connection says; `record` journals every transition
+//! before state moves; `end` pauses, fails and ends a run; `log` turns
+//! records into `tracing` events.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,12 +56,15 @@ use crate::state::{FoldError, RunState};
 use crate::step::{AttemptHooks, Outcome, StepContext, run_action, run_check};
 
 mod attempt;
+mod end;
 mod gate;
 
 pub use gate::approved;
 use gate::gate_spent;
 mod log;
+mod record;
 mod rollback;
+mod site;
 mod start;
 
 use attempt::{Running, Settled};
@@ -524,63 +530,6 @@ impl<S: RunStore + 'static> Engine<S> {
         })
     }
 
-    /// A failure at `site` in a stage whose failure domain is the site:
-    /// journaled, with what a rollback of it will stop, before anything
-    /// of it is stopped.
-    fn hold_site(&self, stage: &PlannedStage, site: &str, reason: &str) -> Result<(), EngineError> {
-        let policy = stage.gate.on_failure;
-        let systems = match policy {
-            OnFailure::Rollback => {
-                let state = self.inner.lock();
-                stage
-                    .rollback_order
-                    .iter()
-                    .filter(|id| {
-                        state.system(id).is_some_and(|s| {
-                            s.site == site
-                                && (s.started
-                                    || matches!(
-                                        s.phase,
-                                        SystemPhase::Verifying | SystemPhase::Starting
-                                    ))
-                        })
-                    })
-                    .cloned()
-                    .collect()
-            }
-            OnFailure::Pause | OnFailure::Abort => Vec::new(),
-        };
-        self.inner.emit(Event::SiteHeld {
-            site: site.to_owned(),
-            stage: stage.name.clone(),
-            reason: reason.to_owned(),
-            on_failure: policy,
-            systems,
-        })
-    }
-
-    /// Stops what the rollbacks of the stage's held sites (or of `only`)
-    /// stop, dependents first; each system once, a stop a crash cut short
-    /// settled as any rollback's is. Pause and abort leave a site as it is.
-    async fn stop_held_sites(
-        &self,
-        stage: &PlannedStage,
-        only: Option<&str>,
-    ) -> Result<(), EngineError> {
-        let held: Vec<Vec<String>> = self
-            .inner
-            .lock()
-            .held
-            .iter()
-            .filter(|h| h.stage == stage.name && only.is_none_or(|s| s == h.site))
-            .map(|h| h.systems.clone())
-            .collect();
-        for systems in held {
-            self.inner.stop_systems(&systems).await?;
-        }
-        Ok(())
-    }
-
     /// What a system's journal already says of it in this stage, so it is
     /// not started: Healthy; an optional system that failed; Blocked. A
     /// system whose dependency in an earlier stage failed (optional) or is
@@ -679,73 +628,12 @@ impl<S: RunStore + 'static> Inner<S> {
         }
     }
 
-    /// The context a system's steps run in at its site: over ssh when the
-    /// site is reached that way.
-    fn site_cx(&self, site: &str) -> StepContext {
-        let own_cluster = self
-            .plan
-            .connections
-            .get(site)
-            .is_some_and(|c| c.kubernetes.is_some());
-        StepContext {
-            remote: self.ssh.get(site),
-            // A site with a cluster of its own never falls back to the default one.
-            cluster: if own_cluster {
-                self.cx.site_clusters.get(site).cloned()
-            } else {
-                self.cx.cluster.clone()
-            },
-            ..self.cx.clone()
-        }
-    }
-
     fn paused(&self) -> bool {
         *self.pause.borrow()
     }
 
     fn running_lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records an event, then applies it: state never runs ahead of the
-    /// store. After an interrupt nothing more is recorded.
-    fn emit(&self, event: Event) -> Result<(), EngineError> {
-        if self.interrupted.load(Ordering::SeqCst) {
-            return Err(EngineError::Interrupted);
-        }
-        self.record(event)
-    }
-
-    /// [`Inner::emit`] without the interrupt check, for the interrupt's own records.
-    fn record(&self, event: Event) -> Result<(), EngineError> {
-        let record = self
-            .store
-            .append(&event)
-            .map_err(|e| EngineError::Store(e.to_string()))?;
-        let run = {
-            let mut state = self.lock();
-            state.apply(record.seq, &event)?;
-            state.run.clone()
-        };
-        log(&run, record.seq, &event);
-        self.changed.send_modify(|n| *n += 1);
-        // Nobody listening is fine: the journal has it.
-        let _ = self.records.send(Arc::new(record));
-        Ok(())
-    }
-
-    fn system_event(
-        &self,
-        id: &str,
-        phase: SystemPhase,
-        reason: Option<String>,
-    ) -> Result<(), EngineError> {
-        self.emit(Event::System {
-            system: id.to_owned(),
-            phase,
-            reason,
-            waiting_for: None,
-        })
     }
 
     /// Whether the journal shows `id` in `phase`, waiting for a manual
@@ -757,15 +645,6 @@ impl<S: RunStore + 'static> Inner<S> {
             s.phase == phase
                 && (s.waiting_for == Some(WaitingFor::ManualStep) || s.confirmed_by.is_some())
         })
-    }
-
-    /// A system not started because its site is held in its stage.
-    fn blocked_by_its_site(&self, id: &str, site: &str) -> Result<(), EngineError> {
-        self.system_event(
-            id,
-            SystemPhase::Blocked,
-            Some(format!("its site {site} is held in this stage")),
-        )
     }
 
     /// The system waits for a person; `ask` says what, in words.
@@ -800,19 +679,6 @@ impl<S: RunStore + 'static> Inner<S> {
             .collect()
     }
 
-    fn stage_event(
-        &self,
-        stage: &str,
-        phase: StagePhase,
-        reason: Option<String>,
-    ) -> Result<(), EngineError> {
-        self.emit(Event::Stage {
-            stage: stage.to_owned(),
-            phase,
-            reason,
-        })
-    }
-
     /// Whether every system of the stage is Healthy in the state.
     /// Whether every system the stage's gate waits for is Healthy.
     fn all_healthy(&self, stage: &PlannedStage) -> bool {
@@ -828,19 +694,6 @@ impl<S: RunStore + 'static> Inner<S> {
         self.lock().system(id).is_some_and(|s| s.started)
     }
 
-    fn output(&self, id: &str, step: &str, outcome: &Outcome) -> Result<(), EngineError> {
-        // A silent success says nothing the phase events do not.
-        if outcome.output.is_empty() && matches!(outcome.exit_code, None | Some(0)) {
-            return Ok(());
-        }
-        self.emit(Event::Output {
-            system: id.to_owned(),
-            step: step.to_owned(),
-            exit_code: outcome.exit_code,
-            output: outcome.output.clone(),
-        })
-    }
-
     /// Waits until `ready` holds for the state, re-checking after each event.
     async fn wait_until(&self, ready: impl Fn(&RunState) -> bool) {
         let mut changed = self.changed.subscribe();
@@ -849,106 +702,6 @@ impl<S: RunStore + 'static> Inner<S> {
                 return;
             }
         }
-    }
-
-    /// A pause a person asked for; not journaled when it only makes way
-    /// for a rollback.
-    fn commander_pause(&self, reason: &str) -> Result<RunPhase, EngineError> {
-        if self.rollback_next.load(Ordering::SeqCst) {
-            return Ok(RunPhase::Paused);
-        }
-        let given = self
-            .pause_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        self.pause_run(given.as_deref().unwrap_or(reason))
-    }
-
-    fn pause_run(&self, reason: &str) -> Result<RunPhase, EngineError> {
-        self.emit(Event::Run {
-            phase: RunPhase::Paused,
-            reason: Some(reason.to_owned()),
-        })?;
-        Ok(RunPhase::Paused)
-    }
-
-    async fn stage_failed(
-        self: &Arc<Self>,
-        stage: &PlannedStage,
-        reason: &str,
-    ) -> Result<RunPhase, EngineError> {
-        self.stage_failed_as(stage, reason, stage.gate.on_failure)
-            .await
-    }
-
-    /// A failed stage, with `policy` (its `onFailure`, or its `onTimeout`
-    /// when its approvals timed out) applied.
-    async fn stage_failed_as(
-        self: &Arc<Self>,
-        stage: &PlannedStage,
-        reason: &str,
-        policy: OnFailure,
-    ) -> Result<RunPhase, EngineError> {
-        let reason = format!("stage `{}` failed: {reason}", stage.name);
-        match policy {
-            OnFailure::Rollback => {
-                let systems = self.started_of(stage.rollback_order.iter());
-                self.emit(Event::RollbackBegun {
-                    stage: Some(stage.name.clone()),
-                    systems,
-                    reason,
-                    by: None,
-                })?;
-                self.finish_rollback().await
-            }
-            OnFailure::Pause => {
-                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
-                self.pause_run(&reason)
-            }
-            OnFailure::Abort => {
-                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
-                self.end(RunPhase::Failed, &reason)
-            }
-        }
-    }
-
-    /// Ends the run: what never started is marked Skipped first. A run
-    /// whose rollback began never ends Succeeded.
-    fn end(&self, phase: RunPhase, reason: &str) -> Result<RunPhase, EngineError> {
-        let phase = if phase == RunPhase::Succeeded && self.lock().rollback.is_some() {
-            RunPhase::RolledBack
-        } else {
-            phase
-        };
-        if phase != RunPhase::Succeeded {
-            let (systems, stages): (Vec<String>, Vec<String>) = {
-                let state = self.lock();
-                (
-                    state
-                        .systems
-                        .iter()
-                        .filter(|s| s.phase == SystemPhase::Pending)
-                        .map(|s| s.id.clone())
-                        .collect(),
-                    state
-                        .stages
-                        .iter()
-                        .filter(|s| s.phase == StagePhase::Pending)
-                        .map(|s| s.name.clone())
-                        .collect(),
-                )
-            };
-            for id in systems {
-                self.system_event(&id, SystemPhase::Skipped, None)?;
-            }
-            for name in stages {
-                self.stage_event(&name, StagePhase::Skipped, None)?;
-            }
-        }
-        let reason = (!reason.is_empty()).then(|| reason.to_owned());
-        self.emit(Event::Run { phase, reason })?;
-        Ok(phase)
     }
 }
 
