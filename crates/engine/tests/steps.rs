@@ -172,7 +172,11 @@ fn http(url: &str) -> Http {
 
 #[tokio::test]
 async fn http_checks_judge_status_body_and_json() {
-    let (url, _) = server(vec![Some((200, r#"{"status":"UP","ingest":{"ok":true}}"#))]).await;
+    let (url, _) = server(vec![Some((
+        200,
+        r#"{"status":"UP","ingest":{"ok":true},"version":1.10,"replicas":3,"label":"1.10"}"#,
+    ))])
+    .await;
     assert!(run_check(&Check::Http(http(&url)), &cx()).await.ok);
 
     let mut contains = http(&url);
@@ -197,13 +201,30 @@ async fn http_checks_judge_status_body_and_json() {
         pointer: "/status".into(),
         equals: "DEGRADED".into(),
     });
-    let out = run_check(&Check::Http(pointer), &cx()).await;
+    let out = run_check(&Check::Http(pointer.clone()), &cx()).await;
     assert!(
         out.detail
             .ends_with("/status is \"UP\", expected \"DEGRADED\""),
         "{}",
         out.detail
     );
+    // Typed: numbers compare as numbers, text as text, booleans as booleans.
+    for (at, equals, ok) in [
+        ("/version", serde_json::json!(1.1), true),
+        ("/replicas", serde_json::json!(3.0), true),
+        ("/replicas", serde_json::json!(4), false),
+        ("/label", serde_json::json!("1.10"), true),
+        ("/label", serde_json::json!(1.1), false),
+        ("/ingest/ok", serde_json::json!(true), true),
+        ("/ingest/ok", serde_json::Value::Null, false),
+    ] {
+        pointer.json_pointer = Some(JsonMatch {
+            pointer: at.into(),
+            equals: equals.clone(),
+        });
+        let out = run_check(&Check::Http(pointer.clone()), &cx()).await;
+        assert_eq!(out.ok, ok, "{at} = {equals}: {}", out.detail);
+    }
 
     let (url500, _) = server(vec![Some((500, "boom"))]).await;
     let out = run_check(&Check::Http(http(&url500)), &cx()).await;

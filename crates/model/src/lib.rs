@@ -118,6 +118,7 @@ fn read_tree(bytes: &[u8]) -> Result<(Option<Playbook>, Diagnostics, decode::Bro
         diags: Diagnostics::default(),
         tree: &tree,
         broken: decode::Broken::default(),
+        path: Vec::new(),
     };
     let playbook = decode::playbook(root, &mut cx);
     let mut diags = cx.diags;

@@ -758,7 +758,7 @@ fn http_strings(h: &crate::playbook::Http, add: &mut impl FnMut(&str)) {
     for text in [&h.body, &h.body_contains].into_iter().flatten() {
         add(text);
     }
-    if let Some(m) = &h.json_pointer {
-        add(&m.equals);
+    if let Some(serde_json::Value::String(equals)) = h.json_pointer.as_ref().map(|m| &m.equals) {
+        add(equals);
     }
 }

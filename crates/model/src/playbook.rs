@@ -492,13 +492,18 @@ impl Http {
 }
 
 /// The value at a JSON pointer (RFC 6901) in the response body must equal
-/// `equals`; a string compares with a JSON string, anything else with the
-/// value's JSON text.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+/// `equals`, a JSON value as YAML reads it: `equals: 1.10` is the number
+/// 1.1 and matches `1.1` or `1.10` in the body; `equals: "1.10"` is text
+/// and matches the string "1.10". Numbers compare as numbers (`1` equals
+/// `1.0`). A string may hold `${env:...}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JsonMatch {
     pub pointer: String,
-    pub equals: String,
+    /// A string, number, boolean or null, compared by JSON equality (any
+    /// JSON value to the API server; `validate` refuses a list or mapping).
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub equals: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

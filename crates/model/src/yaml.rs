@@ -44,6 +44,8 @@ pub(crate) struct Tree<'a> {
     pub root: Option<Node<'a>>,
     items: Vec<Node<'a>>,
     entries: Vec<(Key<'a>, Node<'a>)>,
+    /// The text it was read from: messages quote a value as it was written.
+    source: &'a str,
 }
 
 /// Where a collection's children stand in their arena.
@@ -60,6 +62,13 @@ impl Span32 {
 }
 
 impl<'a> Tree<'a> {
+    /// A plain value as it is written at `pos` (`1.10`, `0755`, `~`), up to
+    /// where a plain scalar ends; empty for a value left out. Messages show
+    /// this, never the value as read, which may differ (`1.10` reads 1.1).
+    pub fn written(&self, pos: Pos) -> &'a str {
+        written_at(self.source, pos)
+    }
+
     /// The items of a list, or `None` if the node is not one.
     pub fn seq(&self, node: &Node<'a>) -> Option<&[Node<'a>]> {
         match node.value {
@@ -98,7 +107,34 @@ pub(crate) enum Value<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Key<'a> {
     pub pos: Pos,
+    /// As written: a plain `1.10` key is the text "1.10", never "1.1".
     pub name: Cow<'a, str>,
+    /// A plain key that YAML reads as something else than text ("a number",
+    /// "a boolean", "null"); a map of names refuses it rather than guess.
+    pub not_text: Option<&'static str>,
+    /// A plain `<<`: a merge key. A quoted `"<<"` is a key like any other.
+    pub merge: bool,
+}
+
+/// The plain scalar at `pos` of `source`, as written.
+fn written_at(source: &str, pos: Pos) -> &str {
+    let Some(line) = source
+        .split('\n')
+        .nth((pos.line as usize).saturating_sub(1))
+    else {
+        return "";
+    };
+    let start = line
+        .char_indices()
+        .nth((pos.column as usize).saturating_sub(1))
+        .map_or(line.len(), |(i, _)| i);
+    let rest = &line[start..];
+    let end = rest
+        .find([',', ']', '}', '\r', '#'])
+        .unwrap_or(rest.len());
+    let token = rest[..end].trim_end();
+    // `key: value` read from the key's position: the value's own text only.
+    token.strip_suffix(':').unwrap_or(token)
 }
 
 impl Value<'_> {
@@ -156,12 +192,21 @@ fn resolve_plain(text: Cow<'_, str>) -> Value<'_> {
             if let Ok(i) = t.parse::<i64>() {
                 return Value::Int(i);
             }
+            // Too large for 64 bits: still a number, never quietly text.
+            if let Ok(x) = t.parse::<f64>() {
+                return Value::Float(x);
+            }
         } else if let Some(hex) = t.strip_prefix("0x") {
-            if let Ok(i) = i64::from_str_radix(hex, 16) {
+            // from_str_radix takes a sign (`0x-1`); YAML's core schema does not.
+            if hex.bytes().all(|b| b.is_ascii_hexdigit())
+                && let Ok(i) = i64::from_str_radix(hex, 16)
+            {
                 return Value::Int(i);
             }
         } else if let Some(oct) = t.strip_prefix("0o") {
-            if let Ok(i) = i64::from_str_radix(oct, 8) {
+            if oct.bytes().all(|b| matches!(b, b'0'..=b'7'))
+                && let Ok(i) = i64::from_str_radix(oct, 8)
+            {
                 return Value::Int(i);
             }
         } else if t.bytes().any(|b| b.is_ascii_digit())
@@ -200,6 +245,9 @@ struct Builder<'a> {
     /// Anchored nodes and how many nodes each expands to.
     anchors: HashMap<usize, (Node<'a>, usize)>,
     nodes: usize,
+    /// The scalar being placed, as written and as YAML reads it plain: what
+    /// a key made of it keeps (see [`Key`]).
+    scalar: Option<(Cow<'a, str>, Option<&'static str>, bool)>,
 }
 
 fn fail(pos: Pos, message: impl Into<String>) -> Diagnostic {
@@ -263,22 +311,23 @@ impl<'a> Builder<'a> {
             Some(Frame::Map { key, .. }) => match key.take() {
                 Some(k) => self.entries.push((k, node)),
                 None => {
-                    let name = match node.value {
-                        Value::Str(s) => s,
-                        Value::Null => Cow::Borrowed("null"),
-                        Value::Bool(b) => Cow::Owned(b.to_string()),
-                        Value::Int(i) => Cow::Owned(i.to_string()),
-                        Value::Float(x) => Cow::Owned(x.to_string()),
-                        Value::Seq(_) | Value::Map(_) => {
+                    let (name, not_text, merge) = match (self.scalar.take(), node.value) {
+                        (Some((text, not_text, merge)), _) => (text, not_text, merge),
+                        (None, Value::Str(s)) => (s, None, false),
+                        (None, Value::Seq(_) | Value::Map(_)) => {
                             return Err(fail(
                                 node.pos,
                                 "a mapping key must be a plain value, not a list or mapping",
                             ));
                         }
+                        // An alias to a scalar: as it reads.
+                        (None, other) => (Cow::Owned(other.to_string()), Some(other.kind()), false),
                     };
                     *key = Some(Key {
                         pos: node.pos,
                         name,
+                        not_text,
+                        merge,
                     });
                 }
             },
@@ -304,7 +353,7 @@ impl<'a> Builder<'a> {
                 pos, anchor, start, ..
             }) => {
                 let own = &self.entries[start..];
-                if own.iter().any(|(k, _)| k.name == "<<") {
+                if own.iter().any(|(k, _)| k.merge) {
                     let merged = merge(self.entries.drain(start..).collect(), &self.tree)?;
                     self.entries.extend(merged);
                 }
@@ -368,10 +417,22 @@ fn merge<'a>(
     };
     let mut own = Vec::with_capacity(entries.len());
     let mut merged: Vec<(Key<'a>, Node<'a>)> = Vec::new();
+    let mut first_merge: Option<Key<'a>> = None;
     for (k, v) in entries {
-        if k.name != "<<" {
+        if !k.merge {
             own.push((k, v));
-        } else if let Some(m) = tree.map(&v) {
+            continue;
+        }
+        if let Some(first) = &first_merge {
+            // YAML calls two `<<` in one mapping duplicate keys; one wins
+            // silently elsewhere.
+            return Err(duplicate(&k, first).with_help(format!(
+                "first given at line {}; merge several mappings with one key: `<<: [*a, *b]`",
+                first.pos.line
+            )));
+        }
+        first_merge = Some(k.clone());
+        if let Some(m) = tree.map(&v) {
             merged.extend(m.iter().cloned());
         } else if let Some(items) = tree.seq(&v) {
             for item in items {
@@ -406,6 +467,50 @@ fn unsupported_tag(pos: Pos, tag: &granit_parser::Tag) -> Diagnostic {
     .with_help("a playbook needs no tags; remove it")
 }
 
+/// A syntax error where it is. The scanner reports a tab in indentation
+/// at the end of the line before it; it is reported on the tab's own line.
+fn syntax_error(text: &str, e: &granit_parser::ScanError) -> Diagnostic {
+    let pos = pos_of(e.marker());
+    if e.info().contains("tab") {
+        let from = (pos.line as usize).saturating_sub(1);
+        let tab = text
+            .split('\n')
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, line)| {
+                let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+                line[..indent].find('\t').map(|col| (i, col))
+            });
+        if let Some((line, col)) = tab {
+            return fail(
+                Pos::new(
+                    u32::try_from(line + 1).unwrap_or(u32::MAX),
+                    u32::try_from(col + 1).unwrap_or(u32::MAX),
+                ),
+                "invalid YAML: a tab in indentation",
+            )
+            .with_help("YAML indents with spaces only");
+        }
+    }
+    if e.info().contains("unknown anchor") {
+        return unknown_alias(text, pos);
+    }
+    fail(pos, format!("invalid YAML: {}", e.info()))
+}
+
+/// An alias whose anchor is not defined before it, named.
+fn unknown_alias(text: &str, pos: Pos) -> Diagnostic {
+    let name = written_at(text, pos);
+    fail(
+        pos,
+        format!("invalid YAML: the alias `{name}` names no anchor defined before it"),
+    )
+    .with_help(format!(
+        "define it first with `&{}` on the value to repeat",
+        name.trim_start_matches('*')
+    ))
+}
+
 /// Parses one YAML document into a node tree, or says where it is wrong.
 pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
     if text.len() > MAX_INPUT_BYTES {
@@ -435,17 +540,18 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             root: None,
             items: Vec::with_capacity(guess / 4),
             entries: Vec::with_capacity(guess / 2),
+            source: text,
         },
         stack: Vec::new(),
         items: Vec::new(),
         entries: Vec::new(),
         anchors: HashMap::new(),
         nodes: 0,
+        scalar: None,
     };
     let mut documents = 0usize;
     while let Some(event) = parser.next_event() {
-        let (event, span): (Event<'_>, Span) =
-            event.map_err(|e| fail(pos_of(e.marker()), format!("invalid YAML: {}", e.info())))?;
+        let (event, span): (Event<'_>, Span) = event.map_err(|e| syntax_error(text, &e))?;
         let pos = pos_of(&span.start);
         match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
@@ -460,11 +566,19 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             }
             Event::Scalar(value, style, anchor, tag) => {
                 b.charge(1, pos)?;
+                let awaits_key = matches!(b.stack.last(), Some(Frame::Map { key: None, .. }));
+                let raw = awaits_key.then(|| value.clone());
+                let plain = tag.is_none() && style == ScalarStyle::Plain;
                 let value = match (&tag, style) {
                     (Some(t), _) => tagged(value, t, pos)?,
                     (None, ScalarStyle::Plain) => resolve_plain(value),
                     (None, _) => Value::Str(value),
                 };
+                if let Some(raw) = raw {
+                    let not_text = (!matches!(value, Value::Str(_))).then(|| value.kind());
+                    let merge = plain && raw == "<<";
+                    b.scalar = Some((raw, not_text, merge));
+                }
                 b.place(Node { pos, value }, anchor)?;
             }
             Event::SequenceStart(_, anchor, tag) => {
@@ -496,7 +610,7 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             Event::SequenceEnd | Event::MappingEnd => b.close(pos)?,
             Event::Alias(id) => {
                 let Some((node, size)) = b.anchors.get(&id) else {
-                    return Err(fail(pos, "invalid YAML: alias to an unknown anchor"));
+                    return Err(unknown_alias(text, pos));
                 };
                 let (mut node, size) = (node.clone(), *size);
                 b.charge(size, pos)?;

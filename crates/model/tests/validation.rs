@@ -71,7 +71,7 @@ pb.yaml:25:36: error: unknown workload kind \"DaemonSet\"; expected one of: Depl
 pb.yaml:25:53: error: name \"Odd_Name\" is not a Kubernetes name
   help: use lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit
 pb.yaml:25:73: error: -1 is out of range: expected a whole number from 0 to 4294967295
-pb.yaml:25:93: error: expected true or false, found a string
+pb.yaml:25:93: error: `spec.systems[4].start.kubernetes.rolloutRestart`: expected true or false, found a string
 pb.yaml:26:62: error: unknown field `namespece` in a kubernetes check
   help: did you mean `namespace`?
 "
@@ -112,7 +112,7 @@ pb.yaml:14:57: error: expectStatus 999 is not an HTTP status (100 to 599)
 pb.yaml:14:70: error: unknown HTTP method \"FETCH\"; expected one of: GET, HEAD, POST, PUT, PATCH, DELETE
 pb.yaml:15:11: error: `ping` is not a kind of check
   help: expected one of: http, tcp, exec, kubernetes
-pb.yaml:16:11: error: expected a string, found an integer
+pb.yaml:16:11: error: `spec.systems[1].id`: expected a string, found an integer
   help: quote it to make it text: \"42\"
 pb.yaml:18:16: error: `run` is not a kind of action
   help: expected one of: exec, http, kubernetes, manual, noop
@@ -132,7 +132,7 @@ fn missing_fields_and_wrong_shapes() {
     assert_eq!(
         report(&yaml),
         "\
-pb.yaml:5:10: error: expected a list, found a mapping
+pb.yaml:5:10: error: `spec.sites`: expected a list, found a mapping
 pb.yaml:7:7: error: a system is missing the field `id`
 pb.yaml:7:7: error: a system is missing the field `start`
 "
@@ -334,7 +334,7 @@ fn inherit_env_names_and_idempotent_flags() {
   help: use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG
 pb.yaml:12:71: error: \"PG DATA\" is not an environment variable name
   help: use letters, digits and `_`, not starting with a digit, e.g. KUBECONFIG
-pb.yaml:13:66: error: expected true or false, found a string
+pb.yaml:13:66: error: `spec.systems[0].stop.http.idempotent`: expected true or false, found a string
 "
     );
 }
@@ -537,5 +537,92 @@ fn site_connections_pin_a_real_key_and_keep_options_out_of_ssh() {
             .context
             .as_deref(),
         Some("plant-prod")
+    );
+}
+
+/// What YAML reads differently from what was written is refused or named,
+/// never taken quietly; messages name the field and quote what was
+/// written, not what it reads as.
+#[test]
+fn the_reader_has_no_quiet_surprises() {
+    let sys = |extra: &str| {
+        pb(&format!(
+            "{SITES}  systems:\n    - id: db\n      site: hq\n      start: {{ noop: {{}} }}\n{extra}  stages:\n    - {{ name: all, select: {{ sites: [hq] }} }}\n"
+        ))
+    };
+    let cases: [(&str, &[&str]); 9] = [
+        (
+            "      labels: { version: 1.10, mode: 0755, owner: ~, empty: }\n",
+            &[
+                "`spec.systems[0].labels.version`: expected a string, found a number\n  help: quote it to make it text: \"1.10\"",
+                "`spec.systems[0].labels.mode`: expected a string, found an integer\n  help: quote it to make it text: \"0755\"",
+                "`spec.systems[0].labels.owner`: expected a string, found null\n  help: quote it to make it text: \"~\"",
+                "`spec.systems[0].labels.empty`: expected a string, found nothing (an empty value)",
+            ],
+        ),
+        (
+            "      labels: { 1.10: x, on: y, true: z }\n",
+            &[
+                "the name `1.10` reads as a number, and a name here is text\n  help: quote it: \"1.10\"",
+                "the name `true` reads as a boolean",
+            ],
+        ),
+        (
+            "      dependsOn: 3\n",
+            &["`spec.systems[0].dependsOn`: expected a list, found an integer"],
+        ),
+        (
+            "      retry: { attempts: 99999999999999999999 }\n",
+            &["99999999999999999999 is out of range: expected a whole number from 0 to 4294967295"],
+        ),
+        (
+            "      retry: { attempts: 0x-1 }\n",
+            &["`spec.systems[0].retry.attempts`: expected a whole number, found a string"],
+        ),
+        (
+            "      \"<<\": { optional: true }\n",
+            &["unknown field `<<` in a system"],
+        ),
+        (
+            "      labels: *nowhere\n",
+            &["the alias `*nowhere` names no anchor defined before it"],
+        ),
+        (
+            "      health: [ { http: { url: \"http://x\", jsonPointer: { pointer: /v, equals: .nan } } } ]\n",
+            &["`.nan` is not a JSON number, so no body can equal it"],
+        ),
+        (
+            "      labels: { <<: { a: b }, <<: { c: d } }\n",
+            &[
+                "duplicate key `<<`",
+                "merge several mappings with one key: `<<: [*a, *b]`",
+            ],
+        ),
+    ];
+    for (extra, wanted) in cases {
+        let out = report(&sys(extra));
+        for w in wanted {
+            assert!(out.contains(w), "for {extra:?} wanted `{w}` in:\n{out}");
+        }
+    }
+    // `on` is text in YAML 1.2, so it is a name like any other.
+    assert!(!report(&sys("      labels: { 1.10: x, on: y, true: z }\n")).contains("`on`"));
+    // Typed equals: the plan keeps a number a number and text text.
+    let typed = sys(
+        "      health:\n        - http: { url: \"http://x\", jsonPointer: { pointer: /v, equals: 1.10 } }\n        - http: { url: \"http://x\", jsonPointer: { pointer: /v, equals: \"1.10\" } }\n",
+    );
+    let plan = blackstart_model::Plan::build(load(typed.as_bytes()).unwrap());
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(json.contains(r#""equals":1.1"#), "{json}");
+    assert!(json.contains(r#""equals":"1.10""#), "{json}");
+}
+
+#[test]
+fn a_tab_in_indentation_is_reported_on_its_own_line() {
+    let yaml = pb("  sites:\n    - id: a\n\t  name: b\n");
+    let out = report(&yaml);
+    assert!(
+        out.starts_with("pb.yaml:7:1: error: invalid YAML: a tab in indentation"),
+        "{out}"
     );
 }

@@ -52,7 +52,10 @@ impl Step for Request<'_> {
             let equals = h
                 .json_pointer
                 .as_ref()
-                .map(|m| resolve(&m.equals))
+                .map(|m| match &m.equals {
+                    serde_json::Value::String(s) => resolve(s).map(serde_json::Value::String),
+                    other => Ok(other.clone()),
+                })
                 .transpose()?;
             Ok::<_, String>((url, headers, body, contains, equals))
         })();
@@ -151,19 +154,15 @@ impl Step for Request<'_> {
                 Ok(j) => j,
                 Err(e) => return fail(format!("{method} {shown}: the body is not JSON ({e})")),
             };
-            let found = match json.pointer(&m.pointer) {
-                None => {
-                    return fail(format!(
-                        "{method} {shown}: the body has nothing at {}",
-                        m.pointer
-                    ));
-                }
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            };
-            if &found != equals {
+            let Some(found) = json.pointer(&m.pointer) else {
                 return fail(format!(
-                    "{method} {shown}: {} is {found:?}, expected {equals:?}",
+                    "{method} {shown}: the body has nothing at {}",
+                    m.pointer
+                ));
+            };
+            if !json_equal(found, equals) {
+                return fail(format!(
+                    "{method} {shown}: {} is {found}, expected {equals}",
                     m.pointer
                 ));
             }
@@ -175,5 +174,22 @@ impl Step for Request<'_> {
             output,
             retries: 0,
         }
+    }
+}
+
+/// Whether the body's value `found` is the playbook's `expected`: JSON
+/// equality, numbers compared as numbers (`1` is `1.0`). An expected
+/// string also matches the JSON text of a non-string value, as journals of
+/// runs planned before `equals` was typed hold every value as text.
+fn json_equal(found: &serde_json::Value, expected: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (found, expected) {
+        (J::Number(a), J::Number(b)) => match (a.as_i64(), b.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => a.as_f64() == b.as_f64(),
+        },
+        (J::String(_), J::String(_)) => found == expected,
+        (other, J::String(text)) => serde_json::to_string(other).is_ok_and(|t| t == *text),
+        _ => found == expected,
     }
 }

@@ -17,6 +17,50 @@ pub(crate) struct Cx<'t> {
     pub diags: Diagnostics,
     pub tree: &'t Tree<'t>,
     pub broken: Broken,
+    /// Where the decoder is: `spec.systems[3].labels.version`, for messages
+    /// that name the field rather than only its column.
+    pub path: Vec<Seg<'t>>,
+}
+
+/// One step of [`Cx::path`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Seg<'t> {
+    Field(&'static str),
+    Index(usize),
+    Key(&'t str),
+}
+
+impl Cx<'_> {
+    /// The path of the value being decoded, `spec.systems[3].labels.version`.
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Field(f) | Seg::Key(f) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(f);
+                }
+                Seg::Index(i) => {
+                    out.push('[');
+                    out.push_str(&i.to_string());
+                    out.push(']');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<'t> Cx<'t> {
+    /// Decodes one step further down the path.
+    fn at<T>(&mut self, seg: Seg<'t>, decode: impl FnOnce(&mut Cx<'t>) -> T) -> T {
+        self.path.push(seg);
+        let out = decode(self);
+        self.path.pop();
+        out
+    }
 }
 
 /// Sites, systems and stages that could not be read. The rest of the
@@ -64,8 +108,8 @@ fn items<'t, T: Decode>(node: &'t Node<'t>, kind: ItemKind, cx: &mut Cx<'t>) -> 
         return None;
     };
     let mut out = Vec::with_capacity(nodes.len());
-    for item in nodes {
-        match T::decode(item, cx) {
+    for (k, item) in nodes.iter().enumerate() {
+        match cx.at(Seg::Index(k), |cx| T::decode(item, cx)) {
             Some(v) => out.push(v),
             None => {
                 let key = match kind {
@@ -105,18 +149,33 @@ pub(crate) trait Decode: Sized {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self>;
 }
 
+/// "`spec.systems[3].labels.version`: expected a string, found a number",
+/// with, for a plain value meant as text, the quoting of what was written
+/// (`1.10` → `"1.10"`, never the `1.1` it reads as).
 fn wrong_type(node: &Node<'_>, expected: &str, cx: &mut Cx<'_>) {
-    let mut d = Diagnostic::error(
-        node.pos,
-        format!("expected {expected}, found {}", node.value.kind()),
-    );
+    let written = cx.tree.written(node.pos);
+    let found = match node.value {
+        Value::Null if written.is_empty() || written == "-" => "nothing (an empty value)",
+        ref v => v.kind(),
+    };
+    let path = cx.path();
+    let at = if path.is_empty() {
+        String::new()
+    } else {
+        format!("`{path}`: ")
+    };
+    let mut d = Diagnostic::error(node.pos, format!("{at}expected {expected}, found {found}"));
     if expected == "a string"
         && matches!(
             node.value,
             Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null
         )
     {
-        d = d.with_help(format!("quote it to make it text: \"{}\"", node.value));
+        d = d.with_help(if written.is_empty() || written == "-" {
+            "give it a value; an empty one is null in YAML, and `\"\"` is empty text".to_owned()
+        } else {
+            format!("quote it to make it text: \"{written}\"")
+        });
     }
     cx.diags.push(d);
 }
@@ -147,6 +206,22 @@ fn decode_int(node: &Node<'_>, cx: &mut Cx<'_>, min: i64, max: i64) -> Option<i6
             cx.error(
                 node.pos,
                 format!("{i} is out of range: expected a whole number from {min} to {max}"),
+            );
+            None
+        }
+        // Too large for 64 bits, read as a float so as not to become text.
+        Value::Float(_)
+            if cx
+                .tree
+                .written(node.pos)
+                .trim_start_matches(['-', '+'])
+                .bytes()
+                .all(|b| b.is_ascii_digit()) =>
+        {
+            let written = cx.tree.written(node.pos);
+            cx.error(
+                node.pos,
+                format!("{written} is out of range: expected a whole number from {min} to {max}"),
             );
             None
         }
@@ -215,8 +290,8 @@ impl<T: Decode> Decode for Vec<T> {
         };
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
-        for item in items {
-            match T::decode(item, cx) {
+        for (k, item) in items.iter().enumerate() {
+            match cx.at(Seg::Index(k), |cx| T::decode(item, cx)) {
                 Some(v) => out.push(v),
                 None => ok = false,
             }
@@ -236,7 +311,27 @@ impl Decode for BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (key, value) in entries {
-            match String::decode(value, cx) {
+            if let Some(kind) = key.not_text {
+                // `1.10:` would be the name "1.1", `on:` true: never guessed.
+                let path = cx.path();
+                cx.diags.push(
+                    Diagnostic::error(
+                        key.pos,
+                        format!(
+                            "`{path}`: the name `{}` reads as {kind}, and a name here is text",
+                            key.name
+                        ),
+                    )
+                    .with_help(format!("quote it: \"{}\"", key.name)),
+                );
+                ok = false;
+                continue;
+            }
+            let name: &'t str = match &key.name {
+                std::borrow::Cow::Borrowed(s) => s,
+                std::borrow::Cow::Owned(s) => s.as_str(),
+            };
+            match cx.at(Seg::Key(name), |cx| String::decode(value, cx)) {
                 Some(v) => {
                     out.insert(key.name.to_string(), v);
                 }
@@ -308,7 +403,8 @@ impl<'a> Fields<'a> {
 
     /// A field that must be there.
     fn req<T: Decode>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<T> {
-        self.req_node(name, cx).and_then(|node| T::decode(node, cx))
+        let node = self.req_node(name, cx)?;
+        cx.at(Seg::Field(name), |cx| T::decode(node, cx))
     }
 
     /// The node of a field that must be there.
@@ -325,7 +421,8 @@ impl<'a> Fields<'a> {
 
     /// A field that may be left out; `None` when absent or unreadable.
     fn opt<T: Decode>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> Option<T> {
-        self.get(name).and_then(|node| T::decode(node, cx))
+        let node = self.get(name)?;
+        cx.at(Seg::Field(name), |cx| T::decode(node, cx))
     }
 
     fn or_default<T: Decode + Default>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> T {

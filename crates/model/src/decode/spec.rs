@@ -61,13 +61,13 @@ impl Decode for PlaybookSpec {
         let roles = f.opt("roles", cx);
         let sites = f
             .req_node("sites", cx)
-            .and_then(|n| items(n, ItemKind::Site, cx));
+            .and_then(|n| cx.at(Seg::Field("sites"), |cx| items(n, ItemKind::Site, cx)));
         let systems = f
             .req_node("systems", cx)
-            .and_then(|n| items(n, ItemKind::System, cx));
+            .and_then(|n| cx.at(Seg::Field("systems"), |cx| items(n, ItemKind::System, cx)));
         let stages = f
             .req_node("stages", cx)
-            .and_then(|n| items(n, ItemKind::Stage, cx));
+            .and_then(|n| cx.at(Seg::Field("stages"), |cx| items(n, ItemKind::Stage, cx)));
         f.finish(cx);
         Some(PlaybookSpec {
             description,

@@ -6,12 +6,14 @@ use super::*;
 impl Decode for Action {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let (kind, body) = one_of(node, "action", &Action::KINDS, cx)?;
-        Some(match kind {
-            "exec" => Action::Exec(Exec::decode(body, cx)?),
-            "http" => Action::Http(decode_http(body, "an http action", cx)?),
-            "kubernetes" => Action::Kubernetes(KubernetesAction::decode(body, cx)?),
-            "manual" => Action::Manual(Manual::decode(body, cx)?),
-            _ => Action::Noop(Noop::decode(body, cx)?),
+        cx.at(Seg::Key(kind), |cx| {
+            Some(match kind {
+                "exec" => Action::Exec(Exec::decode(body, cx)?),
+                "http" => Action::Http(decode_http(body, "an http action", cx)?),
+                "kubernetes" => Action::Kubernetes(KubernetesAction::decode(body, cx)?),
+                "manual" => Action::Manual(Manual::decode(body, cx)?),
+                _ => Action::Noop(Noop::decode(body, cx)?),
+            })
         })
     }
 }
@@ -19,11 +21,13 @@ impl Decode for Action {
 impl Decode for Check {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let (kind, body) = one_of(node, "check", &Check::KINDS, cx)?;
-        Some(match kind {
-            "http" => Check::Http(decode_http(body, "an http check", cx)?),
-            "tcp" => Check::Tcp(Tcp::decode(body, cx)?),
-            "kubernetes" => Check::Kubernetes(Workload::decode(body, cx)?),
-            _ => Check::Exec(Exec::decode(body, cx)?),
+        cx.at(Seg::Key(kind), |cx| {
+            Some(match kind {
+                "http" => Check::Http(decode_http(body, "an http check", cx)?),
+                "tcp" => Check::Tcp(Tcp::decode(body, cx)?),
+                "kubernetes" => Check::Kubernetes(Workload::decode(body, cx)?),
+                _ => Check::Exec(Exec::decode(body, cx)?),
+            })
         })
     }
 }
@@ -116,16 +120,32 @@ impl Decode for JsonMatch {
                 );
                 None
             }
-            Some(n) => match &n.value {
-                Value::Str(s) => Some(s.to_string()),
-                Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null => {
-                    Some(n.value.to_string())
-                }
+            Some(n) => cx.at(Seg::Field("equals"), |cx| match &n.value {
+                Value::Str(_) => String::decode(n, cx).map(serde_json::Value::String),
+                Value::Int(i) => Some(serde_json::Value::from(*i)),
+                Value::Float(x) => match serde_json::Number::from_f64(*x) {
+                    Some(num) => Some(serde_json::Value::Number(num)),
+                    None => {
+                        let written = cx.tree.written(n.pos);
+                        cx.diags.push(
+                            Diagnostic::error(
+                                n.pos,
+                                format!(
+                                    "`{written}` is not a JSON number, so no body can equal it"
+                                ),
+                            )
+                            .with_help(format!("quote it to compare with text: \"{written}\"")),
+                        );
+                        None
+                    }
+                },
+                Value::Bool(b) => Some(serde_json::Value::Bool(*b)),
+                Value::Null => Some(serde_json::Value::Null),
                 _ => {
                     wrong_type(n, "a plain value", cx);
                     None
                 }
-            },
+            }),
         };
         f.finish(cx);
         let At(pointer, pos) = pointer?;
