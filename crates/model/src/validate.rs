@@ -540,7 +540,8 @@ fn check_each_stage(
             }
         }
         for (k, sys) in stage.select.systems.iter().enumerate() {
-            if !system_index.contains_key(sys.as_str()) {
+            // A system reported broken is not unknown: no echo of its error.
+            if !system_index.contains_key(sys.as_str()) && !broken.system(sys) {
                 let pos = stage
                     .src
                     .systems

@@ -129,9 +129,7 @@ fn written_at(source: &str, pos: Pos) -> &str {
         .nth((pos.column as usize).saturating_sub(1))
         .map_or(line.len(), |(i, _)| i);
     let rest = &line[start..];
-    let end = rest
-        .find([',', ']', '}', '\r', '#'])
-        .unwrap_or(rest.len());
+    let end = rest.find([',', ']', '}', '\r', '#']).unwrap_or(rest.len());
     let token = rest[..end].trim_end();
     // `key: value` read from the key's position: the value's own text only.
     token.strip_suffix(':').unwrap_or(token)

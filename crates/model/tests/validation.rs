@@ -626,3 +626,22 @@ fn a_tab_in_indentation_is_reported_on_its_own_line() {
         "{out}"
     );
 }
+
+/// A system with one broken field is reported once, for that field: stage
+/// selection does not echo it as an unknown system.
+#[test]
+fn a_broken_system_is_not_echoed_as_unknown() {
+    let yaml = pb(
+        "  sites: [ { id: a } ]\n  systems:\n    - { id: s1, site: a, start: { noop: {} } }\n    - { id: s2, site: a, start: { exec: { command: [x, \"${env:bad-name}\"] } } }\n  stages:\n    - { name: one, select: { systems: [s1, s2, s3] } }\n",
+    );
+    let out = report(&yaml);
+    assert!(
+        out.contains("bad variable name in `${env:bad-name}`"),
+        "{out}"
+    );
+    assert!(!out.contains("unknown system `s2`"), "{out}");
+    assert!(
+        out.contains("stage `one` selects unknown system `s3`"),
+        "a really unknown one is still reported: {out}"
+    );
+}
