@@ -46,6 +46,11 @@ pub(crate) struct Tree<'a> {
     entries: Vec<(Key<'a>, Node<'a>)>,
     /// The text it was read from: messages quote a value as it was written.
     source: &'a str,
+    /// The rare keys that are not plain text: where each is, what YAML
+    /// reads it as ("a number"; `None` for text), and whether it is a
+    /// merge key (a plain `<<`). Kept aside, not on every [`Key`]: a large
+    /// playbook has millions of keys and next to none of these.
+    odd_keys: Vec<(Pos, Option<&'static str>, bool)>,
 }
 
 /// Where a collection's children stand in their arena.
@@ -67,6 +72,24 @@ impl<'a> Tree<'a> {
     /// this, never the value as read, which may differ (`1.10` reads 1.1).
     pub fn written(&self, pos: Pos) -> &'a str {
         written_at(self.source, pos)
+    }
+
+    /// What the key at `pos` reads as when it is not text ("a number",
+    /// "a boolean", "null"): a map of names refuses it rather than guess.
+    pub fn key_reads_as(&self, key: &Key<'_>) -> Option<&'static str> {
+        self.odd_keys
+            .iter()
+            .find(|(p, _, _)| *p == key.pos)
+            .and_then(|(_, kind, _)| *kind)
+    }
+
+    /// Whether `key` is a merge key: a plain `<<`, never a quoted `"<<"`.
+    fn is_merge(&self, key: &Key<'_>) -> bool {
+        !self.odd_keys.is_empty()
+            && self
+                .odd_keys
+                .iter()
+                .any(|(p, _, merge)| *merge && *p == key.pos)
     }
 
     /// The items of a list, or `None` if the node is not one.
@@ -108,12 +131,8 @@ pub(crate) enum Value<'a> {
 pub(crate) struct Key<'a> {
     pub pos: Pos,
     /// As written: a plain `1.10` key is the text "1.10", never "1.1".
+    /// Whether it reads as text is [`Tree::key_reads_as`]'s to say.
     pub name: Cow<'a, str>,
-    /// A plain key that YAML reads as something else than text ("a number",
-    /// "a boolean", "null"); a map of names refuses it rather than guess.
-    pub not_text: Option<&'static str>,
-    /// A plain `<<`: a merge key. A quoted `"<<"` is a key like any other.
-    pub merge: bool,
 }
 
 /// The plain scalar at `pos` of `source`, as written.
@@ -321,11 +340,12 @@ impl<'a> Builder<'a> {
                         // An alias to a scalar: as it reads.
                         (None, other) => (Cow::Owned(other.to_string()), Some(other.kind()), false),
                     };
+                    if not_text.is_some() || merge {
+                        self.tree.odd_keys.push((node.pos, not_text, merge));
+                    }
                     *key = Some(Key {
                         pos: node.pos,
                         name,
-                        not_text,
-                        merge,
                     });
                 }
             },
@@ -351,7 +371,7 @@ impl<'a> Builder<'a> {
                 pos, anchor, start, ..
             }) => {
                 let own = &self.entries[start..];
-                if own.iter().any(|(k, _)| k.merge) {
+                if own.iter().any(|(k, _)| self.tree.is_merge(k)) {
                     let merged = merge(self.entries.drain(start..).collect(), &self.tree)?;
                     self.entries.extend(merged);
                 }
@@ -417,7 +437,7 @@ fn merge<'a>(
     let mut merged: Vec<(Key<'a>, Node<'a>)> = Vec::new();
     let mut first_merge: Option<Key<'a>> = None;
     for (k, v) in entries {
-        if !k.merge {
+        if !tree.is_merge(&k) {
             own.push((k, v));
             continue;
         }
@@ -539,6 +559,7 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             items: Vec::with_capacity(guess / 4),
             entries: Vec::with_capacity(guess / 2),
             source: text,
+            odd_keys: Vec::new(),
         },
         stack: Vec::new(),
         items: Vec::new(),

@@ -311,7 +311,7 @@ impl Decode for BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (key, value) in entries {
-            if let Some(kind) = key.not_text {
+            if let Some(kind) = tree.key_reads_as(key) {
                 // `1.10:` would be the name "1.1", `on:` true: never guessed.
                 let path = cx.path();
                 cx.diags.push(
