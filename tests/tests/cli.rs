@@ -264,7 +264,7 @@ fn diff_reports_changes_with_exit_codes() {
     );
     assert!(
         run.stdout
-            .contains("Estimated duration: **4h51m** → **5h21m** (+30m)"),
+            .contains("Estimated duration: **4h58m15s** → **5h28m15s** (+30m)"),
         "{}",
         run.stdout
     );

@@ -396,6 +396,7 @@ fn bench() -> Result<(), String> {
     bench("blackstart-engine", "ssh", &[])?;
     bench_vs_ninja()?;
     bench_drill()?;
+    bench_estimate()?;
     bench_status()?;
     println!();
     println!("validate + plan of generated playbooks (50 sites), criterion mean:");
@@ -563,10 +564,15 @@ fn bench_drill() -> Result<(), String> {
     build_examples(&["blackstart", "blackstart-model"])?;
     let dir = fresh_dir("target/bench-drill")?;
     let playbook = synth(10000, 50, &dir)?;
-    let whole = timed_drill(&playbook, &[], &dir.join("state"))?;
+    let whole = timed_drill(&playbook, "100000", &[], &dir.join("state"))?;
     let held = synth_with(10000, 50, "site", &dir)?;
     // sys-003007 is a plant system (indices 2,500 to 6,499) at site-007.
-    let one_site = timed_drill(&held, &["--fail", "sys-003007"], &dir.join("state-held"))?;
+    let one_site = timed_drill(
+        &held,
+        "100000",
+        &["--fail", "sys-003007"],
+        &dir.join("state-held"),
+    )?;
     println!();
     println!("10,000-system drill (synthetic playbook, 50 sites, --speed 100000):");
     println!("| drill | wall time | peak RSS |");
@@ -582,15 +588,54 @@ fn bench_drill() -> Result<(), String> {
     Ok(())
 }
 
+/// The global example's estimate against its drill at `--speed 1000`,
+/// three drills: how far the plan a commander reads is from what a run
+/// takes.
+fn bench_estimate() -> Result<(), String> {
+    build_examples(&["blackstart"])?;
+    let dir = fresh_dir("target/bench-estimate")?;
+    let example = root().join("playbooks/global-restart.yaml");
+    let plan = Command::new(root().join("target/release/blackstart"))
+        .arg("plan")
+        .arg(&example)
+        .args(["--format", "json"])
+        .output()
+        .map_err(|e| format!("cannot run blackstart: {e}"))?;
+    let estimate = String::from_utf8_lossy(&plan.stdout)
+        .split("\"estimatedDuration\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next()?.trim().parse::<f64>().ok())
+        .ok_or("the plan has no estimatedDuration")?
+        / 1000.0;
+    println!();
+    println!("The global example's estimate against its drill at --speed 1000:");
+    println!("| estimate | drill | difference |");
+    println!("|---:|---:|---:|");
+    for k in 0..3 {
+        let (secs, _) = timed_drill(&example, "1000", &[], &dir.join(format!("state-{k}")))?;
+        let secs: f64 = secs.parse().map_err(|e| format!("{secs}: {e}"))?;
+        println!(
+            "| {estimate:.2} s | {secs:.2} s | {:+.1}% |",
+            (secs - estimate) / estimate * 100.0
+        );
+    }
+    Ok(())
+}
+
 /// `blackstart drill PLAYBOOK EXTRA…` under /usr/bin/time: wall seconds
 /// (as printed) and peak RSS in MiB.
-fn timed_drill(playbook: &Path, extra: &[&str], state: &Path) -> Result<(String, f64), String> {
+fn timed_drill(
+    playbook: &Path,
+    speed: &str,
+    extra: &[&str],
+    state: &Path,
+) -> Result<(String, f64), String> {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%e %M"])
         .arg(root().join("target/release/blackstart"))
         .arg("drill")
         .arg(playbook)
-        .args(["--speed", "100000"])
+        .args(["--speed", speed])
         .args(extra)
         .arg("--state-dir")
         .arg(state)
@@ -666,6 +711,7 @@ fn main() -> ExitCode {
         "bench" => bench(),
         "bench-ninja" => bench_vs_ninja(),
         "bench-drill" => bench_drill(),
+        "bench-estimate" => bench_estimate(),
         "bench-status" => bench_status(),
         "man" => man(),
         "schema" => schema(std::env::args().nth(2).as_deref() == Some("--check")),
@@ -681,7 +727,9 @@ fn main() -> ExitCode {
             eprintln!("usage: cargo xtask <test|bench|crds|schema|ci|lab|man>");
             eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
-            eprintln!("  bench-ninja, bench-drill, bench-status  one of them alone");
+            eprintln!(
+                "  bench-ninja, bench-drill, bench-estimate, bench-status  one of them alone"
+            );
             eprintln!(
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"
             );

@@ -186,11 +186,23 @@ impl Plan {
         let spec = &pb.spec;
         let n = spec.systems.len();
 
+        // How long a system keeps its stage busy: its expected duration,
+        // until the probes can say Healthy (see `ProbePolicy::healthy_after`);
+        // a system without health checks is done when its start is.
         let duration_of = |i: usize| {
-            spec.systems[i]
+            let sys = &spec.systems[i];
+            let expected = sys
                 .expected_duration
                 .or(spec.defaults.expected_duration)
-                .unwrap_or(Duration::ZERO)
+                .unwrap_or(Duration::ZERO);
+            if sys.health.is_empty() {
+                expected
+            } else {
+                sys.probe
+                    .or(spec.defaults.probe)
+                    .resolve()
+                    .healthy_after(expected)
+            }
         };
         let retry_of = |i: usize| {
             let sys = &spec.systems[i];

@@ -198,6 +198,26 @@ pub struct ProbePolicy {
     pub failure_threshold: u32,
 }
 
+impl ProbePolicy {
+    /// When probes find Healthy a system that is up `up` after its start:
+    /// probes run at `initialDelay` and then every `interval`, so the
+    /// first to pass is the first at or after `up`, and `successThreshold`
+    /// passes in a row take `successThreshold - 1` more intervals. This is
+    /// how the engine probes (`probe::healthy`), so the plan's estimate
+    /// counts what a run waits for, not only what a system takes.
+    pub fn healthy_after(&self, up: Duration) -> Duration {
+        let (delay, every) = (self.initial_delay.as_millis(), self.interval.as_millis());
+        let first = if up.as_millis() <= delay || every == 0 {
+            delay.max(up.as_millis())
+        } else {
+            let after = up.as_millis() - delay;
+            delay.saturating_add(after.div_ceil(every).saturating_mul(every))
+        };
+        let more = u64::from(self.success_threshold.max(1) - 1).saturating_mul(every);
+        Duration::from_millis(first.saturating_add(more))
+    }
+}
+
 /// The start timeout a system gets when neither it nor the defaults set one.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(600);
 

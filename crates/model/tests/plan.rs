@@ -297,3 +297,42 @@ spec:
     );
     assert_eq!(p.worst_case, Some(Duration::from_millis(u64::MAX)));
 }
+
+/// The estimate counts a system until its probes can say Healthy: the first
+/// probe at or after its expected duration (probes at `initialDelay`, then
+/// every `interval`), plus `successThreshold - 1` intervals; a system
+/// without health checks is done when its start is.
+#[test]
+fn the_estimate_waits_for_the_probes_as_the_engine_does() {
+    let yaml = "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: probes }
+spec:
+  defaults: { probe: { initialDelay: 5s, interval: 10s, successThreshold: 2 } }
+  sites: [ { id: dc } ]
+  systems:
+    - { id: a, site: dc, expectedDuration: 8m, start: { noop: {} }, health: [ { tcp: { address: \"h:1\" } } ] }
+    - { id: b, site: dc, dependsOn: [a], expectedDuration: 3s, start: { noop: {} }, health: [ { tcp: { address: \"h:1\" } } ] }
+    - { id: c, site: dc, dependsOn: [b], expectedDuration: 1m, start: { noop: {} } }
+  stages:
+    - { name: all, select: { sites: [dc] } }
+";
+    let p = plan(yaml);
+    // a: probes at 5s, 15s, … the first at or after 480s is 485s, the
+    // second pass 10s later; b: up at 3s, first probe at 5s, second at 15s;
+    // c: no probes, 60s.
+    assert_eq!(p.estimated_duration.as_millis(), (495 + 15 + 60) * 1000);
+    let policy = p.stages[0].systems[0].probe;
+    assert_eq!(
+        policy
+            .healthy_after(blackstart_model::Duration::ZERO)
+            .as_millis(),
+        15_000
+    );
+    assert_eq!(
+        policy
+            .healthy_after(blackstart_model::Duration::from_secs(5))
+            .as_millis(),
+        15_000
+    );
+}

@@ -283,12 +283,14 @@ pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
             };
             sys.health = vec![Check::Http(http(&sys.id, health, HttpMethod::Get))];
             let ready = scaled(sys.expected_duration, speed, Duration::ZERO);
-            // Probe often enough to notice readiness promptly, and give the
+            // Probe as the plan says, sped up like everything else (every
+            // 10 ms at the most often): the drill then waits for Healthy as
+            // a run does, and takes what the plan's estimate says. Give the
             // start at least a few seconds or four times its expected time.
-            sys.probe.initial_delay = PlanDuration::ZERO;
-            sys.probe.interval = plan_duration(
-                (ready / 4).clamp(Duration::from_millis(10), Duration::from_millis(250)),
-            );
+            sys.probe.initial_delay =
+                plan_duration(scaled(sys.probe.initial_delay, speed, Duration::ZERO));
+            sys.probe.interval =
+                plan_duration(scaled(sys.probe.interval, speed, Duration::from_millis(10)));
             sys.probe.timeout = PlanDuration::from_secs(2);
             sys.start_timeout = plan_duration(
                 scaled(sys.start_timeout, speed, Duration::from_secs(5)).max(ready * 4),

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackstart_engine::decision::Decision;
+use blackstart_engine::decision::{Decision, Kind};
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::secrets::Secrets;
 use blackstart_engine::step::StepContext;
 use blackstart_engine::{
-    Engine, Event, FileJournal, Inbox, Request, RunDir, RunPhase, StagePhase, SystemPhase,
-    WaitingFor,
+    Engine, Event, FileJournal, Inbox, RunDir, RunPhase, StagePhase, SystemPhase, WaitingFor,
 };
 use blackstart_model::Plan;
 use blackstart_model::playbook::{Action, Check};
@@ -547,7 +546,7 @@ fn drive(
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
         // Subscribed before the run begins, so no record is missed.
         let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));
-        let steward = steward.then(|| tokio::spawn(steward_task(engine.clone(), Inbox::new(dir))));
+        let steward = steward.then(|| tokio::spawn(steward_task(engine.clone())));
         let pause = Arc::new(pause);
         // Listening starts here, before the run does: a Ctrl-C in the first
         // moments of a run pauses it like any other.
@@ -735,7 +734,11 @@ async fn asked_from_afar(
 /// keys), one person per role of a gate, so a gate that no set of distinct
 /// people could open fails the drill as it would fail the restart. Without
 /// `spec.roles`, as `drill-ROLE`.
-async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox) {
+async fn steward_task(engine: Engine<FileJournal>) {
+    // Woken by every record, so a gate or a manual step is answered the
+    // moment it waits (through the engine's own decision path, not the
+    // inbox it polls): the drill then takes what the plan estimates.
+    let mut records = engine.subscribe();
     let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
     let plan = engine.plan().clone();
     let members = |role: &str| -> Vec<String> {
@@ -762,11 +765,9 @@ async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox) {
                     };
                     chosen.push(by.clone());
                     if asked.insert(format!("{}/{role}/{:?}", stage.name, stage.gate_since)) {
-                        requests.push(Request::Approve {
-                            stage: stage.name.clone(),
-                            by,
+                        requests.push(Decision {
                             role: Some(role.clone()),
-                            proof: Default::default(),
+                            ..Decision::new(Kind::Approve, &stage.name, &by)
                         });
                     }
                 }
@@ -794,17 +795,15 @@ async fn steward_task(engine: Engine<FileJournal>, inbox: Inbox) {
                 if let Some(by) = by
                     && asked.insert(format!("{}/{:?}", sys.id, sys.waiting_since))
                 {
-                    requests.push(Request::Confirm {
-                        system: sys.id.clone(),
-                        by,
-                        proof: Default::default(),
-                    });
+                    requests.push(Decision::new(Kind::Confirm, &sys.id, &by));
                 }
             }
         });
-        for request in requests {
-            let _ = inbox.submit(&request);
+        for decision in &requests {
+            // A refused one (the gate moved on meanwhile) is simply not taken.
+            let _ = engine.decide(decision);
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        // Until the next record; a bound in case the stream lagged.
+        let _ = tokio::time::timeout(Duration::from_millis(250), records.recv()).await;
     }
 }
