@@ -803,7 +803,32 @@ async fn steward_task(engine: Engine<FileJournal>) {
             // A refused one (the gate moved on meanwhile) is simply not taken.
             let _ = engine.decide(decision);
         }
-        // Until the next record; a bound in case the stream lagged.
-        let _ = tokio::time::timeout(Duration::from_millis(250), records.recv()).await;
+        // Until a record that opens a wait (a gate, a manual step): the
+        // state is not scanned for the thousands of records in between. A
+        // bound in case the stream lagged past one.
+        let _ = tokio::time::timeout(Duration::from_millis(250), async {
+            loop {
+                match records.recv().await {
+                    Ok(r) if opens_a_wait(&r.event) => return,
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
     }
+}
+
+/// Whether a record makes the run wait for a person: a gate, a manual step.
+fn opens_a_wait(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Stage {
+            phase: StagePhase::Gate,
+            ..
+        } | Event::System {
+            waiting_for: Some(WaitingFor::ManualStep),
+            ..
+        }
+    )
 }
