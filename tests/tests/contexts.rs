@@ -57,18 +57,26 @@ spec:
     )
 }
 
-#[test]
-fn a_sites_kubernetes_steps_go_to_its_own_context() {
+/// `apply` of the playbook whose site `plant` uses `context`, with a
+/// kubeconfig whose current context is one stand-in and `plant-prod` the
+/// other; the two stand-ins (current, site) and how `apply` ended.
+fn apply_with(context: &str) -> (Api, Api, blackstart_tests::Run) {
     let (hq, plant) = (Api::start(), Api::start());
     let s = Scratch::new();
     let config = s.write("kubeconfig", &kubeconfig(hq.port, plant.port));
-    let file = s.write("p.yaml", &playbook("plant-prod"));
-    let run: blackstart_tests::Run = s
+    let file = s.write("p.yaml", &playbook(context));
+    let run = s
         .cmd(&["apply", &file, "--run-id", "r1"])
         .env("KUBECONFIG", &config)
         .output()
         .unwrap()
         .into();
+    (hq, plant, run)
+}
+
+#[test]
+fn a_sites_kubernetes_steps_go_to_its_own_context() {
+    let (hq, plant, run) = apply_with("plant-prod");
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let (hq, plant) = (hq.seen(), plant.seen());
     assert!(
@@ -97,16 +105,7 @@ fn a_sites_kubernetes_steps_go_to_its_own_context() {
 
 #[test]
 fn a_missing_context_stops_the_run_before_anything_starts() {
-    let (hq, plant) = (Api::start(), Api::start());
-    let s = Scratch::new();
-    let config = s.write("kubeconfig", &kubeconfig(hq.port, plant.port));
-    let file = s.write("p.yaml", &playbook("plant-typo"));
-    let run: blackstart_tests::Run = s
-        .cmd(&["apply", &file, "--run-id", "r1"])
-        .env("KUBECONFIG", &config)
-        .output()
-        .unwrap()
-        .into();
+    let (hq, plant, run) = apply_with("plant-typo");
     assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("site `plant`") && run.stderr.contains("plant-typo"),
