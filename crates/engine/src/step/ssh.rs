@@ -12,7 +12,8 @@
 //! - **One connection per site**, a ControlMaster shared by every step and
 //!   probe of the site: a probe every second does not log in every second.
 //!   The master's own session reads its stdin until it closes; that pipe is
-//!   blackstart's, so when blackstart ends however it ends, the master ends.
+//!   blackstart's, so once blackstart has gone, however it went, the master
+//!   (`ControlPersist=no`) leaves when the commands it still carries end.
 //! - **The host key is pinned**: a per-run known_hosts file holds only the
 //!   playbook's `hostKey` under an alias, checked strictly. A host that shows
 //!   any other key gets no command at all, and the step fails naming the site.
