@@ -46,6 +46,8 @@ pub(crate) struct Tree<'a> {
     entries: Vec<(Key<'a>, Node<'a>)>,
     /// The text it was read from: messages quote a value as it was written.
     source: &'a str,
+    /// Where each line of `source` begins, indexed on first use.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
     /// The rare keys that are not plain text: where each is, what YAML
     /// reads it as ("a number"; `None` for text), and whether it is a
     /// merge key (a plain `<<`). Kept aside, not on every [`Key`]: a large
@@ -71,7 +73,19 @@ impl<'a> Tree<'a> {
     /// where a plain scalar ends; empty for a value left out. Messages show
     /// this, never the value as read, which may differ (`1.10` reads 1.1).
     pub fn written(&self, pos: Pos) -> &'a str {
-        written_at(self.source, pos)
+        // Built on the first message: a file with many type errors does not
+        // scan its text once per error.
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.source.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let line = (pos.line as usize).saturating_sub(1);
+        let Some(&start) = starts.get(line) else {
+            return "";
+        };
+        let end = starts.get(line + 1).map_or(self.source.len(), |&e| e - 1);
+        token_at(&self.source[start..end], pos)
     }
 
     /// What the key at `pos` reads as when it is not text ("a number",
@@ -135,14 +149,19 @@ pub(crate) struct Key<'a> {
     pub name: Cow<'a, str>,
 }
 
-/// The plain scalar at `pos` of `source`, as written.
+/// The plain scalar at `pos` of `source`, as written. Scans the text to
+/// the line: for a one-off message (a syntax error); the tree's messages use
+/// [`Tree::written`], which indexes the lines once.
 fn written_at(source: &str, pos: Pos) -> &str {
-    let Some(line) = source
+    let line = source
         .split('\n')
         .nth((pos.line as usize).saturating_sub(1))
-    else {
-        return "";
-    };
+        .unwrap_or("");
+    token_at(line, pos)
+}
+
+/// The plain scalar at `pos.column` of `line`, as written.
+fn token_at(line: &str, pos: Pos) -> &str {
     let start = line
         .char_indices()
         .nth((pos.column as usize).saturating_sub(1))
@@ -559,6 +578,7 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             items: Vec::with_capacity(guess / 4),
             entries: Vec::with_capacity(guess / 2),
             source: text,
+            line_starts: std::sync::OnceLock::new(),
             odd_keys: Vec::new(),
         },
         stack: Vec::new(),
