@@ -32,7 +32,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Kills a process group when dropped, unless disarmed: covers the timeout
 /// and a run future dropped mid-step alike.
-struct GroupGuard(Option<i32>);
+pub(super) struct GroupGuard(pub(super) Option<i32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

@@ -6,8 +6,8 @@
 //! plant's bastion from `~/.ssh/config`), and sites already allow OpenSSH.
 //! Not through the `openssh` crate either: it daemonizes its master and hides
 //! the pids, and the journal needs both (a step's local leader is recorded, as
-//! for a local exec, and the master must end with blackstart, even after
-//! `kill -9`).
+//! for a local exec, and the master must not outlive blackstart, even after
+//! `kill -9`, beyond the commands it still carries).
 //!
 //! - **One connection per site**, a ControlMaster shared by every step and
 //!   probe of the site: a probe every second does not log in every second.
@@ -42,6 +42,7 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use blackstart_model::playbook::{Connect, Exec, SshConnect};
 
+use super::exec::GroupGuard;
 use super::{MAX_OUTPUT, Outcome, StepContext, Tail};
 use crate::process::{MARKER, Process};
 
@@ -399,34 +400,26 @@ impl Site {
 }
 
 /// Kills, when dropped armed, the remote process group (a step abandoned
-/// mid-way by a cancelled run) and the local client's group.
+/// mid-way by a cancelled run); the local client's group goes with
+/// `local`, as a local exec's does.
 struct RemoteGuard {
     socket: PathBuf,
     site: Arc<Site>,
     pid: Arc<AtomicI32>,
-    local: Option<i32>,
     armed: bool,
+    local: GroupGuard,
 }
 
 impl Drop for RemoteGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         let pid = self.pid.load(Ordering::SeqCst);
-        if pid > 0 {
+        if self.armed && pid > 0 {
             let cmd = self.site.kill_remote(&self.socket, pid);
             let mut cmd = cmd.into_std();
             if let Ok(mut child) = cmd.spawn() {
                 // Reaped off the runtime: a drop must not block it.
                 std::thread::spawn(move || child.wait());
             }
-        }
-        if let Some(pgid) = self.local {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
         }
     }
 }
@@ -468,8 +461,8 @@ pub async fn run(exec: &Exec, cx: &StepContext, site: &Arc<Site>) -> Outcome {
         socket: socket.clone(),
         site: Arc::clone(site),
         pid: Arc::clone(&remote_pid),
-        local: child.id().and_then(|id| i32::try_from(id).ok()),
         armed: true,
+        local: GroupGuard(child.id().and_then(|id| i32::try_from(id).ok())),
     };
     if let (Some(attempt), Some(pid)) = (&cx.attempt, child.id())
         && let Some(process) = Process::of_child(pid)
@@ -509,8 +502,11 @@ pub async fn run(exec: &Exec, cx: &StepContext, site: &Arc<Site>) -> Outcome {
     let timeout = cx.timeout_or(exec.timeout);
     let status = tokio::time::timeout(timeout, child.wait()).await;
     let mut killed = false;
+    // The remote group is killed here, not by the guard, once the step ended.
+    guard.armed = false;
     if status.is_ok() {
-        guard.armed = false;
+        // What it left running (a daemon) is its business now.
+        guard.local.0 = None;
     } else {
         let pid = remote_pid.load(Ordering::SeqCst);
         if pid > 0 {
@@ -521,8 +517,7 @@ pub async fn run(exec: &Exec, cx: &StepContext, site: &Arc<Site>) -> Outcome {
                 Ok(Ok(s)) if s.success()
             );
         }
-        guard.pid.store(0, Ordering::SeqCst);
-        drop(guard);
+        drop(guard); // the local client's group, now
     }
     let output = super::exec::collect(readers, &tail, cx).await;
     let started = remote_pid.load(Ordering::SeqCst) > 0;
