@@ -114,10 +114,8 @@ pub async fn site_cluster(plan: &Plan, site: &str) -> Result<Cluster, String> {
     let config = kube::Config::from_kubeconfig(&options).await.map_err(|e| {
         format!("site `{site}`: kubeconfig context `{context}` cannot be used: {e}")
     })?;
-    let namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config)
-        .map_err(|e| format!("site `{site}`: no client for kubeconfig context `{context}`: {e}"))?;
-    Ok(Cluster { client, namespace })
+    Cluster::from_config(config)
+        .map_err(|e| format!("site `{site}`: no client for kubeconfig context `{context}`: {e}"))
 }
 
 /// The clusters a run's kubernetes steps go to (see `kubernetes::needs`). Only

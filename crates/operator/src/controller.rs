@@ -237,17 +237,19 @@ async fn apply(
     let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?
         .abandoned_with(ctx.abandoned.subscribe());
     let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
-    let playbook_name = if new_run {
+    // A new run's sites are reached before it starts (nothing starts when
+    // one cannot be); a run under way reaches them from its journal's plan.
+    let (playbook_name, reached) = if new_run {
         let plan = match plan_for(&run, ctx)
             .await
             .and_then(|plan| secrets_set(&plan).map(|()| plan))
             .and_then(|plan| ssh_client_for(&plan, std::env::var_os("PATH")).map(|()| plan))
         {
-            Ok(plan) => site_clusters(&plan, ctx).await.map(|_| plan),
+            Ok(plan) => site_clusters(&plan, ctx).await.map(|c| (plan, c)),
             Err(e) => Err(e),
         };
         match plan {
-            Ok(plan) => {
+            Ok((plan, clusters)) => {
                 let name = plan.playbook.clone();
                 store
                     .append_async(&Event::RunStarted {
@@ -260,7 +262,7 @@ async fn apply(
                         require_signatures: false,
                     })
                     .await?;
-                name
+                (name, Some(clusters))
             }
             Err(problem) => {
                 not_started(&run, ctx, api, &problem).await?;
@@ -268,12 +270,13 @@ async fn apply(
             }
         }
     } else {
-        run.spec.playbook_ref.name.clone()
+        (run.spec.playbook_ref.name.clone(), None)
     };
     let records = store.records();
-    let own_clusters = match records.first().map(|r| &r.event) {
-        Some(Event::RunStarted { plan, .. }) => site_clusters(plan, ctx).await,
-        _ => Ok(HashMap::new()),
+    let own_clusters = match (reached, records.first().map(|r| &r.event)) {
+        (Some(clusters), _) => Ok(clusters),
+        (None, Some(Event::RunStarted { plan, .. })) => site_clusters(plan, ctx).await,
+        (None, _) => Ok(HashMap::new()),
     };
     let own_clusters = match own_clusters {
         Ok(c) => c,
@@ -517,10 +520,9 @@ async fn site_clusters(plan: &Plan, ctx: &Context) -> Result<HashMap<String, Clu
             .map_err(|e| {
                 format!("site `{site}`: the kubeconfig in Secret {ns}/{name} cannot be used: {e}")
             })?;
-        let namespace = config.default_namespace.clone();
-        let client = Client::try_from(config)
+        let cluster = Cluster::from_config(config)
             .map_err(|e| format!("site `{site}`: no client from Secret {ns}/{name}: {e}"))?;
-        out.insert(site, Cluster { client, namespace });
+        out.insert(site, cluster);
     }
     Ok(out)
 }

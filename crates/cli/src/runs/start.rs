@@ -476,7 +476,7 @@ pub fn retry(
     signing: &super::Signing,
 ) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
-    if d.kind == blackstart_engine::decision::Kind::Retry {
+    if d.kind == Kind::Retry {
         let state = folded(&journal::read(&dir)?)?;
         let cut_short = state.system(&d.subject).is_none_or(|s| s.start_cut_short());
         if cut_short {

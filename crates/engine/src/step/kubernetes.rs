@@ -31,6 +31,18 @@ pub struct Cluster {
     pub namespace: String,
 }
 
+impl Cluster {
+    /// The cluster of a loaded kubeconfig: a site's context, or the one in
+    /// its Secret; workloads that name no namespace are in the context's.
+    pub fn from_config(config: kube::Config) -> Result<Cluster, kube::Error> {
+        let namespace = config.default_namespace.clone();
+        Ok(Cluster {
+            client: kube::Client::try_from(config)?,
+            namespace,
+        })
+    }
+}
+
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
