@@ -38,6 +38,11 @@ impl Site {
             .unwrap()
             .into()
     }
+    /// A host key the test's sshd does not have, as a `.pub` line.
+    fn another_key(&self) -> String {
+        keygen(&self.scratch.dir().join("other"));
+        std::fs::read_to_string(self.scratch.dir().join("other.pub")).unwrap()
+    }
     /// `check` takes no state directory.
     fn check(&self, args: &[&str]) -> blackstart_tests::Run {
         Command::new(blackstart_tests::binary())
@@ -133,8 +138,7 @@ fn a_host_showing_another_key_runs_nothing_and_the_site_is_named() {
     let sshd = Sshd::start().unwrap();
     let site = Site::new(&sshd);
     let d = site.d();
-    keygen(&site.scratch.dir().join("other"));
-    let other = std::fs::read_to_string(site.scratch.dir().join("other.pub")).unwrap();
+    let other = site.another_key();
     let systems = format!(
         "    - id: db
       site: plant
@@ -255,8 +259,7 @@ fn check_looks_for_commands_on_the_host_and_for_the_pinned_key() {
     );
     assert_eq!(report["failed"], 1, "{report}");
 
-    keygen(&site.scratch.dir().join("other"));
-    let other = std::fs::read_to_string(site.scratch.dir().join("other.pub")).unwrap();
+    let other = site.another_key();
     let bad = site.scratch.write(
         "bad.yaml",
         &playbook(&sshd.connect(other.trim()), &systems, "rollback"),

@@ -45,6 +45,14 @@ fn starts(run: &RestartRun, system: &str) -> usize {
         .count()
 }
 
+/// Whether the run's status says why it stands (not started, say).
+fn has_reason(run: &RestartRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| s.reason.as_ref())
+        .is_some()
+}
+
 fn condition(run: &RestartRun, type_: &str) -> String {
     run.status
         .as_ref()
@@ -365,10 +373,7 @@ async fn a_missing_playbook_is_reported_not_started() {
         crate::fixtures::restart_run("run-1", "nowhere"),
     );
     let ctx = fake.context();
-    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
-    })
-    .await;
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, has_reason).await;
     assert_eq!(run.phase(), "Pending");
     assert!(
         run.status
@@ -390,10 +395,7 @@ async fn a_missing_secret_is_reported_before_anything_starts() {
     assert!(yaml.contains("NEVER_SET"));
     let fake = crate::fixtures::plant_with(&yaml, deployments);
     let ctx = fake.context();
-    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
-    })
-    .await;
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, has_reason).await;
     assert_eq!(run.phase(), "Pending");
     let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
     assert!(
@@ -1637,10 +1639,7 @@ async fn a_sites_steps_go_to_the_cluster_in_its_secret_and_nowhere_else() {
 async fn a_sites_missing_secret_is_reported_before_anything_starts() {
     let fake = plant_behind_a_secret();
     let ctx = fake.context();
-    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, |r| {
-        r.status.as_ref().and_then(|s| s.reason.as_ref()).is_some()
-    })
-    .await;
+    let run = reconcile_until(&fake, &ctx, "run-1", LIMIT, has_reason).await;
     assert_eq!(run.phase(), "Pending");
     let reason = run.status.and_then(|s| s.reason).unwrap_or_default();
     assert!(
