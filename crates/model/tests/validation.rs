@@ -512,6 +512,15 @@ fn site_connections_pin_a_real_key_and_keep_options_out_of_ssh() {
     ] {
         assert!(out.contains(wanted), "wanted `{wanted}` in:\n{out}");
     }
+    // A second line in hostKey would pin a second, unseen key.
+    let two = pb(&format!(
+        "  sites:\n    - {{ id: hq, connect: {{ ssh: {{ host: h.example, hostKey: \"{key}\\n* ssh-ed25519 AAAAother\" }} }} }}\n  systems:\n    - {{ id: db, site: hq, start: {{ noop: {{}} }} }}\n  stages:\n    - {{ name: all, select: {{ sites: [hq] }} }}\n"
+    ));
+    let out = report(&two);
+    assert!(
+        out.contains("connect.ssh.hostKey holds a line break or control character"),
+        "{out}"
+    );
     // A good connection plans, with its identity file among the run's secrets.
     let good = pb(&format!(
         "  sites:

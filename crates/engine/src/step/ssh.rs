@@ -207,7 +207,9 @@ impl Site {
         let dir = self.dir()?;
         let known = dir.path().join(format!("{}.known", self.index));
         let alias = format!("blackstart-site-{}", self.index);
-        std::fs::write(&known, format!("{alias} {}\n", self.conf.host_key.trim()))
+        // The key's type and body only: nothing of its comment reaches the file.
+        let key: Vec<&str> = self.conf.host_key.split_whitespace().take(2).collect();
+        std::fs::write(&known, format!("{alias} {}\n", key.join(" ")))
             .map_err(|e| format!("cannot write {}: {e}", known.display()))?;
         let socket = dir.path().join(format!("{}.sock", self.index));
         let _ = std::fs::remove_file(&socket);

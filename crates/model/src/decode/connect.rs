@@ -52,6 +52,16 @@ impl Decode for SshConnect {
             ok = false;
         }
         if let Some(At(text, pos)) = &host_key
+            && text.contains(char::is_control)
+        {
+            // A second line would pin a second key, unseen in the plan's
+            // fingerprint and in a diff.
+            cx.error(
+                *pos,
+                "connect.ssh.hostKey holds a line break or control character: one key, one line",
+            );
+            ok = false;
+        } else if let Some(At(text, pos)) = &host_key
             && let Err(e) = ssh_key::PublicKey::from_openssh(text)
         {
             cx.diags.push(
