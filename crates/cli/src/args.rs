@@ -93,21 +93,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  blackstart apply playbooks/local-lab.yaml\n  blackstart plan playbooks/global-restart.yaml -o plan.json   # reviewed in a PR\n  blackstart apply playbooks/global-restart.yaml --plan plan.json --run-id ir-2025-09\n\nEvery ${env:NAME} the playbook reads must be set before anything starts (else exit 2); steps\nget a clean environment: PATH, HOME, LANG, TZ, what they declare, and `inheritEnv`.\nCtrl-C or SIGTERM pauses gracefully (no new starts; steps under way finish); `resume` carries\non. A second one kills the steps under way, journals them interrupted and exits 130.\nFrom another terminal: `status`, `approve`, `confirm`.\nExits 0 when the run succeeds, 1 when it fails, rolls back or pauses, 3 when --plan no longer matches, 4 when the run is locked."
     )]
-    Apply {
-        /// The playbook file.
-        file: PathBuf,
-        /// A reviewed JSON plan: refuse (exit 3) if FILE no longer has its hash.
-        #[arg(long, value_name = "PLAN.json")]
-        plan: Option<PathBuf>,
-        #[command(flatten)]
-        state: StateDir,
-        /// The run's id [default: the playbook's name and the start time].
-        #[arg(long, value_name = "ID")]
-        run_id: Option<String>,
-        /// Who starts the run; recorded in the journal.
-        #[arg(long, value_name = "NAME")]
-        by: Option<String>,
-    },
+    Apply(ApplyArgs),
     /// Run a playbook against the simulated plant: the real engine, probes and
     /// journal, every system a small HTTP service on 127.0.0.1.
     #[command(
@@ -118,106 +104,27 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  blackstart resume ir-2025-09\n  blackstart resume ir-2025-09 --playbook playbooks/global-restart.yaml\n\nThe playbook file `apply` ran is read again and planned: the run resumes only if that\nplan is the journal's (else exit 3). With neither that file nor --playbook readable,\n--trust-journal resumes from the journal's own copy of the plan.\n\nSystems already healthy are not started again. A start a crash cut short is waited for\nwhile its process still runs, then probed; it is started again only when it certainly\nended and health says the system is down, or when its action is idempotent. A system\nwithout health checks waits for `confirm` or `retry`. A run whose rollback began\nfinishes its rollback."
     )]
-    Resume {
-        run: String,
-        /// Who resumes the run; recorded in the journal.
-        #[arg(long, value_name = "NAME")]
-        by: Option<String>,
-        #[command(flatten)]
-        trust: TrustArgs,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Resume(ResumeArgs),
     /// Stop everything a paused, failed or finished run started, dependents first.
     #[command(
         after_help = "Examples:\n  blackstart rollback ir-2025-09 --by alice --dry-run   # what it would stop, in order\n  blackstart rollback ir-2025-09 --by alice --key ~/.ssh/id_ed25519 --reason \"EDR alert\"\n\nWith spec.roles, --by names a member, and a member with an enrolled key signs (--key, or\n--message then --signature); the signature binds the journal's head. The rollback is\njournaled, with what it will stop, before the first stop; a rollback cut short (a\ncrash, Ctrl-C) is finished by running it again, or by `resume`, and no system is stopped\ntwice. A run rolled back already is left as it is.\nExits 0 when every stop action succeeded, 1 otherwise, 3 when the playbook no longer\nmatches the journal."
     )]
-    Rollback {
-        run: String,
-        /// Who asks for the rollback; recorded in the journal.
-        #[arg(long, value_name = "NAME")]
-        by: Option<String>,
-        /// Why; recorded in the journal.
-        #[arg(long, requires = "by")]
-        reason: Option<String>,
-        /// Print what would be stopped, in order, and change nothing.
-        #[arg(long, conflicts_with_all = ["key", "signature", "message", "k8s"])]
-        dry_run: bool,
-        #[command(flatten)]
-        signing: runs::Signing,
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        trust: TrustArgs,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Rollback(RollbackArgs),
     /// Revoke a member's key for this run: its decisions are refused from then on.
     #[command(
         after_help = "Examples:\n  blackstart revoke ir-2025-09 --key SHA256:T4KOyv… --by carol --reason \"alice's laptop stolen\" --sign-with ~/.ssh/id_ecdsa\n\nFor a key that may be compromised (a stolen laptop during a cyber incident). Taken from a\nmember of a role the key's owner is not in, signed like any decision (the signature binds\nthe journal's head); journaled, and every later decision signed with that key is refused.\nLike approve, it reaches the process that drives the run, or the next resume."
     )]
-    Revoke {
-        run: String,
-        /// The key's fingerprint, as `audit` and `plan` show it: SHA256:…
-        #[arg(long, value_name = "SHA256")]
-        key: String,
-        /// Who revokes; recorded in the journal.
-        #[arg(long)]
-        by: String,
-        /// Why; recorded in the journal.
-        #[arg(long)]
-        reason: Option<String>,
-        /// Sign with this key (as --key does for approve).
-        #[arg(long, value_name = "PATH", conflicts_with_all = ["signature", "message"])]
-        sign_with: Option<PathBuf>,
-        /// A signature of --message's text made elsewhere.
-        #[arg(long, value_name = "FILE", conflicts_with = "message")]
-        signature: Option<PathBuf>,
-        /// Print the exact text to sign, and do nothing else.
-        #[arg(long)]
-        message: bool,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Revoke(RevokeArgs),
     /// Pause a run another process drives, from any terminal.
     #[command(
         after_help = "Examples:\n  blackstart pause ir-2025-09 --by alice --reason \"EDR alert at Nitra\" --key ~/.ssh/id_ed25519\n  blackstart pause dealer-restart-1 --by alice --k8s --namespace blackstart-demo   # a RestartRun\n\nThe same graceful pause as Ctrl-C in the terminal that drives the run: no new starts,\nsteps under way finish; the journal names who asked. `resume` carries on. With\nspec.roles, only members of a role may pause, and a member with an enrolled key signs\n(the signature binds the journal's head)."
     )]
-    Pause {
-        run: String,
-        /// Who asks; recorded in the journal.
-        #[arg(long)]
-        by: String,
-        /// Why; recorded in the journal.
-        #[arg(long)]
-        reason: Option<String>,
-        #[command(flatten)]
-        signing: runs::Signing,
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Pause(PauseArgs),
     /// Start again a failed system, a held site, or a start a crash left unknown.
     #[command(
         after_help = "Examples:\n  blackstart retry ir-2025-09 wolv-plc-gateway --by olga\n  blackstart retry ir-2025-09 --site nitra --by alice --key ~/.ssh/id_ed25519\n\nFor a system without health checks whose start was cut short by a crash: the run waits\nfor `confirm` (it is up) or `retry` (start it again, as a new attempt). Works from any\nterminal while `apply` or `resume` waits, like `approve`.\n\n--site: a site held by a failure (failureDomain: site) starts again, once the run has ended\nDegraded or while it is paused: its systems that are not Healthy and every Blocked system\ngo back to Pending with a new budget of attempts, their stages' gates wait for their\napprovals again, and this process drives the run on; it ends Succeeded when all is healthy.\n\nA Failed system (an optional one, one whose site's rest is Healthy, or one whose failure\npaused the run) starts again the same way, once the run has ended Degraded or while it is\npaused, with every Blocked system: `blackstart retry ir-2025-09 warranty --by alice`."
     )]
-    Retry {
-        run: String,
-        /// The system to start again.
-        #[arg(required_unless_present = "site", conflicts_with = "site")]
-        system: Option<String>,
-        /// The held site to start again.
-        #[arg(long, value_name = "SITE")]
-        site: Option<String>,
-        /// Who asks; recorded in the journal.
-        #[arg(long)]
-        by: String,
-        #[command(flatten)]
-        signing: runs::Signing,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Retry(RetryArgs),
     /// Where a run stands: the run's, each stage's and each system's phase.
     #[command(
         after_help = "Examples:\n  blackstart status ir-2025-09\n  blackstart status ir-2025-09 --format json | jq .phase"
@@ -263,80 +170,213 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --key ~/.ssh/id_ed25519\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --key ~/.ssh/id_ed25519.pub   # through ssh-agent\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --message > decision.txt\n  ssh-keygen -Y sign -n blackstart -f ~/.ssh/id_ed25519 decision.txt\n  blackstart approve ir-2025-09 engine-plant --by alice --role incident-commander --signature decision.txt.sig\n  blackstart approve ir-2025-09 engine-plant --by alice --k8s --namespace restart --key ~/.ssh/id_ed25519\n\nAn approval is taken only while every system of the stage is healthy (its gate waits),\nfrom a member of the role (with spec.roles), one role per person per gate; a member\nwith an enrolled key must sign. The signature covers run, playbook, stage, role, person,\nnote and the wait it answers, so it is good for this one wait only. Refusals exit 2 and\nsay why. --role may be left out when the gate needs a single role. With --k8s the\napproval is appended to the RestartRun's spec.approvals."
     )]
-    Approve {
-        run: String,
-        stage: String,
-        /// Who approves; recorded in the journal.
-        #[arg(long)]
-        by: String,
-        /// The gate role approved as.
-        #[arg(long)]
-        role: Option<String>,
-        #[command(flatten)]
-        signing: runs::Signing,
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Approve(ApproveArgs),
     /// Say no at a stage's gate: the gate fails and its onFailure applies.
     #[command(
         after_help = "Examples:\n  blackstart deny ir-2025-09 engine-plant --by carol --role ciso --reason \"EDR still alerting on wolv-mes\" --key ~/.ssh/id_ecdsa\n\nTaken, like an approval, while the gate waits, from a member of a role the gate needs;\nsigned alike."
     )]
-    Deny {
-        run: String,
-        stage: String,
-        /// Who denies; recorded in the journal.
-        #[arg(long)]
-        by: String,
-        /// The gate role denied as.
-        #[arg(long)]
-        role: Option<String>,
-        /// Why; recorded in the journal and shown where the run stopped.
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        signing: runs::Signing,
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Deny(DenyArgs),
     /// Confirm a manual step was done.
     #[command(
         after_help = "Examples:\n  blackstart confirm ir-2025-09 wolv-plc-gateway --by dave --key ~/.ssh/id_ed25519\n  blackstart confirm dealer-restart-1 parts-db --by dave --k8s --namespace restart\n\nTaken only for a system that waits for it: a manual step, or a start a crash left\nunknown on a system without health checks. With spec.roles, from a member of the manual\nstep's role (or of a role of the stage's gate); signed like an approval."
     )]
-    Confirm {
-        run: String,
-        system: String,
-        /// Who confirms; recorded in the journal.
-        #[arg(long)]
-        by: String,
-        #[command(flatten)]
-        signing: runs::Signing,
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Confirm(ConfirmArgs),
     /// The run's timeline for the post-incident review, or a check of its hash chain.
     #[command(
         after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n  blackstart audit ir-2025-09 --verify --head 3f1c…\n\n--verify prints `head: SEQ SHA256` and exits 0 when the chain is intact; it exits 1 and\nsays why when a record was changed, the journal is empty or ends in an unfinished write,\nrecords follow that do not continue the chain, or the --head record is not in it."
     )]
-    Audit {
-        run: String,
-        /// Check every record against its hash and the chain, and print the head.
-        #[arg(long)]
-        verify: bool,
-        /// With --verify: fail unless the record with this hash (a head kept
-        /// earlier, as notifications carry it) is in the chain.
-        #[arg(long, value_name = "SHA256", requires = "verify")]
-        head: Option<String>,
-        #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
-        format: AuditFormat,
-        #[command(flatten)]
-        state: StateDir,
-    },
+    Audit(AuditArgs),
+}
+
+/// `apply`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApplyArgs {
+    /// The playbook file.
+    pub(crate) file: PathBuf,
+    /// A reviewed JSON plan: refuse (exit 3) if FILE no longer has its hash.
+    #[arg(long, value_name = "PLAN.json")]
+    pub(crate) plan: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+    /// The run's id [default: the playbook's name and the start time].
+    #[arg(long, value_name = "ID")]
+    pub(crate) run_id: Option<String>,
+    /// Who starts the run; recorded in the journal.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+}
+
+/// `resume`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ResumeArgs {
+    pub(crate) run: String,
+    /// Who resumes the run; recorded in the journal.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+    #[command(flatten)]
+    pub(crate) trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `rollback`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RollbackArgs {
+    pub(crate) run: String,
+    /// Who asks for the rollback; recorded in the journal.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+    /// Why; recorded in the journal.
+    #[arg(long, requires = "by")]
+    pub(crate) reason: Option<String>,
+    /// Print what would be stopped, in order, and change nothing.
+    #[arg(long, conflicts_with_all = ["key", "signature", "message", "k8s"])]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) signing: runs::Signing,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `revoke`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RevokeArgs {
+    pub(crate) run: String,
+    /// The key's fingerprint, as `audit` and `plan` show it: SHA256:…
+    #[arg(long, value_name = "SHA256")]
+    pub(crate) key: String,
+    /// Who revokes; recorded in the journal.
+    #[arg(long)]
+    pub(crate) by: String,
+    /// Why; recorded in the journal.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Sign with this key (as --key does for approve).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["signature", "message"])]
+    pub(crate) sign_with: Option<PathBuf>,
+    /// A signature of --message's text made elsewhere.
+    #[arg(long, value_name = "FILE", conflicts_with = "message")]
+    pub(crate) signature: Option<PathBuf>,
+    /// Print the exact text to sign, and do nothing else.
+    #[arg(long)]
+    pub(crate) message: bool,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `pause`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PauseArgs {
+    pub(crate) run: String,
+    /// Who asks; recorded in the journal.
+    #[arg(long)]
+    pub(crate) by: String,
+    /// Why; recorded in the journal.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    #[command(flatten)]
+    pub(crate) signing: runs::Signing,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `retry`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RetryArgs {
+    pub(crate) run: String,
+    /// The system to start again.
+    #[arg(required_unless_present = "site", conflicts_with = "site")]
+    pub(crate) system: Option<String>,
+    /// The held site to start again.
+    #[arg(long, value_name = "SITE")]
+    pub(crate) site: Option<String>,
+    /// Who asks; recorded in the journal.
+    #[arg(long)]
+    pub(crate) by: String,
+    #[command(flatten)]
+    pub(crate) signing: runs::Signing,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `approve`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApproveArgs {
+    pub(crate) run: String,
+    pub(crate) stage: String,
+    /// Who approves; recorded in the journal.
+    #[arg(long)]
+    pub(crate) by: String,
+    /// The gate role approved as.
+    #[arg(long)]
+    pub(crate) role: Option<String>,
+    #[command(flatten)]
+    pub(crate) signing: runs::Signing,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `deny`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DenyArgs {
+    pub(crate) run: String,
+    pub(crate) stage: String,
+    /// Who denies; recorded in the journal.
+    #[arg(long)]
+    pub(crate) by: String,
+    /// The gate role denied as.
+    #[arg(long)]
+    pub(crate) role: Option<String>,
+    /// Why; recorded in the journal and shown where the run stopped.
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) signing: runs::Signing,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `confirm`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfirmArgs {
+    pub(crate) run: String,
+    pub(crate) system: String,
+    /// Who confirms; recorded in the journal.
+    #[arg(long)]
+    pub(crate) by: String,
+    #[command(flatten)]
+    pub(crate) signing: runs::Signing,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
+}
+
+/// `audit`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    pub(crate) run: String,
+    /// Check every record against its hash and the chain, and print the head.
+    #[arg(long)]
+    pub(crate) verify: bool,
+    /// With --verify: fail unless the record with this hash (a head kept
+    /// earlier, as notifications carry it) is in the chain.
+    #[arg(long, value_name = "SHA256", requires = "verify")]
+    pub(crate) head: Option<String>,
+    #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
+    pub(crate) format: AuditFormat,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
 }
 
 /// How `resume` and `rollback` make sure the journal's plan is the playbook's.

@@ -8,7 +8,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use blackstart_engine::decision::{Decision, Kind};
 use blackstart_model::{Diagnostics, MAX_INPUT_BYTES, Plan, Validated, diff, render};
 use clap::{CommandFactory as _, Parser};
 
@@ -30,6 +29,7 @@ mod exit {
 mod args;
 mod check;
 mod cluster;
+mod decisions;
 mod runs;
 
 use args::*;
@@ -265,204 +265,48 @@ pub(crate) fn write_output(output: Option<&Path>, text: &str) -> Result<(), CliE
 
 fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
-        Command::Apply {
+        Command::Validate { file, format } => validate(&file, format),
+        Command::Check {
             file,
-            plan,
-            state,
-            run_id,
-            by,
-        } => {
-            let validated = load(&file)?;
-            print_warnings(&file, &validated);
-            runs::apply(
-                Plan::build(validated),
-                &file,
-                plan.as_deref(),
-                &state.state_dir,
-                run_id,
-                by,
-            )
-        }
+            sites,
+            format,
+        } => check_command(&file, &sites, format),
+        Command::Plan {
+            file,
+            output,
+            format,
+        } => plan_command(file, output, format),
+        Command::Diff {
+            base,
+            new,
+            format,
+            exit_code,
+        } => diff_command(base, new, format, exit_code),
+        Command::Apply(args) => apply_command(args),
         Command::Drill(args) => drill_command(args),
-        Command::Resume {
-            run,
-            by,
-            trust,
-            state,
-        } => runs::resume(&state.state_dir, &run, &trust.into(), by),
-        Command::Pause {
-            run,
-            by,
-            reason,
-            signing,
-            target,
-            state,
-        } => {
-            let d = Decision {
-                reason,
-                ..Decision::new(Kind::Pause, "", &by)
-            };
-            if target.k8s {
-                cluster::decide(&run, d, &signing, target.namespace)
-            } else {
-                runs::pause(&state.state_dir, &run, d, &signing)
-            }
-        }
-        Command::Revoke {
-            run,
-            key,
-            by,
-            reason,
-            sign_with,
-            signature,
-            message,
-            state,
-        } => runs::decide(
-            &state.state_dir,
-            &run,
-            Decision {
-                reason,
-                ..Decision::new(Kind::Revoke, key.trim(), &by)
-            },
-            &runs::Signing {
-                key: sign_with,
-                signature,
-                message,
-                note: None,
-            },
-        ),
-        Command::Rollback {
-            run,
-            by,
-            reason,
-            dry_run,
-            signing,
-            target,
-            trust,
-            state,
-        } => {
-            let asked = by.map(|by| Decision {
-                reason,
-                ..Decision::new(Kind::Rollback, "", &by)
-            });
-            match asked {
-                Some(d) if target.k8s => cluster::decide(&run, d, &signing, target.namespace),
-                None if target.k8s => Err(CliError::Usage(
-                    "a rollback of a RestartRun names who asks: --by NAME".to_owned(),
-                )),
-                asked => runs::rollback(
-                    &state.state_dir,
-                    &run,
-                    &trust.into(),
-                    asked,
-                    dry_run,
-                    &signing,
-                ),
-            }
-        }
-        Command::Retry {
-            run,
-            system,
-            site,
-            by,
-            signing,
-            state,
-        } => runs::retry(
-            &state.state_dir,
-            &run,
-            match site {
-                Some(site) => Decision::new(Kind::RetrySite, &site, &by),
-                None => Decision::new(Kind::Retry, system.as_deref().unwrap_or_default(), &by),
-            },
-            &signing,
-        ),
+        Command::Resume(a) => runs::resume(&a.state.state_dir, &a.run, &a.trust.into(), a.by),
         Command::Status { run, state, format } => {
             runs::status(&state.state_dir, &run, matches!(format, DiagFormat::Json))
         }
-        Command::Approve {
-            run,
-            stage,
-            by,
-            role,
-            signing,
-            target,
-            state,
-        } => decide(
-            &run,
-            Decision {
-                role,
-                ..Decision::new(Kind::Approve, &stage, &by)
-            },
-            &signing,
-            target,
-            &state,
+        Command::Audit(a) => runs::audit(
+            &a.state.state_dir,
+            &a.run,
+            a.verify.then_some(a.head.as_deref()),
+            matches!(a.format, AuditFormat::Markdown),
         ),
-        Command::Deny {
-            run,
-            stage,
-            by,
-            role,
-            reason,
-            signing,
-            target,
-            state,
-        } => decide(
-            &run,
-            Decision {
-                role,
-                reason: Some(reason),
-                ..Decision::new(Kind::Deny, &stage, &by)
-            },
-            &signing,
-            target,
-            &state,
-        ),
+        Command::Approve(args) => decisions::approve(args),
+        Command::Deny(args) => decisions::deny(args),
+        Command::Confirm(args) => decisions::confirm(args),
+        Command::Retry(args) => decisions::retry(args),
+        Command::Revoke(args) => decisions::revoke(args),
+        Command::Pause(args) => decisions::pause(args),
+        Command::Rollback(args) => decisions::rollback(args),
         Command::Operator {
             namespace,
             listen,
             lease_namespace,
             identity,
         } => cluster::operator(namespace, listen, lease_namespace, identity),
-        Command::Confirm {
-            run,
-            system,
-            by,
-            signing,
-            target,
-            state,
-        } => decide(
-            &run,
-            Decision::new(Kind::Confirm, &system, &by),
-            &signing,
-            target,
-            &state,
-        ),
-        Command::Audit {
-            run,
-            verify,
-            head,
-            format,
-            state,
-        } => runs::audit(
-            &state.state_dir,
-            &run,
-            verify.then_some(head.as_deref()),
-            matches!(format, AuditFormat::Markdown),
-        ),
-        Command::Validate { file, format } => validate(&file, format),
-        Command::Check {
-            file,
-            sites,
-            format,
-        } => {
-            let validated = load(&file)?;
-            print_warnings(&file, &validated);
-            check::check(
-                &Plan::build(validated),
-                &sites,
-                matches!(format, DiagFormat::Json),
-            )
-        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "blackstart", &mut out);
@@ -480,18 +324,32 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             write_output(None, &String::from_utf8_lossy(&out))?;
             Ok(exit::SUCCESS)
         }
-        Command::Plan {
-            file,
-            output,
-            format,
-        } => plan_command(file, output, format),
-        Command::Diff {
-            base,
-            new,
-            format,
-            exit_code,
-        } => diff_command(base, new, format, exit_code),
     }
+}
+
+/// `apply FILE`: a real run, of the reviewed plan when `--plan` names one.
+fn apply_command(a: ApplyArgs) -> Result<u8, CliError> {
+    let validated = load(&a.file)?;
+    print_warnings(&a.file, &validated);
+    runs::apply(
+        Plan::build(validated),
+        &a.file,
+        a.plan.as_deref(),
+        &a.state.state_dir,
+        a.run_id,
+        a.by,
+    )
+}
+
+/// `check FILE`: the preflight, for every site or the ones named.
+fn check_command(file: &Path, sites: &[String], format: DiagFormat) -> Result<u8, CliError> {
+    let validated = load(file)?;
+    print_warnings(file, &validated);
+    check::check(
+        &Plan::build(validated),
+        sites,
+        matches!(format, DiagFormat::Json),
+    )
 }
 
 /// `diff BASE NEW`: what a playbook change does to the restart.
@@ -555,22 +413,6 @@ fn plan_command(
     };
     write_output(output.as_deref(), &text)?;
     Ok(exit::SUCCESS)
-}
-
-/// A person's decision, for a run in the state directory or, with
-/// `--k8s`, for a RestartRun.
-fn decide(
-    run: &str,
-    d: Decision,
-    signing: &runs::Signing,
-    target: Target,
-    state: &StateDir,
-) -> Result<u8, CliError> {
-    if target.k8s {
-        cluster::decide(run, d, signing, target.namespace)
-    } else {
-        runs::decide(&state.state_dir, run, d, signing)
-    }
 }
 
 /// `drill FILE`: the simulated plant, with the faults asked for.

@@ -1,0 +1,375 @@
+//! The plan: the deterministic compilation of a playbook that reviewers read
+//! and the engine executes.
+//!
+//! Everything the engine needs is decided here (order, layers, resolved probe
+//! settings and timeouts, rollback order), so that the engine never re-derives
+//! order from the playbook and a reviewed plan is exactly what runs. The same
+//! playbook always gives a byte-identical plan: ties are broken by id, never
+//! by hash-map order or file position.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{self, Duration};
+use crate::playbook::{
+    Action, Check, DEFAULT_START_TIMEOUT, Defaults, FailureDomain, Labels, OnFailure, PlaybookSpec,
+    ProbePolicy, Retry, Stage, System,
+};
+use crate::validate::Validated;
+
+mod hash;
+mod schedule;
+
+use hash::env_names;
+pub use hash::playbook_hash;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The playbook's `metadata.name`.
+    pub playbook: String,
+    /// `sha256:` and the hex SHA-256 of the canonical playbook; see [`playbook_hash`].
+    pub playbook_hash: String,
+    #[serde(with = "duration::as_secs")]
+    pub estimated_duration: Duration,
+    /// With retries: how long the run takes if every retried system uses
+    /// every attempt and every backoff (approval waits aside). The estimate
+    /// is the path without failures.
+    #[serde(
+        with = "duration::as_secs::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub worst_case: Option<Duration>,
+    /// The longest chain of dependencies by expected duration, first system
+    /// first: each system depends on the one before it.
+    pub critical_path: Vec<String>,
+    /// Names of the environment variables the run reads through `${env:NAME}`.
+    pub env: Vec<String>,
+    /// `defaults.inheritEnv`: what every exec step gets from blackstart's
+    /// environment besides PATH, HOME, LANG and TZ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
+    /// `spec.roles`: who may decide, and the keys their decisions are
+    /// verified with. A journal's plan carries them, so decisions are
+    /// verified against what was reviewed, offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<crate::playbook::Role>>,
+    /// By site id, the sites that are reached over ssh or through a
+    /// kubeconfig context; the others run their steps where blackstart runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connections: BTreeMap<String, crate::playbook::Connect>,
+    pub stages: Vec<PlannedStage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStage {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// `site`: a failure holds its site in this stage, the others go on.
+    #[serde(default, skip_serializing_if = "FailureDomain::is_stage")]
+    pub failure_domain: FailureDomain,
+    pub gate: PlannedGate,
+    /// How many dependency layers the stage has (the highest `layer` + 1).
+    pub layers: u32,
+    /// When the stage begins, counted from the start of the run.
+    #[serde(with = "duration::as_secs")]
+    pub estimated_start: Duration,
+    /// Starts plus the gate's soak; approval waits are not included.
+    #[serde(with = "duration::as_secs")]
+    pub estimated_duration: Duration,
+    /// In execution order: every system after all its dependencies.
+    pub systems: Vec<PlannedSystem>,
+    /// What a rollback of this stage stops, dependents first.
+    pub rollback_order: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedGate {
+    #[serde(
+        with = "duration::as_secs::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub soak: Option<Duration>,
+    pub approvals: Vec<String>,
+    pub on_failure: OnFailure,
+    #[serde(
+        with = "duration::as_secs::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub approval_timeout: Option<Duration>,
+    /// What a timed-out gate does (pause unless said otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedSystem {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// Every dependency, in this stage or an earlier one, sorted by id.
+    pub depends_on: Vec<String>,
+    /// 0 without a dependency inside the stage, else one more than the
+    /// highest layer among such dependencies.
+    pub layer: u32,
+    pub critical: bool,
+    #[serde(with = "duration::as_secs")]
+    pub expected_duration: Duration,
+    #[serde(with = "duration::as_secs")]
+    pub estimated_start: Duration,
+    #[serde(with = "duration::as_secs")]
+    pub start_timeout: Duration,
+    pub probe: ProbePolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<Check>,
+    pub start: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Action>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<Check>,
+    /// Its failure does not fail the gate; its dependents are Blocked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// The system's or the defaults' retry; never for a manual start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+impl PlannedSystem {
+    /// How many starts it may take: 1 without a retry.
+    pub fn attempts(&self) -> u32 {
+        self.retry.map_or(1, |r| r.attempts.max(1))
+    }
+
+    /// Its longest time: every attempt at its expected duration, and every
+    /// backoff between them.
+    /// A system as the plan runs it: its defaults resolved, its place and
+    /// time in the estimate (`i` is its index in the playbook).
+    fn new(
+        sys: System,
+        depends_on: Vec<String>,
+        defaults: &Defaults,
+        timing: &schedule::Timing,
+        i: usize,
+    ) -> PlannedSystem {
+        PlannedSystem {
+            id: sys.id,
+            name: sys.name,
+            site: sys.site,
+            tier: sys.tier,
+            labels: sys.labels,
+            depends_on,
+            layer: timing.layer[i],
+            critical: timing.critical[i],
+            expected_duration: timing.durations[i],
+            estimated_start: timing.start[i],
+            start_timeout: sys
+                .start_timeout
+                .or(defaults.start_timeout)
+                .unwrap_or(DEFAULT_START_TIMEOUT),
+            probe: sys.probe.or(defaults.probe).resolve(),
+            verify: sys.verify,
+            start: sys.start,
+            stop: sys.stop,
+            health: sys.health,
+            optional: sys.optional,
+            retry: timing.retries[i],
+        }
+    }
+
+    fn worst_duration(expected: Duration, retry: Option<Retry>) -> Duration {
+        let Some(r) = retry else { return expected };
+        let n = r.attempts.max(1);
+        let backoff = r.backoff.unwrap_or(Duration::ZERO);
+        // Saturating: a playbook may ask for absurd numbers, never a panic.
+        Duration::from_millis(
+            expected
+                .as_millis()
+                .saturating_mul(u64::from(n))
+                .saturating_add(backoff.as_millis().saturating_mul(u64::from(n - 1))),
+        )
+    }
+
+    pub fn estimated_finish(&self) -> Duration {
+        self.estimated_start + self.expected_duration
+    }
+}
+
+impl PlannedStage {
+    /// A stage as the plan runs it, from its systems in plan order and its
+    /// estimated start and duration.
+    fn new(
+        stage: Stage,
+        systems: Vec<PlannedSystem>,
+        (estimated_start, estimated_duration): (Duration, Duration),
+    ) -> PlannedStage {
+        let rollback_order = systems.iter().rev().map(|s| s.id.clone()).collect();
+        let mut approvals = stage.gate.approvals;
+        approvals.sort();
+        approvals.dedup();
+        PlannedStage {
+            name: stage.name,
+            description: stage.description,
+            max_parallel: stage.max_parallel,
+            failure_domain: stage.failure_domain,
+            gate: PlannedGate {
+                soak: stage.gate.soak,
+                approvals,
+                on_failure: stage.gate.on_failure,
+                approval_timeout: stage.gate.approval_timeout,
+                on_timeout: stage
+                    .gate
+                    .approval_timeout
+                    .map(|_| stage.gate.on_timeout.unwrap_or(OnFailure::Pause)),
+            },
+            layers: systems.iter().map(|s| s.layer + 1).max().unwrap_or(0),
+            estimated_start,
+            estimated_duration,
+            systems,
+            rollback_order,
+        }
+    }
+}
+
+impl Plan {
+    /// Compiles a validated playbook into its plan. It consumes the playbook:
+    /// the plan takes its systems' actions and checks over without copying.
+    pub fn build(validated: Validated) -> Plan {
+        let playbook_hash = playbook_hash(validated.playbook());
+        let env = env_names(validated.playbook());
+        let (pb, stage_of, deps) = validated.into_parts();
+        let ids: Vec<String> = pb.spec.systems.iter().map(|s| s.id.clone()).collect();
+        let timing = schedule::timing(&pb.spec, &stage_of, &deps, &ids);
+
+        let PlaybookSpec {
+            sites,
+            systems,
+            stages,
+            roles,
+            defaults,
+            ..
+        } = pb.spec;
+        let mut systems: Vec<Option<System>> = systems.into_iter().map(Some).collect();
+        let stages = stages
+            .into_iter()
+            .zip(&timing.order_in_stage)
+            .zip(&timing.stage_times)
+            .map(|((stage, order), &times)| {
+                let planned = order
+                    .iter()
+                    .map(|&i| {
+                        let sys = systems[i]
+                            .take()
+                            .expect("each system is in exactly one stage");
+                        let mut depends_on: Vec<String> =
+                            deps[i].iter().map(|&j| ids[j].clone()).collect();
+                        depends_on.sort();
+                        PlannedSystem::new(sys, depends_on, &defaults, &timing, i)
+                    })
+                    .collect();
+                PlannedStage::new(stage, planned, times)
+            })
+            .collect();
+
+        Plan {
+            playbook: pb.metadata.name,
+            playbook_hash,
+            estimated_duration: timing.total,
+            worst_case: timing.worst_case,
+            critical_path: timing.critical_path,
+            env,
+            inherit_env: defaults.inherit_env,
+            connections: sites
+                .into_iter()
+                .filter(|s| !s.connect.is_empty())
+                .map(|s| (s.id, s.connect))
+                .collect(),
+            // Where a role was written is the file's, not the plan's.
+            roles: roles.map(|roles| {
+                roles
+                    .into_iter()
+                    .map(|r| crate::playbook::Role {
+                        src: Default::default(),
+                        ..r
+                    })
+                    .collect()
+            }),
+            stages,
+        }
+    }
+
+    /// The role an approval of `stage` by someone claiming `role` counts
+    /// for, or why it would count for nothing: the stage does not exist,
+    /// its gate does not need that role, or it needs several and none was
+    /// named. Both ways of approving (a journal's inbox, a RestartRun's
+    /// spec) ask this before they record anything.
+    pub fn approval_role(
+        &self,
+        run: &str,
+        stage: &str,
+        role: Option<String>,
+    ) -> Result<Option<String>, String> {
+        let Some(planned) = self.stages.iter().find(|s| s.name == stage) else {
+            let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "run {run} has no stage `{stage}`; its stages are: {}",
+                names.join(", ")
+            ));
+        };
+        let roles = &planned.gate.approvals;
+        let list = || {
+            if roles.is_empty() {
+                "no approval".to_owned()
+            } else {
+                roles.join(", ")
+            }
+        };
+        match role {
+            _ if roles.is_empty() => Err(format!(
+                "stage `{stage}`'s gate asks for no approval; there is nothing to approve"
+            )),
+            Some(r) if !roles.contains(&r) => Err(format!(
+                "stage `{stage}` does not need approval by `{r}`; it needs: {}",
+                list()
+            )),
+            None if roles.len() > 1 => Err(format!(
+                "stage `{stage}` needs approvals by several roles ({}): say which with --role",
+                list()
+            )),
+            None => Ok(roles.first().cloned()),
+            some => Ok(some),
+        }
+    }
+
+    pub fn systems(&self) -> impl Iterator<Item = (&PlannedStage, &PlannedSystem)> {
+        self.stages
+            .iter()
+            .flat_map(|st| st.systems.iter().map(move |s| (st, s)))
+    }
+
+    pub fn system_count(&self) -> usize {
+        self.stages.iter().map(|s| s.systems.len()).sum()
+    }
+
+    pub fn site_count(&self) -> usize {
+        self.systems()
+            .map(|(_, s)| s.site.as_str())
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+}
