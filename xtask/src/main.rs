@@ -733,7 +733,9 @@ fn main() -> ExitCode {
             eprintln!(
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"
             );
-            eprintln!("  ci     cargo fmt --check, clippy -D warnings, crds --check, then test");
+            eprintln!(
+                "  ci     cargo fmt --check, clippy -D warnings, crds and schema --check, then test"
+            );
             eprintln!(
                 "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3, openssh-server) if missing"
             );

@@ -1,6 +1,10 @@
 //! The scheduler on real processes and a real journal: order, limits,
 //! gates, every onFailure, approvals and confirmations from "a second
 //! terminal" (the inbox), pause and resume, and resume after a crash.
+//!
+//! One file, though long: every scenario shares the same small plant of
+//! shell steps and marker files, and reads as one catalogue of what the
+//! scheduler promises.
 
 // Helpers outside #[test] functions unwrap too: their failing is the test failing.
 #![allow(clippy::unwrap_used)]

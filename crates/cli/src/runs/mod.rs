@@ -1,6 +1,6 @@
 //! The run commands: apply, resume, rollback, retry, status, approve,
-//! confirm, audit, one file per job: `start` begins and drives runs (and
-//! their signals), `progress` shows them, `decide` hands people's requests
+//! confirm, audit, one file per job: `start` begins runs, `drive` drives
+//! them (and takes their signals), `progress` shows them, `decide` hands people's requests
 //! to them, `report` reads them back (status, audit).
 //!
 //! Wiring only: the engine runs, the journal keeps, the inbox carries
@@ -11,6 +11,7 @@
 //! before anything starts.
 
 mod decide;
+mod drive;
 mod progress;
 mod report;
 mod start;
