@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end suite in `tests/`: find (and if need be build)
 //! the `blackstart` binary and run it the way a user would.
 
+pub mod apiserver;
 pub mod kube_api;
 pub mod sshd;
 

@@ -1,0 +1,372 @@
+//! `blackstart operator`, the real binary with a kubeconfig, against the
+//! project's stateful fake API server (`blackstart_tests::apiserver`): the
+//! scenarios a cluster puts an operator through, end to end.
+//!
+//! Every scenario ends with the same three truths: the run's journal (in
+//! its status) is one unbroken hash chain; every system the run calls
+//! Healthy is a Deployment running, ready, at the replicas its start set;
+//! and the operator never made a request the shipped RBAC refuses.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blackstart_engine::Record;
+use blackstart_tests::apiserver::{ApiServer, Faults, NEVER_READY, OPERATOR_TOKEN};
+use blackstart_tests::{binary, root};
+use serde_json::{Value, json};
+
+const NS: &str = "blackstart-demo";
+const RUN: &str = "dealer-restart-1";
+
+/// The fake cluster with the example's workloads, Playbook and RestartRun,
+/// and the operators started against it (killed when the test ends).
+struct Cluster {
+    api: ApiServer,
+    dir: tempfile::TempDir,
+    operators: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for op in &mut self.operators {
+            let _ = op.kill();
+            let _ = op.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// The example, with its soaks and start timeout shortened so that a
+    /// scenario takes seconds; `tweak` changes the Playbook's text further.
+    fn new(tweak: impl Fn(String) -> String) -> Cluster {
+        let api = ApiServer::start(&root().join("manifests/rbac/rbac.yaml"));
+        let read = |p: &str| std::fs::read_to_string(root().join(p)).unwrap();
+        api.apply_yaml(&read("manifests/examples/workloads.yaml"));
+        let playbook = read("manifests/examples/playbook-dealer-systems.yaml")
+            .replace("soak: 10s", "soak: 1s")
+            .replace("startTimeout: 5m", "startTimeout: 20s")
+            .replace("interval: 2s", "interval: 500ms");
+        api.apply_yaml(&tweak(playbook));
+        api.apply_yaml(&read("manifests/examples/restartrun.yaml"));
+        let dir = tempfile::tempdir().unwrap();
+        // The operator's kubeconfig defaults to `default`, as a laptop's
+        // does: the Lease must not follow it.
+        std::fs::write(
+            dir.path().join("operator.kubeconfig"),
+            api.kubeconfig(OPERATOR_TOKEN, "default"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("admin.kubeconfig"),
+            api.kubeconfig("admin", NS),
+        )
+        .unwrap();
+        Cluster {
+            api,
+            dir,
+            operators: Vec::new(),
+        }
+    }
+
+    fn kubeconfig(&self, who: &str) -> PathBuf {
+        self.dir.path().join(format!("{who}.kubeconfig"))
+    }
+
+    /// Starts `blackstart operator` as `identity`; returns its index.
+    fn start_operator(&mut self, identity: &str) -> usize {
+        let log = std::fs::File::create(self.dir.path().join(format!("{identity}.log"))).unwrap();
+        let child = Command::new(binary())
+            .args([
+                "operator",
+                "--namespace",
+                NS,
+                "--listen",
+                "127.0.0.1:0",
+                "--identity",
+                identity,
+            ])
+            .env("KUBECONFIG", self.kubeconfig("operator"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.operators.push(child);
+        self.operators.len() - 1
+    }
+
+    /// kill -9, as a node failure or the OOM killer does.
+    fn kill(&mut self, index: usize) {
+        let op = &mut self.operators[index];
+        op.kill().unwrap();
+        op.wait().unwrap();
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                all += &format!(
+                    "--- {}\n{}\n",
+                    path.display(),
+                    std::fs::read_to_string(&path).unwrap_or_default()
+                );
+            }
+        }
+        all
+    }
+
+    fn run(&self) -> Value {
+        self.api.get("blackstart.dev", "restartruns", NS, RUN)
+    }
+
+    fn condition(&self, kind: &str) -> String {
+        self.run()["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == kind))
+            .and_then(|c| c["status"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn phase(&self) -> String {
+        self.run()["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits, bounded, for `ok`; on a timeout says where the run stood.
+    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&Cluster) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ok(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {limit:?}; the run's status: {:#}\nthe operators' logs:\n{}",
+                self.run()["status"],
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `blackstart approve RUN STAGE --k8s`, as a person with kubectl would.
+    fn approve(&self, stage: &str) {
+        let out = Command::new(binary())
+            .args(["approve", RUN, stage, "--by", "alice", "--k8s"])
+            .env("KUBECONFIG", self.kubeconfig("admin"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "approve --k8s failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn journal(&self) -> Vec<Record> {
+        serde_json::from_value(self.run()["status"]["journal"].clone()).unwrap()
+    }
+
+    /// The three truths every scenario ends with.
+    fn assert_truthful(&self) {
+        let journal = self.journal();
+        Record::verify_chain(&journal).unwrap_or_else(|e| panic!("the journal's chain: {e}"));
+        let run = self.run();
+        let playbook = self
+            .api
+            .get("blackstart.dev", "playbooks", NS, "dealer-systems");
+        for system in run["status"]["systems"].as_array().unwrap() {
+            if system["phase"] != "Healthy" {
+                continue;
+            }
+            let id = system["id"].as_str().unwrap();
+            let set = playbook["spec"]["systems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == id)
+                .map(|s| s["start"]["kubernetes"]["replicas"].clone())
+                .unwrap();
+            let d = self.api.get("apps", "deployments", NS, id);
+            assert!(set.as_i64().unwrap() > 0);
+            for field in [
+                &d["spec"]["replicas"],
+                &d["status"]["readyReplicas"],
+                &d["status"]["availableReplicas"],
+                &d["status"]["updatedReplicas"],
+            ] {
+                assert_eq!(field, &set, "{id} is called Healthy: {d:#}");
+            }
+        }
+        assert_eq!(
+            self.api.refused(),
+            Vec::<String>::new(),
+            "requests the shipped RBAC refuses"
+        );
+    }
+}
+
+fn at_the_gate(c: &Cluster) -> bool {
+    c.condition("AwaitingApproval") == "True"
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn the_example_run_succeeds_with_an_approval_from_approve_k8s() {
+    let mut c = Cluster::new(|p| p);
+    c.start_operator("replica-a");
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    c.approve("data");
+    c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
+    c.assert_truthful();
+    // The Lease is in the operator's own namespace, not the kubeconfig's.
+    let lease = c.api.get(
+        "coordination.k8s.io",
+        "leases",
+        "blackstart-system",
+        "blackstart-operator",
+    );
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a", "{lease:#}");
+    assert!(
+        c.api
+            .get(
+                "coordination.k8s.io",
+                "leases",
+                "default",
+                "blackstart-operator"
+            )
+            .is_null()
+    );
+    // Each stage's transitions are Events of their own.
+    let events = c.api.all("events.k8s.io", "events");
+    let notes: Vec<&str> = events.iter().filter_map(|e| e["note"].as_str()).collect();
+    assert!(notes.iter().any(|n| n.contains("dealer-apps")), "{notes:?}");
+}
+
+#[test]
+fn killed_twice_once_with_a_scale_patch_in_flight_the_run_resumes_and_succeeds() {
+    let mut c = Cluster::new(|p| p);
+    c.api.set_faults(Faults {
+        hang_patches: Some("/deployments/parts-db".into()),
+        ..Faults::default()
+    });
+    let first = c.start_operator("replica-a");
+    let api = c.api.clone();
+    c.wait_for("the scale PATCH of parts-db", LIMIT, |_| {
+        api.seen()
+            .iter()
+            .any(|s| s.starts_with("PATCH") && s.contains("/deployments/parts-db"))
+    });
+    c.kill(first);
+    c.api.set_faults(Faults::default());
+    // The same identity: the Lease it held is its own again at once.
+    let second = c.start_operator("replica-a");
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    c.kill(second);
+    c.start_operator("replica-a");
+    c.approve("data");
+    c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
+    c.assert_truthful();
+    let journal = serde_json::to_string(&c.journal()).unwrap();
+    assert!(
+        journal.contains("driven again"),
+        "the start cut short is driven again, and the journal says so"
+    );
+}
+
+#[test]
+fn conflicts_errors_and_dropped_watches_over_compacted_history_do_not_stop_the_run() {
+    let mut c = Cluster::new(|p| p);
+    c.api.set_faults(Faults {
+        status_conflicts: 35,
+        write_errors: 15,
+        drop_watches_after: Some(Duration::from_secs(2)),
+        compact: true,
+        ..Faults::default()
+    });
+    c.start_operator("replica-a");
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    c.approve("data");
+    c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
+    c.assert_truthful();
+    let (conflicts, errors) = c.api.injected();
+    assert!(
+        conflicts > 3 && errors > 3,
+        "faults injected: {conflicts} conflicts, {errors} errors"
+    );
+    // The watcher comes back after a drop, meets compacted history (410)
+    // and lists again.
+    let runs = format!("/apis/blackstart.dev/v1alpha1/namespaces/{NS}/restartruns");
+    let api = c.api.clone();
+    let count = move |what: &str| {
+        let seen = api.seen();
+        seen.iter()
+            .filter(|s| **s == format!("{what} {runs}"))
+            .count()
+    };
+    c.wait_for("a watch again, a 410, and a list again", LIMIT, |_| {
+        count("WATCH") >= 2 && count("EXPIRED") >= 1 && count("GET") >= 2
+    });
+}
+
+#[test]
+fn a_never_ready_deployment_is_rolled_back_and_nothing_is_called_healthy_that_is_not() {
+    let mut c = Cluster::new(|p| p);
+    let mut portal = c.api.get("apps", "deployments", NS, "dealer-portal");
+    portal["metadata"]["annotations"] = json!({ NEVER_READY: "true" });
+    portal["metadata"]["name"] = json!("dealer-portal");
+    // Replaced as an administrator would, before the run reaches it.
+    c.api.replace("apps", "deployments", NS, portal);
+    c.start_operator("replica-a");
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    c.approve("data");
+    c.wait_for("RolledBack", LIMIT, |c| c.phase() == "RolledBack");
+    c.assert_truthful();
+    let portal = c.api.get("apps", "deployments", NS, "dealer-portal");
+    assert_eq!(portal["spec"]["replicas"], 0, "rolled back: {portal:#}");
+}
+
+#[test]
+fn a_second_operator_waits_for_the_lease_and_takes_the_run_over_when_the_first_dies() {
+    let mut c = Cluster::new(|p| p);
+    let first = c.start_operator("replica-a");
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    // Another replica, whose kubeconfig defaults to another namespace.
+    std::fs::write(
+        c.kubeconfig("operator"),
+        c.api.kubeconfig(OPERATOR_TOKEN, "somewhere-else"),
+    )
+    .unwrap();
+    c.start_operator("replica-b");
+    let holder = |c: &Cluster| {
+        c.api.get(
+            "coordination.k8s.io",
+            "leases",
+            "blackstart-system",
+            "blackstart-operator",
+        )["spec"]["holderIdentity"]
+            .clone()
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        holder(&c),
+        "replica-a",
+        "the second replica does not take a held Lease"
+    );
+    let written_by_a = c.journal().len();
+    c.kill(first);
+    c.approve("data");
+    // The Lease expires 30 s after its last renewal; then replica-b leads.
+    c.wait_for("replica-b leading", Duration::from_secs(60), |c| {
+        holder(c) == "replica-b"
+    });
+    c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
+    c.assert_truthful();
+    assert!(c.journal().len() > written_by_a);
+}
