@@ -26,7 +26,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use blackstart_engine::step::retry::{backoff, transient};
+use blackstart_engine::step::retry::{backoff, retry_after, transient};
 use blackstart_engine::{Event, Record, RunPhase, RunState, RunStore, StagePhase};
 use blackstart_model::Plan;
 
@@ -192,7 +192,8 @@ impl StatusStore {
                 // again, and a write that did land is taken as done.
                 Err(e) if transient(&e) && unsure < STATUS_RETRIES => {
                     unsure += 1;
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(2))).await;
+                    let backed_off = delays.next().unwrap_or(Duration::from_secs(2));
+                    tokio::time::sleep(retry_after(&e).unwrap_or(backed_off)).await;
                     if let Some(obj) = self.landed(&record).await? {
                         self.committed(&record, next_state, obj);
                         return Ok(record);

@@ -9,10 +9,12 @@
 //! fails with the last error and how many tries it took. An answer that
 //! will not change by asking again (403, 404, 422 …) fails at once.
 //!
-//! kube's error carries the API server's `Status`, not the response
-//! headers, so a `Retry-After` cannot be read here; the backoff's cap (2 s)
-//! keeps retries well below what API servers ask for under priority and
-//! fairness.
+//! An API server that says how long to wait (a 429 from priority and
+//! fairness, a 503 while it starts) is obeyed: it puts the same number in
+//! its `Retry-After` header and in the `Status` body's
+//! `details.retryAfterSeconds`, which is what kube's error carries, so the
+//! next try waits that long instead of the backoff's delay (and the step
+//! gives up at once if that would pass its deadline).
 
 use std::time::Duration;
 
@@ -44,6 +46,19 @@ pub fn transient(e: &kube::Error) -> bool {
     }
 }
 
+/// How long the API server asked to be left alone, if it did.
+pub fn retry_after(e: &kube::Error) -> Option<Duration> {
+    match e {
+        kube::Error::Api(s) => s
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|&secs| secs > 0)
+            .map(|secs| Duration::from_secs(u64::from(secs))),
+        _ => None,
+    }
+}
+
 /// A call that failed for good: its last error and how many tries it took.
 #[derive(Debug)]
 pub struct GaveUp {
@@ -69,7 +84,8 @@ where
         match call().await {
             Ok(v) => return Ok((v, retries)),
             Err(error) if transient(&error) => {
-                let delay = delays.next().unwrap_or(CAP);
+                let backed_off = delays.next().unwrap_or(CAP);
+                let delay = retry_after(&error).unwrap_or(backed_off);
                 if Instant::now() + delay >= deadline {
                     return Err(GaveUp {
                         error,
@@ -132,6 +148,49 @@ mod tests {
         .expect("an answer after three 503s");
         assert_eq!(got, (3, 3));
         assert_eq!(retried.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_api_server_s_retry_after_is_waited_for() {
+        // As an API server under priority and fairness answers.
+        let throttled = || {
+            let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "TooManyRequests", "code": 429,
+                "message": "too many requests, please try again later",
+                "details": { "retryAfterSeconds": 7 },
+            }))
+            .expect("a Status as the API server sends it");
+            kube::Error::Api(Box::new(status))
+        };
+        assert_eq!(retry_after(&throttled()), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&api(429)), None);
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let got = until(started + Duration::from_secs(30), &|| {}, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let e = throttled();
+            async move { if n < 2 { Err(e) } else { Ok(n) } }
+        })
+        .await
+        .expect("an answer after two waits");
+        assert_eq!(got, (2, 2));
+        // Two waits of 7 s each, not the backoff's 100 and 200 ms.
+        assert!(
+            started.elapsed() >= Duration::from_secs(14),
+            "{:?}",
+            started.elapsed()
+        );
+        // A wait that would pass the deadline is not begun.
+        let calls = AtomicU32::new(0);
+        let gave_up = until(Instant::now() + Duration::from_secs(5), &|| {}, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let e = throttled();
+            async move { Err::<(), _>(e) }
+        })
+        .await
+        .expect_err("7 s does not fit in 5");
+        assert_eq!(gave_up.tries, 1);
     }
 
     #[tokio::test(start_paused = true)]
