@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blackstart_engine::Record;
+use blackstart_engine::{Record, RunState, SystemPhase};
 use blackstart_tests::apiserver::{ApiServer, Faults, NEVER_READY, OPERATOR_TOKEN};
 use blackstart_tests::{binary, root};
 use serde_json::{Value, json};
@@ -168,23 +168,38 @@ impl Cluster {
         );
     }
 
+    /// The run's journal, from its ConfigMap segments.
     fn journal(&self) -> Vec<Record> {
-        serde_json::from_value(self.run()["status"]["journal"].clone()).unwrap()
+        let mut data = std::collections::BTreeMap::new();
+        for index in 0.. {
+            let name = blackstart_operator::segments::segment_name(RUN, index);
+            let segment = self.api.get("", "configmaps", NS, &name);
+            if segment.is_null() {
+                break;
+            }
+            let held: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(segment["data"].clone()).unwrap();
+            data.extend(held);
+        }
+        blackstart_operator::segments::records_of(&data, RUN).unwrap()
     }
 
     /// The three truths every scenario ends with.
     fn assert_truthful(&self) {
         let journal = self.journal();
         Record::verify_chain(&journal).unwrap_or_else(|e| panic!("the journal's chain: {e}"));
-        let run = self.run();
+        let status = &self.run()["status"];
+        assert_eq!(status["journalLength"], json!(journal.len()));
+        assert_eq!(status["journalHead"], json!(journal.last().unwrap().hash));
+        let state = RunState::fold(journal.iter().map(|r| (r.seq, &r.event))).unwrap();
         let playbook = self
             .api
             .get("blackstart.dev", "playbooks", NS, "dealer-systems");
-        for system in run["status"]["systems"].as_array().unwrap() {
-            if system["phase"] != "Healthy" {
+        for system in &state.systems {
+            if system.phase != SystemPhase::Healthy {
                 continue;
             }
-            let id = system["id"].as_str().unwrap();
+            let id = system.id.as_str();
             let set = playbook["spec"]["systems"]
                 .as_array()
                 .unwrap()
@@ -369,4 +384,60 @@ fn a_second_operator_waits_for_the_lease_and_takes_the_run_over_when_the_first_d
     c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
     c.assert_truthful();
     assert!(c.journal().len() > written_by_a);
+}
+
+/// A playbook of `n` systems, one Deployment each, all in one stage.
+fn many(n: usize) -> String {
+    let mut o = String::from(
+        "apiVersion: blackstart.dev/v1alpha1
+kind: Playbook
+metadata: { name: dealer-systems, namespace: blackstart-demo }
+spec:
+  defaults:
+    startTimeout: 60s
+    probe: { interval: 200ms, timeout: 2s, successThreshold: 1, failureThreshold: 3 }
+  sites: [ { id: cloud-eu } ]
+  systems:
+",
+    );
+    for i in 0..n {
+        let k = format!("{{ kind: Deployment, name: d-{i:05} }}");
+        o += &format!(
+            "    - {{ id: d-{i:05}, site: cloud-eu, tier: app, start: {{ kubernetes: {{ kind: Deployment, name: d-{i:05}, replicas: 1 }} }}, stop: {{ kubernetes: {k} }}, health: [ {{ kubernetes: {k} }} ] }}\n"
+        );
+    }
+    o += "  stages:\n    - { name: all, select: { tiers: [app] }, maxParallel: 200 }\n";
+    o
+}
+
+#[test]
+fn a_run_larger_than_the_status_could_hold_spans_segments_and_succeeds() {
+    // More than the 600 systems a journal in the status allowed.
+    let n = 700;
+    let mut c = Cluster::new(|_| many(n));
+    for i in 0..n {
+        c.api.create(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": format!("d-{i:05}"), "namespace": NS },
+            "spec": { "replicas": 0 },
+        }));
+    }
+    c.start_operator("replica-a");
+    c.wait_for("Succeeded", Duration::from_secs(240), |c| {
+        c.phase() == "Succeeded"
+    });
+    c.assert_truthful();
+    let status = &c.run()["status"];
+    assert_eq!(status["systemCounts"]["Healthy"], json!(n));
+    assert!(
+        status["systems"].as_array().is_none_or(|s| s.is_empty()),
+        "a healthy system is counted, not listed"
+    );
+    let segments = status["journalSegments"].as_u64().unwrap();
+    assert!(segments > 5, "the journal spans {segments} segments");
+    let bytes = serde_json::to_string(&c.run()).unwrap().len();
+    assert!(
+        bytes < 16 * 1024,
+        "the RestartRun stays small: {bytes} bytes"
+    );
 }

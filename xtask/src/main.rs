@@ -570,18 +570,23 @@ fn synth_with(systems: u32, sites: u32, shape: &str, dir: &Path) -> Result<PathB
     Ok(path)
 }
 
-/// How large a RestartRun's status grows: drills of the example playbook
-/// and of 1,000 generated systems, measured as the operator would store them.
+/// How large a RestartRun's status and journal grow: drills of the example
+/// playbook and of 1,000 and 10,000 generated systems, measured as the
+/// operator would store them.
 fn bench_status() -> Result<(), String> {
     build_examples(&["blackstart", "blackstart-model", "blackstart-operator"])?;
     let dir = fresh_dir("target/bench-status")?;
     let generated = synth(1000, 20, &dir)?;
+    let large = synth(10000, 50, &dir)?;
     let example = root().join("playbooks/global-restart.yaml");
     println!();
-    println!("RestartRun status size after a drill (the API server takes at most 1.5 MiB):");
+    println!(
+        "RestartRun status and journal after a drill (the API server takes at most 1.5 MiB an object):"
+    );
     for (run_id, playbook) in [
         ("global", example.as_path()),
         ("generated", generated.as_path()),
+        ("large", large.as_path()),
     ] {
         let state = dir.join("state");
         let drill = Command::new(root().join("target/release/blackstart"))

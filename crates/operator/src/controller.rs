@@ -10,7 +10,7 @@
 //! rolls it back when asked, and records a failure-pause in the spec so a
 //! person resumes by setting `paused` back to false. A driver that dies (its
 //! store failed, the operator restarted) is replaced on the next pass by
-//! one that resumes from the journal in the status: the same fold as
+//! one that resumes from the run's journal: the same fold as
 //! `blackstart resume`, so healthy systems are never started again.
 //!
 //! Two replicas never drive the same run: only the holder of the Lease runs
@@ -94,6 +94,73 @@ pub struct Context {
     /// Turned true by [`Context::abandon`]: appends waiting on the API
     /// server end, so the drivers' tasks can be dropped at once.
     abandoned: watch::Sender<bool>,
+    /// Where the journal's writes run: a client and a runtime of their own
+    /// (see [`StoreIo`]).
+    pub store_io: StoreIo,
+}
+
+/// The journal's writes, apart from the runs they record.
+///
+/// The engine's store interface is synchronous, so a run's task waits for
+/// each append in `block_in_place`, and the append drives its HTTP request
+/// with `block_on`. If that request's connection belonged to the runtime
+/// whose workers are all waiting so (two hundred systems starting at once
+/// is two hundred appends waiting for the journal's one writer), nothing
+/// would drive it: the run would stop, with no error. So the journal has
+/// its own client, whose connections live on a runtime of their own, on
+/// its own thread, which the run's tasks never occupy.
+#[derive(Clone)]
+pub struct StoreIo {
+    pub client: Client,
+    /// `None` in the tests' mocked API server, whose every request is
+    /// answered in-process.
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+impl std::fmt::Debug for StoreIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreIo")
+            .field("own_runtime", &self.runtime.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreIo {
+    /// A client of its own for `config`, on a runtime of its own, on a
+    /// thread that lives as long as the process.
+    pub fn dedicated(config: kube::Config) -> Result<StoreIo, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("journal-io".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("journal-io-worker")
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => {
+                        let client = {
+                            let _in = rt.enter();
+                            Client::try_from(config).map_err(|e| e.to_string())
+                        };
+                        let _ = tx.send(client.map(|c| (c, rt.handle().clone())));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the journal's thread: {e}"))?;
+        let (client, runtime) = rx
+            .recv()
+            .map_err(|_| "the journal's thread ended at once".to_owned())??;
+        Ok(StoreIo {
+            client,
+            runtime: Some(runtime),
+        })
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -120,6 +187,7 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Context {
+        let client_for_store = client.clone();
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -128,7 +196,17 @@ impl Context {
             drivers: Mutex::new(HashMap::new()),
             secrets_namespace: crate::LEASE_NAMESPACE.to_owned(),
             abandoned: watch::channel(false).0,
+            store_io: StoreIo {
+                client: client_for_store,
+                runtime: None,
+            },
         }
+    }
+
+    /// Writes journals through `io` (see [`StoreIo`]).
+    pub fn with_store_io(mut self, io: StoreIo) -> Context {
+        self.store_io = io;
+        self
     }
 
     /// Reads sites' kubeconfig Secrets in `namespace` (the operator's own).
@@ -234,9 +312,28 @@ async fn apply(
         })?;
     let generation = Arc::new(AtomicI64::new(run.metadata.generation.unwrap_or(0)));
     let (heralds, herald_rx) = mpsc::channel(HERALD_BUFFER);
-    let store = StatusStore::new(api.clone(), &run, Arc::clone(&generation), Some(heralds))?
-        .abandoned_with(ctx.abandoned.subscribe());
-    let new_run = run.status.as_ref().is_none_or(|s| s.journal.is_empty());
+    // The store reads and writes with the journal's own client, on its own
+    // runtime (see `StoreIo`).
+    let store_api: Api<RestartRun> = Api::namespaced(
+        ctx.store_io.client.clone(),
+        &run.namespace().unwrap_or_default(),
+    );
+    let load = StatusStore::load(
+        store_api,
+        run.clone(),
+        Arc::clone(&generation),
+        Some(heralds),
+        ctx.store_io.runtime.clone(),
+    );
+    let store = match &ctx.store_io.runtime {
+        Some(io) => io.spawn(load).await.map_err(|e| Error::Engine {
+            run: key.clone(),
+            reason: format!("loading its journal ended early: {e}"),
+        })??,
+        None => load.await?,
+    }
+    .abandoned_with(ctx.abandoned.subscribe());
+    let new_run = store.records().is_empty();
     // A new run's sites are reached before it starts (nothing starts when
     // one cannot be); a run under way reaches them from its journal's plan.
     let (playbook_name, reached) = if new_run {
@@ -251,8 +348,9 @@ async fn apply(
         match plan {
             Ok((plan, clusters)) => {
                 let name = plan.playbook.clone();
-                store
-                    .append_async(&Event::RunStarted {
+                blackstart_engine::RunStore::append(
+                    &store,
+                    &Event::RunStarted {
                         run: run.name_any(),
                         playbook: plan.playbook.clone(),
                         playbook_hash: plan.playbook_hash.clone(),
@@ -260,8 +358,8 @@ async fn apply(
                         playbook_path: None,
                         drill: false,
                         require_signatures: false,
-                    })
-                    .await?;
+                    },
+                )?;
                 (name, Some(clusters))
             }
             Err(problem) => {
@@ -386,12 +484,11 @@ async fn cleanup(run: &RestartRun, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// The most systems one RestartRun takes. Its status holds the whole
-/// journal, and the API server takes at most 1.5 MiB per object: with every
-/// start and stop journaled as begun and ended, the global example measured
-/// 2,321 bytes per system (`cargo xtask bench-status`), so about 677 fit;
-/// 600 leaves room for longer reasons and outputs.
-pub const MAX_SYSTEMS: usize = 600;
+/// The most systems one RestartRun takes: what this release is measured
+/// and tested at. The journal itself has no limit (it is in segments), and
+/// the status is a summary; the Playbook object must still fit the API
+/// server's 1.5 MiB, which a compact playbook of 10,000 systems does.
+pub const MAX_SYSTEMS: usize = 10_000;
 
 /// The plan of a new run, or why there is none yet.
 async fn plan_for(run: &RestartRun, ctx: &Context) -> Result<Plan, String> {
@@ -406,7 +503,7 @@ async fn plan_for(run: &RestartRun, ctx: &Context) -> Result<Plan, String> {
     let plan = plan_playbook(&pb)?;
     if plan.system_count() > MAX_SYSTEMS {
         return Err(format!(
-            "Playbook {ns}/{name} has {} systems; a RestartRun keeps its journal in its status, which holds about {MAX_SYSTEMS} (the API server's 1.5 MiB object limit): split it into several Playbooks, or run it with the CLI",
+            "Playbook {ns}/{name} has {} systems; one RestartRun takes at most {MAX_SYSTEMS}: split it into several Playbooks, or run it with the CLI",
             plan.system_count()
         ));
     }

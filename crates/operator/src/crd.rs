@@ -191,8 +191,10 @@ pub struct ConfirmationEntry {
     pub signed: SignedEntry,
 }
 
-/// What the operator records. Everything but `journal` is derived from the
-/// journal, for kubectl and dashboards.
+/// What kubectl shows of a run: a summary folded from its journal, which
+/// lives in ConfigMaps the run owns (`RUN-journal-0000`, …; see the
+/// operator's `segments` module), so the RestartRun stays small and
+/// readable however many systems the run has.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestartRunStatus {
@@ -209,6 +211,13 @@ pub struct RestartRunStatus {
     pub stage: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStatus>,
+    /// How many systems are in each phase.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub system_counts: std::collections::BTreeMap<String, u32>,
+    /// The systems that need a look: under way, waiting for a person,
+    /// failed, blocked or held; at most [`NOTABLE_SYSTEMS`] of them, the
+    /// rest counted in `systemCounts`. Healthy, pending, skipped and
+    /// rolled-back systems are counted only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub systems: Vec<SystemStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -219,12 +228,25 @@ pub struct RestartRunStatus {
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
-    /// The run's journal: hash-chained records, appended to, never
-    /// rewritten. `blackstart audit` reads the same records from a file.
+    /// How many records the journal holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_length: Option<u64>,
+    /// The SHA-256 of the journal's last record: `blackstart audit
+    /// --verify --head` checks a chain against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_head: Option<String>,
+    /// How many ConfigMaps the journal spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_segments: Option<u32>,
+    /// The journal as the release before kept it, in the status. Read
+    /// once, moved into segments, and removed; never written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "journal_schema")]
     pub journal: Vec<Record>,
 }
+
+/// The most systems the status lists by name.
+pub const NOTABLE_SYSTEMS: usize = 50;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

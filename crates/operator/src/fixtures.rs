@@ -164,9 +164,67 @@ impl FakeApi {
             .unwrap_or(Value::Null)
     }
 
-    pub fn run(&self, name: &str) -> RestartRun {
+    /// The RestartRun as the API server holds it.
+    pub fn raw_run(&self, name: &str) -> RestartRun {
         serde_json::from_value(self.get("restartruns", name))
             .expect("the fake holds a valid RestartRun")
+    }
+
+    /// The RestartRun as the scenarios read it: with its journal, read back
+    /// from its segments, in `status.journal` (where the release before
+    /// kept it), so a scenario reads one object.
+    pub fn run(&self, name: &str) -> RestartRun {
+        let mut run = self.raw_run(name);
+        let records = self.journal(name);
+        if !records.is_empty()
+            && let Some(status) = run.status.as_mut()
+        {
+            status.journal = records;
+        }
+        run
+    }
+
+    /// Makes a run look as the release before left it: its journal in
+    /// `status.journal`, no segments, no journal fields in the summary.
+    pub fn as_the_release_before(&self, name: &str) {
+        let records = self.journal(name);
+        let mut w = self.world();
+        for index in 0.. {
+            let key = path_of("configmaps", &crate::segments::segment_name(name, index));
+            if w.objects.remove(&key).is_none() {
+                break;
+            }
+        }
+        w.next_rv += 1;
+        let rv = w.next_rv.to_string();
+        let obj = w
+            .objects
+            .get_mut(&path_of("restartruns", name))
+            .expect("the run exists");
+        let status = obj["status"].as_object_mut().expect("the run has a status");
+        for field in ["journalLength", "journalHead", "journalSegments"] {
+            status.remove(field);
+        }
+        status.insert(
+            "journal".into(),
+            serde_json::to_value(records).unwrap_or_default(),
+        );
+        obj["metadata"]["resourceVersion"] = json!(rv);
+    }
+
+    /// A run's journal, from its ConfigMap segments.
+    pub fn journal(&self, name: &str) -> Vec<blackstart_engine::Record> {
+        let mut data = std::collections::BTreeMap::new();
+        for index in 0.. {
+            let cm = self.get("configmaps", &crate::segments::segment_name(name, index));
+            if cm.is_null() {
+                break;
+            }
+            let held: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(cm["data"].clone()).unwrap_or_default();
+            data.extend(held);
+        }
+        crate::segments::records_of(&data, name).expect("the segments read back")
     }
 
     /// Changes a RestartRun's spec as `kubectl patch --type merge` would.
@@ -350,6 +408,13 @@ impl FakeApi {
                                 .unwrap_or("object-")
                         )
                     });
+                if w.objects.contains_key(&format!("{path}/{name}")) {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        format!("{path}/{name} already exists"),
+                    );
+                }
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["resourceVersion"] = json!(rv);
                 w.objects.insert(format!("{path}/{name}"), obj.clone());
@@ -606,6 +671,8 @@ pub async fn reconcile_until(
         if done(&run) {
             return run;
         }
+        // The controller sees what the API server has, not the test's view.
+        let raw = fake.raw_run(name);
         if tokio::time::Instant::now() >= deadline {
             let log = fake.log();
             let tail: Vec<String> = log
@@ -619,7 +686,7 @@ pub async fn reconcile_until(
                 run.status
             );
         }
-        last = Some(crate::controller::reconcile(Arc::new(run), Arc::clone(ctx)).await);
+        last = Some(crate::controller::reconcile(Arc::new(raw), Arc::clone(ctx)).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -17,6 +17,7 @@ pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod requests;
+pub mod segments;
 pub mod steer;
 pub mod store;
 pub mod switches;
@@ -83,12 +84,18 @@ pub enum OperatorError {
         "lost the Lease {namespace}/{NAME} to another replica; exiting so that only one drives runs"
     )]
     LostLease { namespace: String },
+    #[error("cannot start the journal's own client and runtime: {0}")]
+    JournalIo(String),
 }
 
 /// Runs the operator until a signal (graceful: runs pause where they are
 /// and resume from their status on the next leader) or a lost Lease.
 pub async fn run(opts: Options) -> Result<(), OperatorError> {
-    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| OperatorError::Client(kube::Error::InferConfig(e)))?;
+    let client = Client::try_from(config.clone()).map_err(OperatorError::Client)?;
+    let store_io = controller::StoreIo::dedicated(config).map_err(OperatorError::JournalIo)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -127,7 +134,8 @@ pub async fn run(opts: Options) -> Result<(), OperatorError> {
     };
     let ctx = Arc::new(
         Context::new(client, reporter, Arc::clone(&metrics), opts.settings)
-            .with_secrets_namespace(opts.lease_namespace.clone()),
+            .with_secrets_namespace(opts.lease_namespace.clone())
+            .with_store_io(store_io),
     );
     let controller = Controller::new(runs, watcher::Config::default())
         .shutdown_on_signal()

@@ -193,11 +193,9 @@ async fn read(
             namespace: namespace.to_owned(),
             run: run.to_owned(),
         })?;
-    let journal = obj
-        .status
-        .as_ref()
-        .map(|s| s.journal.as_slice())
-        .unwrap_or(&[]);
+    let journal = crate::store::read_journal(api, &obj)
+        .await
+        .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
     let Some(Event::RunStarted { plan, .. }) = journal.first().map(|r| &r.event) else {
         return Err(SteerError::Refused(format!(
             "run {run} has no plan yet (is the operator running, and does its Playbook exist?)"

@@ -1,15 +1,21 @@
-//! The operator's RunStore: a RestartRun's status subresource.
+//! The operator's RunStore: a run's journal in ConfigMap segments
+//! ([`crate::segments`]), and the summary kubectl shows in its RestartRun's
+//! status.
 //!
-//! Each event is one JSON Patch to the status: the record is appended to
-//! `status.journal` (nothing before it is ever sent again, so a patch stays
-//! small however long the run), and the summary kubectl shows (phase,
-//! stage, per-stage and per-system phases, conditions) is replaced with
-//! what the journal now folds to. Every patch carries the resourceVersion
-//! the store last saw, so the API server refuses it with 409 Conflict if
-//! the object changed since. A conflict is expected (a person approving
-//! bumps the version) and is retried after a fresh read, but only when the
-//! journal the API server holds is still exactly ours: if another process
-//! appended, this one stops writing rather than fork the run's history.
+//! Each event is first appended to the journal (durable, and fenced: a
+//! writer whose view is stale stops rather than fork the run's history),
+//! then the status summary (phase, stage, each stage's phase, systems per
+//! phase and the ones that need a look, conditions, the journal's length
+//! and head) is replaced with what the journal now folds to. The summary
+//! write carries the resourceVersion the store last saw; a conflict (a
+//! person approving bumps the version) is retried after a fresh read, and
+//! an answer lost on the way is simply written again (the summary is the
+//! same). A crash between the two writes leaves the summary one event
+//! behind until the next: the journal is what counts.
+//!
+//! A RestartRun written by the release before, with its journal in
+//! `status.journal`, has that journal moved into segments when it is
+//! loaded, and the status field removed.
 //!
 //! The engine's store interface is synchronous (the file journal's fsync
 //! is), so the HTTP round trip runs inside `block_in_place`, which needs
@@ -21,16 +27,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use blackstart_engine::step::retry::{backoff, retry_after, transient};
-use blackstart_engine::{Event, Record, RunPhase, RunState, RunStore, StagePhase};
+use blackstart_engine::{Event, Record, RunPhase, RunState, RunStore, StagePhase, SystemPhase};
 use blackstart_model::Plan;
 
-use crate::crd::{Condition, RestartRun, RestartRunStatus, StageStatus, SystemStatus};
+use crate::crd::{
+    Condition, NOTABLE_SYSTEMS, RestartRun, RestartRunStatus, StageStatus, SystemStatus,
+};
+use crate::segments::{SegmentError, Segments};
 
 /// How often a conflicting status patch is tried again after a fresh read.
 pub const CONFLICT_RETRIES: usize = 5;
@@ -58,6 +70,8 @@ pub enum StoreError {
     Contended { run: String },
     #[error("RestartRun {run}: {reason}")]
     Fold { run: String, reason: String },
+    #[error("RestartRun {run}: {source}")]
+    Journal { run: String, source: SegmentError },
     #[error("the status store needs tokio's multi-threaded runtime")]
     Runtime,
     #[error(
@@ -74,9 +88,13 @@ pub struct StatusStore {
     generation: Arc<AtomicI64>,
     /// Every appended record goes here too, for Kubernetes Events and metrics.
     heralds: Option<mpsc::Sender<Record>>,
-    /// Held from a record's making to its landing: appends come from many
-    /// tasks at once, and each record must follow the one before.
-    writer: tokio::sync::Mutex<()>,
+    /// The journal's segments, held from a record's making to its landing:
+    /// appends come from many tasks at once, and each record must follow
+    /// the one before.
+    writer: tokio::sync::Mutex<Segments>,
+    /// The runtime whose thread drives the store's HTTP requests, when it
+    /// has one of its own (see `controller::StoreIo`).
+    io: Option<tokio::runtime::Handle>,
     /// Set when the operator gives its runs up (a lost Lease, a shutdown):
     /// an append still waiting for the API server ends then, so that the
     /// thread it blocks is freed and the run's task can be dropped.
@@ -97,19 +115,84 @@ struct Inner {
     state: Option<RunState>,
     conditions: Vec<Condition>,
     resource_version: Option<String>,
+    /// How many segments the journal has, for the summary.
+    segments: usize,
+    /// Whether the RestartRun has a status yet (the first summary adds it).
+    has_status: bool,
+}
+
+/// The owner reference that ties a run's segments to it, so that deleting
+/// the RestartRun deletes them.
+fn owner_of(run: &RestartRun) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: RestartRun::api_version(&()).into_owned(),
+        kind: RestartRun::kind(&()).into_owned(),
+        name: run.metadata.name.clone()?,
+        uid: run.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: None,
+    })
+}
+
+/// The ConfigMaps of a run's namespace, where its segments are.
+pub fn segments_api(api: &Api<RestartRun>, run: &RestartRun) -> Api<ConfigMap> {
+    let client: kube::Client = api.clone().into_client();
+    match &run.metadata.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::default_namespaced(client),
+    }
+}
+
+/// A run's journal as the API server holds it: its segments, or for a run
+/// of the release before, its status.
+pub async fn read_journal(
+    api: &Api<RestartRun>,
+    run: &RestartRun,
+) -> Result<Vec<Record>, StoreError> {
+    let name = run.metadata.name.clone().unwrap_or_default();
+    let (_, records) = Segments::read(segments_api(api, run), &name, None)
+        .await
+        .map_err(|source| StoreError::Journal { run: name, source })?;
+    if records.is_empty() {
+        return Ok(run.status.clone().unwrap_or_default().journal);
+    }
+    Ok(records)
 }
 
 impl StatusStore {
-    /// A store for `run` as read from the API server: its journal, checked.
-    pub fn new(
+    /// A store for `run` as read from the API server: its journal, read
+    /// from its segments and checked. A journal still in the status (the
+    /// release before) is moved into segments first.
+    pub async fn load(
         api: Api<RestartRun>,
-        run: &RestartRun,
+        run: RestartRun,
         generation: Arc<AtomicI64>,
         heralds: Option<mpsc::Sender<Record>>,
+        io: Option<tokio::runtime::Handle>,
     ) -> Result<StatusStore, StoreError> {
+        let run = &run;
         let name = run.metadata.name.clone().unwrap_or_default();
         let status = run.status.clone().unwrap_or_default();
-        let records = status.journal;
+        let journal_err = |source| StoreError::Journal {
+            run: name.clone(),
+            source,
+        };
+        let (mut segments, mut records) =
+            Segments::read(segments_api(&api, run), &name, owner_of(run))
+                .await
+                .map_err(journal_err)?;
+        let mut resource_version = run.metadata.resource_version.clone();
+        if records.is_empty() && !status.journal.is_empty() {
+            Record::verify_chain(&status.journal).map_err(|reason| StoreError::Fold {
+                run: name.clone(),
+                reason: format!("its journal does not verify: {reason}"),
+            })?;
+            for r in &status.journal {
+                segments.append(r).await.map_err(journal_err)?;
+            }
+            records = status.journal.clone();
+            resource_version = carried_over(&api, &name, &records, segments.count()).await?;
+        }
         Record::verify_chain(&records).map_err(|reason| StoreError::Fold {
             run: name.clone(),
             reason: format!("its journal does not verify: {reason}"),
@@ -126,18 +209,22 @@ impl StatusStore {
                 })?,
             )
         };
+        let count = segments.count();
         Ok(StatusStore {
             api,
             name,
             generation,
             heralds,
-            writer: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(segments),
+            io,
             abandoned: None,
             inner: Mutex::new(Inner {
                 records,
                 state,
                 conditions: status.conditions,
-                resource_version: run.metadata.resource_version.clone(),
+                resource_version,
+                segments: count,
+                has_status: run.status.is_some(),
             }),
         })
     }
@@ -161,10 +248,47 @@ impl StatusStore {
     /// Appends from async code: the same as [`RunStore::append`], without
     /// blocking a runtime thread.
     pub async fn append_async(&self, event: &Event) -> Result<Record, StoreError> {
-        let _writing = self.writer.lock().await;
-        let (record, next_state, ops) = self.prepare(event)?;
-        let mut attempt = 0;
-        let (mut unsure, mut delays) = (0, backoff());
+        let mut segments = self.writer.lock().await;
+        let record = self.prepare(event)?;
+        if let Err(source) = segments.append(&record).await {
+            // The state took the event in; the journal did not. The next
+            // append folds the state again from the journal.
+            self.lock().state = None;
+            return Err(StoreError::Journal {
+                run: self.name.clone(),
+                source,
+            });
+        }
+        // In the journal: the record is this run's history from now on,
+        // whatever becomes of the summary.
+        {
+            let mut g = self.lock();
+            g.records.push(record.clone());
+            g.segments = segments.count();
+        }
+        self.herald(&record);
+        self.write_summary(&record).await?;
+        Ok(record)
+    }
+
+    /// Tells the Events publisher. Announcing never holds the run up: when
+    /// the publisher is that far behind, this one is left out (the journal
+    /// has it).
+    fn herald(&self, record: &Record) {
+        if let Some(h) = &self.heralds
+            && let Err(mpsc::error::TrySendError::Full(r)) = h.try_send(record.clone())
+        {
+            tracing::warn!(
+                seq = r.seq,
+                "the Events publisher is behind; an Event was left out"
+            );
+        }
+    }
+
+    /// Replaces the status summary with what the journal now folds to.
+    async fn write_summary(&self, record: &Record) -> Result<(), StoreError> {
+        let ops = self.summary_ops(record)?;
+        let (mut conflicts, mut unsure, mut delays) = (0, 0, backoff());
         loop {
             let rv = self.lock().resource_version.clone();
             let mut all = Vec::with_capacity(ops.len() + 1);
@@ -184,23 +308,25 @@ impl StatusStore {
                 .await
             {
                 Ok(obj) => {
-                    self.committed(&record, next_state, obj);
-                    return Ok(record);
+                    let mut g = self.lock();
+                    g.resource_version = obj.metadata.resource_version.clone();
+                    g.has_status = true;
+                    if let Some(status) = obj.status {
+                        g.conditions = status.conditions;
+                    }
+                    return Ok(());
                 }
-                // A 5xx, a 429 or a dropped connection: whether the write
-                // landed is unknown, so the status is read before trying
-                // again, and a write that did land is taken as done.
+                // A 5xx, a 429 or a dropped connection: the summary is the
+                // same whether or not it landed, so it is written again,
+                // from a fresh read (it may have moved the version).
                 Err(e) if transient(&e) && unsure < STATUS_RETRIES => {
                     unsure += 1;
                     let backed_off = delays.next().unwrap_or(Duration::from_secs(2));
                     tokio::time::sleep(retry_after(&e).unwrap_or(backed_off)).await;
-                    if let Some(obj) = self.landed(&record).await? {
-                        self.committed(&record, next_state, obj);
-                        return Ok(record);
-                    }
+                    let _ = self.refresh().await;
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
+                Err(kube::Error::Api(s)) if s.code == 409 && conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
                     self.refresh().await?;
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -218,68 +344,7 @@ impl StatusStore {
         }
     }
 
-    /// Takes a written record in: the store's copy, and the Events.
-    fn committed(&self, record: &Record, next_state: RunState, obj: RestartRun) {
-        let mut g = self.lock();
-        g.resource_version = obj.metadata.resource_version.clone();
-        g.records.push(record.clone());
-        g.state = Some(next_state);
-        if let Some(status) = obj.status {
-            g.conditions = status.conditions;
-        }
-        drop(g);
-        // Announcing never holds the run up: when the Events publisher is
-        // that far behind, this one is left out (the journal has it).
-        if let Some(h) = &self.heralds
-            && let Err(mpsc::error::TrySendError::Full(r)) = h.try_send(record.clone())
-        {
-            tracing::warn!(
-                seq = r.seq,
-                "the Events publisher is behind; an Event was left out"
-            );
-        }
-    }
-
-    /// After a write whose outcome is unknown: the object if the journal on
-    /// the server already ends with `record` (it landed); otherwise, the
-    /// journal still being ours, `None` with the new resourceVersion taken
-    /// for another try. A read that fails transiently is `None` too.
-    async fn landed(&self, record: &Record) -> Result<Option<RestartRun>, StoreError> {
-        let fresh = match self.api.get_status(&self.name).await {
-            Ok(fresh) => fresh,
-            Err(e) if transient(&e) => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    run: self.name.clone(),
-                    source,
-                });
-            }
-        };
-        let theirs = fresh
-            .status
-            .as_ref()
-            .map(|s| s.journal.as_slice())
-            .unwrap_or(&[]);
-        let mut g = self.lock();
-        let ours = g.records.len();
-        let same_prefix = theirs.len() >= ours
-            && theirs[..ours].last().map(|r| &r.hash) == g.records.last().map(|r| &r.hash);
-        if same_prefix && theirs.len() == ours + 1 && theirs[ours].hash == record.hash {
-            return Ok(Some(fresh));
-        }
-        if same_prefix && theirs.len() == ours {
-            g.resource_version = fresh.metadata.resource_version;
-            return Ok(None);
-        }
-        Err(StoreError::Fenced {
-            run: self.name.clone(),
-            ours,
-            theirs: theirs.len(),
-        })
-    }
-
-    /// After a conflict: takes the new resourceVersion if the journal on
-    /// the server is still ours, else refuses to write on.
+    /// Takes the RestartRun's current resourceVersion for another try.
     async fn refresh(&self) -> Result<(), StoreError> {
         let fresh = self
             .api
@@ -289,107 +354,140 @@ impl StatusStore {
                 run: self.name.clone(),
                 source,
             })?;
-        let theirs = fresh
-            .status
-            .as_ref()
-            .map(|s| s.journal.as_slice())
-            .unwrap_or(&[]);
         let mut g = self.lock();
-        let same = theirs.len() == g.records.len()
-            && theirs.last().map(|r| &r.hash) == g.records.last().map(|r| &r.hash);
-        if !same {
-            return Err(StoreError::Fenced {
-                run: self.name.clone(),
-                ours: g.records.len(),
-                theirs: theirs.len(),
-            });
-        }
+        g.has_status = fresh.status.is_some();
         g.resource_version = fresh.metadata.resource_version;
         Ok(())
     }
 
-    /// The record for `event`, the state after it, and the patch that
-    /// writes both.
-    fn prepare(
-        &self,
-        event: &Event,
-    ) -> Result<(Record, RunState, Vec<PatchOperation>), StoreError> {
-        let g = self.lock();
+    /// The record for `event`, taken into the state. The fold refuses an
+    /// event that cannot follow (an unknown system, a second start) before
+    /// it changes anything, so no such record is written. Applied in place,
+    /// not to a copy: at 10,000 systems a copy per event would cost more
+    /// than the API server's round trips.
+    fn prepare(&self, event: &Event) -> Result<Record, StoreError> {
+        let mut g = self.lock();
         let record = Record::next(g.records.last(), event.clone());
         let fold_err = |e: blackstart_engine::FoldError| StoreError::Fold {
             run: self.name.clone(),
             reason: e.to_string(),
         };
-        // The plan is the first record's: the one being made, or the one kept.
-        let (state, plan) = match (&g.state, g.records.first()) {
-            (Some(state), Some(first)) => {
-                let mut next = state.clone();
-                next.apply(record.seq, &record.event).map_err(fold_err)?;
-                (next, &first.event)
+        match g.state.as_mut() {
+            Some(state) => state.apply(record.seq, &record.event).map_err(fold_err)?,
+            // A new run (its first record must be RunStarted, as the fold
+            // says), or one whose last append failed: folded afresh.
+            None => {
+                let state =
+                    RunState::fold(g.records.iter().chain([&record]).map(|r| (r.seq, &r.event)))
+                        .map_err(fold_err)?;
+                g.state = Some(state);
             }
-            // A new run: its first record must be RunStarted, as the fold says.
-            _ => (
-                RunState::fold([(record.seq, &record.event)]).map_err(fold_err)?,
-                &record.event,
-            ),
+        }
+        Ok(record)
+    }
+
+    /// The patch that writes the summary of `state`, `record` being the
+    /// journal's last.
+    fn summary_ops(&self, record: &Record) -> Result<Vec<PatchOperation>, StoreError> {
+        let g = self.lock();
+        let Some(state) = g.state.as_ref() else {
+            return Ok(Vec::new());
         };
-        let Event::RunStarted { plan, .. } = plan else {
+        // The plan is the first record's.
+        let first = g.records.first().unwrap_or(record);
+        let Event::RunStarted { plan, .. } = &first.event else {
             return Err(StoreError::Fold {
                 run: self.name.clone(),
                 reason: "the first event of a run must be RunStarted".into(),
             });
         };
-        let started = g
-            .records
-            .first()
-            .map_or(record.at.as_str(), |r| r.at.as_str());
-        let summary = summarize(
-            &state,
-            plan,
-            started,
-            &record.at,
-            &g.conditions,
-            self.generation.load(Ordering::Relaxed),
-        );
-        let first = g.records.is_empty();
-        drop(g);
-        let ops = if first {
-            let status = RestartRunStatus {
-                journal: vec![record.clone()],
-                ..summary
-            };
-            vec![add(
-                "/status",
-                serde_json::to_value(&status).unwrap_or(Value::Null),
-            )]
-        } else {
-            let mut ops = vec![add(
-                "/status/journal/-",
-                serde_json::to_value(&record).unwrap_or(Value::Null),
-            )];
-            let summary = serde_json::to_value(&summary).unwrap_or(Value::Null);
-            for field in SUMMARY_FIELDS {
-                let value = summary.get(field).cloned().unwrap_or(Value::Null);
-                ops.push(add(&format!("/status/{field}"), value));
-            }
-            ops
+        let summary = RestartRunStatus {
+            journal_length: Some(record.seq),
+            journal_head: Some(record.hash.clone()),
+            journal_segments: Some(g.segments as u32),
+            ..summarize(
+                state,
+                plan,
+                &first.at,
+                &record.at,
+                &g.conditions,
+                self.generation.load(Ordering::Relaxed),
+            )
         };
-        Ok((record, state, ops))
+        if !g.has_status {
+            return Ok(vec![add(
+                "/status",
+                serde_json::to_value(&summary).unwrap_or(Value::Null),
+            )]);
+        }
+        let summary = serde_json::to_value(&summary).unwrap_or(Value::Null);
+        Ok(SUMMARY_FIELDS
+            .iter()
+            .map(|field| {
+                // A field the summary leaves out is empty now: a list or a
+                // map as an empty one (a null would not read back), any
+                // other as null.
+                let value = summary.get(field).cloned().unwrap_or(match *field {
+                    "stages" | "systems" | "conditions" => Value::Array(Vec::new()),
+                    "systemCounts" => Value::Object(serde_json::Map::new()),
+                    _ => Value::Null,
+                });
+                add(&format!("/status/{field}"), value)
+            })
+            .collect())
     }
 }
 
+/// After the journal of the release before was moved into segments: the
+/// status loses it and says where it went. Returns the new resourceVersion.
+async fn carried_over(
+    api: &Api<RestartRun>,
+    name: &str,
+    records: &[Record],
+    segments: usize,
+) -> Result<Option<String>, StoreError> {
+    let last = records.last();
+    let ops = vec![
+        PatchOperation::Remove(RemoveOperation {
+            path: pointer("/status/journal"),
+        }),
+        add(
+            "/status/journalLength",
+            serde_json::json!(last.map(|r| r.seq)),
+        ),
+        add(
+            "/status/journalHead",
+            serde_json::json!(last.map(|r| &r.hash)),
+        ),
+        add("/status/journalSegments", serde_json::json!(segments)),
+    ];
+    let patch = Patch::Json::<()>(json_patch::Patch(ops));
+    let obj = api
+        .patch_status(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(|source| StoreError::Patch {
+            run: name.to_owned(),
+            source,
+        })?;
+    Ok(obj.metadata.resource_version)
+}
+
 /// The status fields derived from the journal, replaced with each event.
-const SUMMARY_FIELDS: [&str; 10] = [
+const SUMMARY_FIELDS: [&str; 14] = [
     "phase",
     "reason",
     "planHash",
     "stage",
     "stages",
+    "systemCounts",
     "systems",
     "conditions",
     "observedGeneration",
     "startTime",
     "completionTime",
+    "journalLength",
+    "journalHead",
+    "journalSegments",
 ];
 
 fn pointer(path: &str) -> PointerBuf {
@@ -412,8 +510,11 @@ impl RunStore for StatusStore {
             return Err(StoreError::Runtime);
         }
         let mut abandoned = self.abandoned.clone();
+        // Driven on the store's own runtime when it has one, so that its
+        // requests never wait for the workers this call is blocking.
+        let io = self.io.clone().unwrap_or(handle);
         tokio::task::block_in_place(|| {
-            handle.block_on(async {
+            io.block_on(async {
                 tokio::select! {
                     r = self.append_async(event) => r,
                     () = async {
@@ -474,9 +575,26 @@ pub fn summarize(
         plan_hash: Some(state.playbook_hash.clone()),
         stage,
         stages,
+        system_counts: state.systems.iter().fold(
+            std::collections::BTreeMap::new(),
+            |mut counts, s| {
+                *counts.entry(format!("{:?}", s.phase)).or_insert(0) += 1;
+                counts
+            },
+        ),
         systems: state
             .systems
             .iter()
+            .filter(|s| {
+                !matches!(
+                    s.phase,
+                    SystemPhase::Pending
+                        | SystemPhase::Healthy
+                        | SystemPhase::Skipped
+                        | SystemPhase::RolledBack
+                ) || s.reason.is_some() && s.phase != SystemPhase::Healthy
+            })
+            .take(NOTABLE_SYSTEMS)
             .map(|s| SystemStatus {
                 id: s.id.clone(),
                 stage: s.stage.clone(),
@@ -488,7 +606,7 @@ pub fn summarize(
         observed_generation: Some(generation),
         start_time: Some(started.to_owned()),
         completion_time: state.phase.is_final().then(|| now.to_owned()),
-        journal: Vec::new(),
+        ..RestartRunStatus::default()
     }
 }
 

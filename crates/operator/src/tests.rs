@@ -79,18 +79,21 @@ async fn a_new_run_gets_a_finalizer_then_its_plan_and_status() {
         .log()
         .into_iter()
         .map(|l| (l.method, l.path))
-        .take(4)
+        .take(6)
         .collect();
     let base = "/apis/blackstart.dev/v1alpha1/namespaces/plant";
+    let maps = "/api/v1/namespaces/plant/configmaps";
     assert_eq!(
         requests,
         [
             (Method::PATCH, format!("{base}/restartruns/run-1")),
             (Method::GET, format!("{base}/restartruns/run-1")),
+            (Method::GET, format!("{maps}/run-1-journal-0000")),
             (Method::GET, format!("{base}/playbooks/plant")),
+            (Method::POST, maps.to_owned()),
             (Method::PATCH, format!("{base}/restartruns/run-1/status")),
         ],
-        "first the finalizer, then a fresh read, the playbook, and the plan into the status"
+        "first the finalizer, then a fresh read and the journal (none yet), the playbook, the plan into the journal, and the summary into the status"
     );
     assert_eq!(
         run.metadata.finalizers.as_deref(),
@@ -111,8 +114,37 @@ async fn a_new_run_gets_a_finalizer_then_its_plan_and_status() {
             .collect::<Vec<_>>(),
         ["data", "apps"]
     );
-    assert_eq!(status.systems.len(), 3);
+    assert_eq!(status.system_counts.values().sum::<u32>(), 3);
+    assert!(
+        status
+            .systems
+            .iter()
+            .all(|s| s.phase != "Pending" && s.phase != "Healthy"),
+        "pending and healthy systems are counted, not listed: {:?}",
+        status.systems
+    );
     assert_eq!(status.observed_generation, Some(1));
+    // The journal is in its segment, owned by the run; the status only
+    // says how long it is and where it ends.
+    let raw = fake.raw_run("run-1").status.unwrap_or_default();
+    assert!(raw.journal.is_empty());
+    assert_eq!(raw.journal_segments, Some(1));
+    let length = raw.journal_length.expect("the journal's length");
+    let journal = fake.journal("run-1");
+    let head = journal
+        .iter()
+        .find(|r| r.seq == length)
+        .expect("the head is in the journal");
+    assert_eq!(raw.journal_head.as_deref(), Some(head.hash.as_str()));
+    let segment = fake.get("configmaps", "run-1-journal-0000");
+    assert_eq!(
+        segment["metadata"]["ownerReferences"][0]["kind"],
+        "RestartRun"
+    );
+    assert_eq!(
+        segment["metadata"]["labels"]["blackstart.dev/journal-of"],
+        "run-1"
+    );
     match &status.journal[0].event {
         Event::RunStarted { playbook, plan, .. } => {
             assert_eq!(playbook, "plant");
@@ -315,34 +347,27 @@ async fn a_conflict_on_a_status_patch_is_retried() {
 async fn a_journal_extended_by_someone_else_is_not_written_over() {
     let fake = plant("{ approvals: [incident-commander] }", false);
     let ctx = fake.context();
-    let run = at_the_gate(&fake, &ctx).await;
-    // A second writer appends a record the first does not know.
-    let mut records = journal(&run);
-    let extra = Record::next(
-        records.last(),
-        Event::Approved {
-            stage: "data".into(),
-            by: "mallory".into(),
-            role: None,
-            proof: Default::default(),
-        },
-    );
-    records.push(extra);
-    let api = fake.runs(&ctx);
-    let store = crate::store::StatusStore::new(
-        api,
-        &fake.run("run-1"),
-        std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)),
-        None,
-    )
-    .expect("a store on the current status");
-    let stale = crate::store::StatusStore::new(
+    at_the_gate(&fake, &ctx).await;
+    // Two writers read the journal as it is now; the first then appends a
+    // record the second does not know.
+    let stale = crate::store::StatusStore::load(
         fake.runs(&ctx),
-        &run,
+        fake.raw_run("run-1"),
         std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)),
         None,
+        None,
     )
-    .expect("a store on the old status");
+    .await
+    .expect("a store on the journal");
+    let store = crate::store::StatusStore::load(
+        fake.runs(&ctx),
+        fake.raw_run("run-1"),
+        std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)),
+        None,
+        None,
+    )
+    .await
+    .expect("a second store on the same journal");
     store
         .append_async(&Event::Approved {
             stage: "data".into(),
@@ -361,7 +386,7 @@ async fn a_journal_extended_by_someone_else_is_not_written_over() {
         })
         .await
         .expect_err("the stale store must refuse");
-    assert!(err.to_string().contains("written by someone else"), "{err}");
+    assert!(err.to_string().contains("did not write"), "{err}");
     ctx.abandon();
 }
 
@@ -1676,4 +1701,38 @@ fn a_playbook_with_ssh_sites_needs_an_ssh_client_on_the_operators_path() {
     std::fs::write(empty.path().join("ssh"), "").unwrap();
     let with = Some(empty.path().as_os_str().to_owned());
     assert!(crate::controller::ssh_client_for(&remote, with).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_the_release_before_is_carried_over_and_resumed() {
+    let fake = plant("{ approvals: [incident-commander] }", false);
+    let first = fake.context();
+    at_the_gate(&fake, &first).await;
+    first.abandon();
+    // As the release before left it: the journal in the status.
+    let before = fake.journal("run-1");
+    fake.as_the_release_before("run-1");
+    assert!(fake.journal("run-1").is_empty());
+    fake.patch_spec(
+        "run-1",
+        json!({"approvals": [{"stage": "data", "by": "alice"}]}),
+    );
+    let second = fake.context();
+    let run = reconcile_until(&fake, &second, "run-1", LIMIT, phase_is("Succeeded")).await;
+    let raw = fake.raw_run("run-1").status.unwrap_or_default();
+    assert!(raw.journal.is_empty(), "the journal left the status");
+    let journal = fake.journal("run-1");
+    assert_eq!(
+        &journal[..before.len()],
+        &before[..],
+        "the old records, unchanged, come first"
+    );
+    assert!(journal.len() > before.len());
+    Record::verify_chain(&journal).expect("one chain across both releases");
+    assert_eq!(
+        starts(&run, "parts-db"),
+        1,
+        "a healthy system is not started again"
+    );
+    second.abandon();
 }

@@ -104,6 +104,9 @@ struct World {
     history: Vec<Change>,
     /// Watches from before this resourceVersion get 410.
     compacted: u64,
+    /// The collections (`group/plural`) watched so far: history is kept
+    /// for these only.
+    watched: std::collections::BTreeSet<String>,
     /// Field owners of server-side apply: object key → field path → manager.
     owners: HashMap<String, BTreeMap<String, String>>,
     faults: Faults,
@@ -469,7 +472,11 @@ contexts: [ {{ name: fake, context: {{ cluster: fake, user: fake, namespace: {na
         }
         let mut w = self.world();
         let answer = match req.method.as_str() {
-            "GET" if target.name.is_none() => Some(list(&w, &target)),
+            "GET" if target.name.is_none() => {
+                // A list is how a watch begins: its changes are kept from now.
+                w.watched.insert(target.collection());
+                Some(list(&w, &target))
+            }
             "GET" => Some(get(&w, &target)),
             "POST" => {
                 let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);

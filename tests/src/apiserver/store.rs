@@ -23,15 +23,29 @@ pub(super) fn record(
     } else {
         w.objects.insert(key.to_owned(), obj.clone());
     }
+    // History is kept for the kinds someone watches, and not forever: an
+    // API server's watch cache is bounded too, and a watch from before
+    // what is left gets 410.
+    let collection = target.collection();
+    if !w.watched.contains(&collection) {
+        return;
+    }
     let change = Change {
         rv: w.rv,
-        collection: target.collection(),
+        collection,
         namespace: target.namespace.clone().unwrap_or_default(),
         kind,
         object: obj.clone(),
     };
     w.history.push(change);
+    if w.history.len() > MAX_HISTORY {
+        w.history.drain(..MAX_HISTORY / 2);
+        w.compacted = w.history.first().map_or(w.rv, |c| c.rv - 1);
+    }
 }
+
+/// How many changes the history keeps at most.
+const MAX_HISTORY: usize = 20_000;
 
 pub(super) fn get(w: &World, target: &Target) -> (u16, Value) {
     let key = target.key();

@@ -65,6 +65,7 @@ impl ApiServer {
             .unwrap_or(0);
         let collection = target.collection();
         let mut w = self.world();
+        w.watched.insert(collection.clone());
         if since == 0 {
             // From "any" version: what there is now, then what changes.
             let prefix = format!("{collection}/");
