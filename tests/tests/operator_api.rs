@@ -154,6 +154,21 @@ impl Cluster {
         }
     }
 
+    /// `blackstart ARGS…` as a person with the admin kubeconfig: exit code,
+    /// standard output, standard error.
+    fn blackstart(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(binary())
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig("admin"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `blackstart approve RUN STAGE --k8s`, as a person with kubectl would.
     fn approve(&self, stage: &str) {
         let out = Command::new(binary())
@@ -439,5 +454,84 @@ fn a_run_larger_than_the_status_could_hold_spans_segments_and_succeeds() {
     assert!(
         bytes < 16 * 1024,
         "the RestartRun stays small: {bytes} bytes"
+    );
+
+    // The CLI reads the whole chain back from the segments.
+    let verify = c.blackstart(&["audit", RUN, "--k8s", "--verify"]);
+    assert_eq!(verify.0, 0, "{}", verify.2);
+    let head = format!(
+        "head: {} {}",
+        status["journalLength"],
+        status["journalHead"].as_str().unwrap()
+    );
+    assert!(
+        verify.1.contains("hash chain intact") && verify.1.contains(&head),
+        "{}",
+        verify.1
+    );
+    let shown = c.blackstart(&["status", RUN, "--k8s", "--format", "json"]);
+    assert_eq!(shown.0, 0, "{}", shown.2);
+    let shown: serde_json::Value = serde_json::from_str(&shown.1).unwrap();
+    assert_eq!(shown["phase"], "Succeeded");
+    assert_eq!(shown["systems"].as_array().map(Vec::len), Some(n));
+}
+
+/// The operator at its largest: a run of 10,000 systems (or
+/// `BLACKSTART_BENCH_SYSTEMS`) whose workloads are ready at once, on the
+/// fake API server. Prints wall time, the operator's peak memory and what
+/// it wrote; `cargo xtask bench-operator` runs it in release.
+#[test]
+#[ignore = "a benchmark of minutes, not a test: cargo xtask bench-operator"]
+fn benchmark_a_run_of_ten_thousand_systems() {
+    let n: usize = std::env::var("BLACKSTART_BENCH_SYSTEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut c = Cluster::new(|_| many(n));
+    for i in 0..n {
+        c.api.create(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": format!("d-{i:05}"), "namespace": NS },
+            "spec": { "replicas": 0 },
+        }));
+    }
+    let started = Instant::now();
+    let op = c.start_operator("replica-a");
+    let pid = c.operators[op].id();
+    let mut peak_kib = 0u64;
+    let deadline = started + Duration::from_secs(1800);
+    while c.phase() != "Succeeded" {
+        assert!(Instant::now() < deadline, "no end within 30 minutes");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    c.assert_truthful();
+    let journal = c.journal();
+    let journal_bytes: usize = journal
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap().len())
+        .sum();
+    let run_bytes = serde_json::to_string(&c.run()).unwrap().len();
+    println!();
+    println!(
+        "| systems | events | wall time | operator peak RSS | RestartRun | journal | per event |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {} | {wall:.1} s | {:.0} MiB | {:.1} KiB | {:.0} KiB in {} segments | {:.0} bytes |",
+        journal.len(),
+        peak_kib as f64 / 1024.0,
+        run_bytes as f64 / 1024.0,
+        journal_bytes as f64 / 1024.0,
+        c.run()["status"]["journalSegments"],
+        journal_bytes as f64 / journal.len() as f64,
     );
 }

@@ -445,6 +445,7 @@ fn bench() -> Result<(), String> {
     bench_drill()?;
     bench_estimate()?;
     bench_status()?;
+    bench_operator()?;
     println!();
     println!("validate + plan of generated playbooks (50 sites), criterion mean:");
     println!("| systems | time | vs. 10x fewer |");
@@ -609,6 +610,29 @@ fn bench_status() -> Result<(), String> {
     Ok(())
 }
 
+/// The operator binary driving a 10,000-system run on the project's fake
+/// API server (`tests/src/apiserver`), workloads ready at once: wall time,
+/// the operator's peak memory, and what it wrote.
+fn bench_operator() -> Result<(), String> {
+    run(
+        &cargo(),
+        &[
+            "test",
+            "--release",
+            "--locked",
+            "-p",
+            "blackstart-tests",
+            "--test",
+            "operator_api",
+            "--",
+            "--ignored",
+            "--exact",
+            "benchmark_a_run_of_ten_thousand_systems",
+            "--nocapture",
+        ],
+    )
+}
+
 /// A 10,000-system drill at high speed: wall time and peak memory; then
 /// the same with the plant stage failing per site and one plant system of
 /// one of the 50 sites failing (its site is held, the rest goes on).
@@ -765,6 +789,7 @@ fn main() -> ExitCode {
         "bench-drill" => bench_drill(),
         "bench-estimate" => bench_estimate(),
         "bench-status" => bench_status(),
+        "bench-operator" => bench_operator(),
         "man" => man(),
         "schema" => schema(std::env::args().nth(2).as_deref() == Some("--check")),
         "lab" => ensure_lab().map(|()| {
@@ -781,7 +806,7 @@ fn main() -> ExitCode {
             eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
             eprintln!(
-                "  bench-ninja, bench-drill, bench-estimate, bench-status  one of them alone"
+                "  bench-ninja, bench-drill, bench-estimate, bench-status, bench-operator  one of them alone"
             );
             eprintln!(
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"

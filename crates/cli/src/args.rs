@@ -127,10 +127,12 @@ pub(crate) enum Command {
     Retry(RetryArgs),
     /// Where a run stands: the run's, each stage's and each system's phase.
     #[command(
-        after_help = "Examples:\n  blackstart status ir-2025-09\n  blackstart status ir-2025-09 --format json | jq .phase"
+        after_help = "Examples:\n  blackstart status ir-2025-09\n  blackstart status ir-2025-09 --format json | jq .phase\n  blackstart status dealer-restart-1 --k8s --namespace blackstart-demo   # a RestartRun, from its whole journal"
     )]
     Status {
         run: String,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         state: StateDir,
         #[arg(long, value_enum, default_value_t = DiagFormat::Text)]
@@ -183,7 +185,7 @@ pub(crate) enum Command {
     Confirm(ConfirmArgs),
     /// The run's timeline for the post-incident review, or a check of its hash chain.
     #[command(
-        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n  blackstart audit ir-2025-09 --verify --head 3f1c…\n\n--verify prints `head: SEQ SHA256` and exits 0 when the chain is intact; it exits 1 and\nsays why when a record was changed, the journal is empty or ends in an unfinished write,\nrecords follow that do not continue the chain, or the --head record is not in it."
+        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n  blackstart audit ir-2025-09 --verify --head 3f1c…\n  blackstart audit dealer-restart-1 --k8s --namespace blackstart-demo --verify   # a RestartRun's journal, from its ConfigMaps\n\n--verify prints `head: SEQ SHA256` and exits 0 when the chain is intact; it exits 1 and\nsays why when a record was changed, the journal is empty or ends in an unfinished write,\nrecords follow that do not continue the chain, or the --head record is not in it."
     )]
     Audit(AuditArgs),
 }
@@ -375,6 +377,8 @@ pub(crate) struct AuditArgs {
     pub(crate) head: Option<String>,
     #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
     pub(crate) format: AuditFormat,
+    #[command(flatten)]
+    pub(crate) target: Target,
     #[command(flatten)]
     pub(crate) state: StateDir,
 }

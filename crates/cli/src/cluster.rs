@@ -139,3 +139,28 @@ pub async fn clusters_for(
     }
     Ok((default, own))
 }
+
+/// A RestartRun's whole journal, read from its ConfigMap segments (or, for
+/// a run of the release before, its status), for `status --k8s` and
+/// `audit --k8s`.
+pub fn journal(
+    run: &str,
+    namespace: Option<String>,
+) -> Result<Vec<blackstart_engine::Record>, CliError> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Runtime(OperatorError::Client(e).to_string()))?;
+        let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+        let api: kube::Api<blackstart_operator::RestartRun> = kube::Api::namespaced(client, &ns);
+        let obj = api
+            .get_opt(run)
+            .await
+            .map_err(|e| CliError::Runtime(format!("cannot read RestartRun {ns}/{run}: {e}")))?
+            .ok_or_else(|| CliError::Usage(format!("there is no RestartRun {ns}/{run}")))?;
+        blackstart_operator::store::read_journal(&api, &obj)
+            .await
+            .map_err(|e| CliError::Runtime(e.to_string()))
+    })
+}

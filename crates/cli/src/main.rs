@@ -285,15 +285,35 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Apply(args) => apply_command(args),
         Command::Drill(args) => drill_command(args),
         Command::Resume(a) => runs::resume(&a.state.state_dir, &a.run, &a.trust.into(), a.by),
-        Command::Status { run, state, format } => {
-            runs::status(&state.state_dir, &run, matches!(format, DiagFormat::Json))
+        Command::Status {
+            run,
+            target,
+            state,
+            format,
+        } => {
+            let json = matches!(format, DiagFormat::Json);
+            if target.k8s {
+                let records = cluster::journal(&run, target.namespace)?;
+                runs::show_status(&run, &records, false, json)
+            } else {
+                runs::status(&state.state_dir, &run, json)
+            }
         }
-        Command::Audit(a) => runs::audit(
-            &a.state.state_dir,
-            &a.run,
-            a.verify.then_some(a.head.as_deref()),
-            matches!(a.format, AuditFormat::Markdown),
-        ),
+        Command::Audit(a) => {
+            let markdown = matches!(a.format, AuditFormat::Markdown);
+            let verify = a.verify.then_some(a.head.as_deref());
+            if a.target.k8s {
+                let records = cluster::journal(&a.run, a.target.namespace)?;
+                match verify {
+                    Some(head) => {
+                        runs::verify_records(&format!("RestartRun {}", a.run), &records, head)
+                    }
+                    None => runs::show_audit(&records, markdown),
+                }
+            } else {
+                runs::audit(&a.state.state_dir, &a.run, verify, markdown)
+            }
+        }
         Command::Approve(args) => decisions::approve(args),
         Command::Deny(args) => decisions::deny(args),
         Command::Confirm(args) => decisions::confirm(args),

@@ -485,9 +485,9 @@ async fn cleanup(run: &RestartRun, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// The most systems one RestartRun takes: what this release is measured
-/// and tested at. The journal itself has no limit (it is in segments), and
-/// the status is a summary; the Playbook object must still fit the API
-/// server's 1.5 MiB, which a compact playbook of 10,000 systems does.
+/// at. The journal itself has no limit (it is in segments), and the status
+/// is a summary; the Playbook object must still fit the API server's
+/// 1.5 MiB, about 6,000 tersely written systems.
 pub const MAX_SYSTEMS: usize = 10_000;
 
 /// The plan of a new run, or why there is none yet.

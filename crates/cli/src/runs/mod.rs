@@ -17,7 +17,7 @@ mod report;
 mod start;
 
 pub use decide::{Prepared, Signing, decide, pause, prepare};
-pub use report::{audit, status};
+pub use report::{audit, show_audit, show_status, status, verify_records};
 pub use start::{Deciders, Trust, apply, drill, resume, retry, rollback};
 
 use std::path::Path;

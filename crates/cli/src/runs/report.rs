@@ -26,10 +26,22 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
     }
     let records = scan.records;
     let state = folded(&records)?;
-    let plan = journal_plan(&records)?;
     let orphaned = !state.phase.is_final()
         && state.phase != blackstart_engine::RunPhase::Paused
         && journal::driven(&dir) == Some(false);
+    show_status(run, &records, orphaned, json)
+}
+
+/// Where a run stands, from its journal (a file's, or a RestartRun's);
+/// `orphaned` when no process drives a run that should be moving.
+pub fn show_status(
+    run: &str,
+    records: &[Record],
+    orphaned: bool,
+    json: bool,
+) -> Result<u8, CliError> {
+    let state = folded(records)?;
+    let plan = journal_plan(records)?;
     if json {
         let mut value = serde_json::to_value(&state).expect("state always serializes");
         if orphaned {
@@ -109,7 +121,7 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
         if stage.phase == blackstart_engine::StagePhase::Gate
             && let Some(planned) = plan.stages.iter().find(|p| p.name == stage.name)
         {
-            for line in gate_needs(plan, planned, stage, &records, run) {
+            for line in gate_needs(plan, planned, stage, records, run) {
                 let _ = writeln!(out, "  {line}");
             }
         }
@@ -210,10 +222,15 @@ pub fn audit(
         return verify_journal(&dir, head);
     }
     let records = journal::read(&dir)?;
+    show_audit(&records, markdown)
+}
+
+/// The timeline of a journal (a file's, or a RestartRun's).
+pub fn show_audit(records: &[Record], markdown: bool) -> Result<u8, CliError> {
     let text = if markdown {
-        audit_markdown(&records)?
+        audit_markdown(records)?
     } else {
-        audit_text(&records)
+        audit_text(records)
     };
     crate::write_output(None, &text)?;
     Ok(exit::SUCCESS)
@@ -243,9 +260,40 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
             last.seq, rest.line, rest.bytes, rest.reason, last.seq
         ));
     }
+    for r in &scan.records {
+        if let Event::SetAside {
+            file,
+            bytes,
+            reason,
+        } = &r.event
+        {
+            note(&format!(
+                "event {}: {bytes} bytes after the valid chain were set aside into {} ({reason})",
+                r.seq,
+                dir.dir.join(file).display()
+            ));
+        }
+    }
+    verify_records(&path.display().to_string(), &scan.records, head)
+}
+
+/// `audit --verify` of records read whole (a file's, after its scan; a
+/// RestartRun's segments): the chain, the kept head, every decision's
+/// signature against the plan's roles.
+pub fn verify_records(label: &str, records: &[Record], head: Option<&str>) -> Result<u8, CliError> {
+    let failed = |why: String| {
+        note(&format!("{label}: verification failed: {why}"));
+        Ok(exit::FAILED)
+    };
+    let Some(last) = records.last() else {
+        return failed("the journal is empty: it holds no record at all".to_owned());
+    };
+    if let Err(why) = Record::verify_chain(records) {
+        return failed(why);
+    }
     if let Some(head) = head {
         let head = head.trim().trim_start_matches("sha256:");
-        if !scan.records.iter().any(|r| r.hash == head) {
+        if !records.iter().any(|r| r.hash == head) {
             return failed(format!(
                 "the head {head} is not in the chain: the journal was rewritten or cut after that head was kept"
             ));
@@ -259,13 +307,13 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
         require_signatures,
         run,
         ..
-    }) = scan.records.first().map(|r| &r.event)
+    }) = records.first().map(|r| &r.event)
     {
         // A drill that rehearses the keys is held to them, as a real run.
         let drill = &(*drill && !*require_signatures);
         let (mut signed, mut unsigned) = (0, 0);
         let mut revoked: Vec<String> = Vec::new();
-        for r in &scan.records {
+        for r in records {
             if let Err(why) =
                 blackstart_engine::decision::recheck(plan, run, *drill, &revoked, &r.event)
             {
@@ -289,26 +337,11 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
             ));
         }
     }
-    for r in &scan.records {
-        if let Event::SetAside {
-            file,
-            bytes,
-            reason,
-        } = &r.event
-        {
-            note(&format!(
-                "event {}: {bytes} bytes after the valid chain were set aside into {} ({reason})",
-                r.seq,
-                dir.dir.join(file).display()
-            ));
-        }
-    }
     crate::write_output(
         None,
         &format!(
-            "{}: {} events, hash chain intact{}\nhead: {} {}\n",
-            path.display(),
-            scan.records.len(),
+            "{label}: {} events, hash chain intact{}\nhead: {} {}\n",
+            records.len(),
             head.map(|h| format!(", head {h} in it"))
                 .unwrap_or_default(),
             last.seq,
