@@ -71,6 +71,19 @@ impl Cluster {
         }
     }
 
+    /// A run of `n` systems (see [`many`]), each a Deployment at 0 replicas.
+    fn with_systems(n: usize) -> Cluster {
+        let c = Cluster::new(|_| many(n));
+        for i in 0..n {
+            c.api.create(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": format!("d-{i:05}"), "namespace": NS },
+                "spec": { "replicas": 0 },
+            }));
+        }
+        c
+    }
+
     fn kubeconfig(&self, who: &str) -> PathBuf {
         self.dir.path().join(format!("{who}.kubeconfig"))
     }
@@ -429,14 +442,7 @@ spec:
 fn a_run_larger_than_the_status_could_hold_spans_segments_and_succeeds() {
     // More than the 600 systems a journal in the status allowed.
     let n = 700;
-    let mut c = Cluster::new(|_| many(n));
-    for i in 0..n {
-        c.api.create(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": format!("d-{i:05}"), "namespace": NS },
-            "spec": { "replicas": 0 },
-        }));
-    }
+    let mut c = Cluster::with_systems(n);
     c.start_operator("replica-a");
     c.wait_for("Succeeded", Duration::from_secs(240), |c| {
         c.phase() == "Succeeded"
@@ -487,14 +493,7 @@ fn benchmark_a_run_of_ten_thousand_systems() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let mut c = Cluster::new(|_| many(n));
-    for i in 0..n {
-        c.api.create(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": format!("d-{i:05}"), "namespace": NS },
-            "spec": { "replicas": 0 },
-        }));
-    }
+    let mut c = Cluster::with_systems(n);
     let started = Instant::now();
     let op = c.start_operator("replica-a");
     let pid = c.operators[op].id();

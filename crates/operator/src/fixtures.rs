@@ -28,7 +28,9 @@ use crate::metrics::Metrics;
 
 pub const NS: &str = "plant";
 /// Marks a fake Deployment that never becomes ready.
-pub const NEVER_READY: &str = "fake.blackstart.dev/never-ready";
+pub use blackstart_tests::apiserver::NEVER_READY;
+/// The fake Deployment controller: the one the stateful API server runs.
+use blackstart_tests::apiserver::settle_workload as settle;
 
 /// One request as the mock API server saw it.
 #[derive(Debug, Clone)]
@@ -497,21 +499,6 @@ fn default_run(obj: &mut Value) {
             obj["spec"][list] = json!([]);
         }
     }
-}
-
-/// The fake Deployment controller: the status catches up with the spec at
-/// once, except that a never-ready workload's pods never become ready.
-fn settle(obj: &mut Value) {
-    let desired = obj["spec"]["replicas"].as_i64().unwrap_or(1);
-    let never = obj["metadata"]["annotations"][NEVER_READY] == json!("true");
-    let ready = if never { 0 } else { desired };
-    obj["status"] = json!({
-        "observedGeneration": obj["metadata"]["generation"],
-        "replicas": desired,
-        "updatedReplicas": desired,
-        "readyReplicas": ready,
-        "availableReplicas": ready,
-    });
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {

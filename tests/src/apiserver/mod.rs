@@ -50,6 +50,8 @@ mod rbac;
 mod store;
 mod watch;
 
+pub use store::settle_workload;
+
 use http::{read_request, reason_phrase};
 use rbac::Rbac;
 use store::{create, delete, get, list, patch, record, status, update};

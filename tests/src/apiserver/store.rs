@@ -58,15 +58,19 @@ pub(super) fn get(w: &World, target: &Target) -> (u16, Value) {
     }
 }
 
-pub(super) fn list(w: &World, target: &Target) -> (u16, Value) {
+/// The objects of `target`'s collection, in its namespace if it names one.
+pub(super) fn members(w: &World, target: &Target) -> Vec<Value> {
     let prefix = format!("{}/", target.collection());
-    let items: Vec<Value> = w
-        .objects
+    w.objects
         .iter()
         .filter(|(k, _)| k.starts_with(&prefix))
         .filter(|(_, v)| in_namespace(v, target.namespace.as_deref()))
         .map(|(_, v)| v.clone())
-        .collect();
+        .collect()
+}
+
+pub(super) fn list(w: &World, target: &Target) -> (u16, Value) {
+    let items = members(w, target);
     (
         200,
         json!({
@@ -319,9 +323,15 @@ pub(super) fn defaults(target: &Target, obj: &mut Value) {
 /// The Deployment controller: a workload's status catches up with its
 /// spec at once, except that a never-ready one's pods never become ready.
 pub(super) fn controllers(target: &Target, obj: &mut Value) {
-    if !matches!(target.plural.as_str(), "deployments" | "statefulsets") {
-        return;
+    if matches!(target.plural.as_str(), "deployments" | "statefulsets") {
+        settle_workload(obj);
     }
+}
+
+/// A workload's status as its controller makes it: caught up with the
+/// spec at once, except a never-ready one's pods. The operator's mocked API
+/// server uses it too.
+pub fn settle_workload(obj: &mut Value) {
     let desired = obj["spec"]["replicas"].as_i64().unwrap_or(1);
     let never = obj["metadata"]["annotations"][NEVER_READY] == json!("true");
     let ready = if never { 0 } else { desired };

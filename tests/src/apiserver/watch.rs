@@ -6,11 +6,11 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::http::{end_chunks, send};
-use super::store::status;
-use super::{ApiServer, BOOKMARK_EVERY, Change, OPERATOR_TOKEN, Request, Target, in_namespace};
+use super::store::{members, status};
+use super::{ApiServer, BOOKMARK_EVERY, Change, OPERATOR_TOKEN, Request, Target};
 
 impl ApiServer {
     /// Serves a watch: what changed after the resourceVersion asked for,
@@ -68,14 +68,7 @@ impl ApiServer {
         w.watched.insert(collection.clone());
         if since == 0 {
             // From "any" version: what there is now, then what changes.
-            let prefix = format!("{collection}/");
-            let now: Vec<Value> = w
-                .objects
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .filter(|(_, v)| in_namespace(v, target.namespace.as_deref()))
-                .map(|(_, v)| v.clone())
-                .collect();
+            let now = members(&w, &target);
             since = w.rv;
             drop(w);
             for obj in now {
