@@ -456,6 +456,18 @@ fn a_run_larger_than_the_status_could_hold_spans_segments_and_succeeds() {
     );
     let segments = status["journalSegments"].as_u64().unwrap();
     assert!(segments > 5, "the journal spans {segments} segments");
+    // Records made while a write was under way went in with the next one.
+    let writes = c
+        .api
+        .seen()
+        .iter()
+        .filter(|s| (s.starts_with("PATCH") || s.starts_with("POST")) && s.contains("/configmaps"))
+        .count();
+    let records = c.journal().len();
+    assert!(
+        writes * 2 < records,
+        "{writes} segment writes for {records} records"
+    );
     let bytes = serde_json::to_string(&c.run()).unwrap().len();
     assert!(
         bytes < 16 * 1024,

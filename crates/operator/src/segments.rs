@@ -203,43 +203,65 @@ impl Segments {
         self.open.len()
     }
 
-    /// Appends `record`: durable once this returns.
-    pub async fn append(&mut self, record: &Record) -> Result<(), SegmentError> {
-        let text = serde_json::to_string(record).map_err(|e| SegmentError::Corrupt {
-            segment: segment_name(&self.run, self.open.len()),
-            what: format!("a record that does not serialize: {e}"),
-        })?;
-        let parts = split(&text, SEGMENT_BYTES / 2);
-        for (k, part) in parts.iter().enumerate() {
-            let key = key_of(record.seq, k, parts.len());
-            self.put(&key, part).await?;
+    /// Appends `records`, in order: durable once this returns. Several
+    /// records (a group commit) go in one request per segment they touch.
+    pub async fn append(&mut self, records: &[Record]) -> Result<(), SegmentError> {
+        let mut items: Vec<(String, String)> = Vec::new();
+        for record in records {
+            let text = serde_json::to_string(record).map_err(|e| SegmentError::Corrupt {
+                segment: segment_name(&self.run, self.open.len()),
+                what: format!("a record that does not serialize: {e}"),
+            })?;
+            let parts = split(&text, SEGMENT_BYTES / 2);
+            for (k, part) in parts.iter().enumerate() {
+                items.push((key_of(record.seq, k, parts.len()), (*part).to_owned()));
+            }
+        }
+        let size = |(k, v): &(String, String)| k.len() + v.len();
+        let mut i = 0;
+        while i < items.len() {
+            // The rest of the last segment, or a new one.
+            let room = self
+                .open
+                .last()
+                .map_or(0, |s| SEGMENT_BYTES.saturating_sub(s.bytes));
+            let creating = size(&items[i]) > room;
+            let cap = if creating { SEGMENT_BYTES } else { room };
+            let mut j = i;
+            let mut used = 0;
+            while j < items.len() && used + size(&items[j]) <= cap {
+                used += size(&items[j]);
+                j += 1;
+            }
+            // A part is at most half a segment, so a new one takes it.
+            let j = j.max(i + 1);
+            self.put(&items[i..j], creating).await?;
+            i = j;
         }
         Ok(())
     }
 
-    /// Writes one key: into the last segment when it has room, else into a
-    /// new one.
-    async fn put(&mut self, key: &str, value: &str) -> Result<(), SegmentError> {
-        let size = key.len() + value.len();
-        let fits = self
-            .open
-            .last()
-            .is_some_and(|s| s.bytes + size <= SEGMENT_BYTES);
+    /// Writes keys in one request: into the last segment, or as a new one.
+    async fn put(
+        &mut self,
+        batch: &[(String, String)],
+        creating: bool,
+    ) -> Result<(), SegmentError> {
         let (mut delays, mut unsure, mut conflicts) = (backoff(), 0, 0);
         loop {
-            let result = if fits {
-                self.add_to_last(key, value).await
+            let result = if creating {
+                self.create_next(batch).await
             } else {
-                self.create_next(key, value).await
+                self.add_to_last(batch).await
             };
             let error = match result {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            let name = if fits {
-                self.open.last().map(|s| s.name.clone()).unwrap_or_default()
-            } else {
+            let name = if creating {
                 segment_name(&self.run, self.open.len())
+            } else {
+                self.open.last().map(|s| s.name.clone()).unwrap_or_default()
             };
             let retry = match &error {
                 kube::Error::Api(s) if s.code == 409 && conflicts < 3 => {
@@ -263,27 +285,29 @@ impl Segments {
                 });
             }
             // The outcome is unknown, or someone wrote first: look.
-            if self.landed(&name, key, value, !fits).await? {
+            if self.landed(&name, batch, creating).await? {
                 return Ok(());
             }
         }
     }
 
-    async fn add_to_last(&mut self, key: &str, value: &str) -> Result<(), kube::Error> {
+    async fn add_to_last(&mut self, batch: &[(String, String)]) -> Result<(), kube::Error> {
         let Some(last) = self.open.last() else {
             return Ok(());
         };
-        let mut ops = Vec::with_capacity(2);
+        let mut ops = Vec::with_capacity(batch.len() + 1);
         if let Some(rv) = &last.resource_version {
             ops.push(PatchOperation::Replace(ReplaceOperation {
                 path: pointer("/metadata/resourceVersion"),
                 value: Value::String(rv.clone()),
             }));
         }
-        ops.push(PatchOperation::Add(AddOperation {
-            path: pointer(&format!("/data/{key}")),
-            value: Value::String(value.to_owned()),
-        }));
+        for (key, value) in batch {
+            ops.push(PatchOperation::Add(AddOperation {
+                path: pointer(&format!("/data/{key}")),
+                value: Value::String(value.clone()),
+            }));
+        }
         let patch = Patch::Json::<()>(json_patch::Patch(ops));
         let cm = self
             .api
@@ -291,12 +315,12 @@ impl Segments {
             .await?;
         let last = self.open.last_mut().expect("checked above");
         last.resource_version = cm.metadata.resource_version;
-        last.bytes += key.len() + value.len();
-        last.last = Some(key.to_owned());
+        last.bytes += batch.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        last.last = batch.last().map(|(k, _)| k.clone());
         Ok(())
     }
 
-    async fn create_next(&mut self, key: &str, value: &str) -> Result<(), kube::Error> {
+    async fn create_next(&mut self, batch: &[(String, String)]) -> Result<(), kube::Error> {
         let name = segment_name(&self.run, self.open.len());
         let cm = ConfigMap {
             metadata: ObjectMeta {
@@ -305,29 +329,28 @@ impl Segments {
                 owner_references: self.owner.clone().map(|o| vec![o]),
                 ..ObjectMeta::default()
             },
-            data: Some([(key.to_owned(), value.to_owned())].into()),
+            data: Some(batch.iter().cloned().collect()),
             ..ConfigMap::default()
         };
         let made = self.api.create(&PostParams::default(), &cm).await?;
         self.open.push(Open {
             name,
             resource_version: made.metadata.resource_version,
-            bytes: key.len() + value.len(),
-            last: Some(key.to_owned()),
+            bytes: batch.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            last: batch.last().map(|(k, _)| k.clone()),
         });
         Ok(())
     }
 
     /// After a write that failed or whose answer was lost: whether the
-    /// segment holds `key` as written (it landed; taken in). Otherwise the
-    /// segment's new version is taken for another try, unless it holds
-    /// records after this writer's last: then someone else appended, and
-    /// this writer is fenced off.
+    /// segment holds every key of `batch` as written (it landed; taken in).
+    /// Otherwise the segment's new version is taken for another try, unless
+    /// it holds records this writer did not write: then someone else
+    /// appended, and this writer is fenced off.
     async fn landed(
         &mut self,
         name: &str,
-        key: &str,
-        value: &str,
+        batch: &[(String, String)],
         creating: bool,
     ) -> Result<bool, SegmentError> {
         let Some(cm) = get(&self.api, name).await? else {
@@ -341,7 +364,7 @@ impl Segments {
             bytes: data.iter().map(|(k, v)| k.len() + v.len()).sum(),
             last: data.keys().next_back().cloned(),
         };
-        if data.get(key).is_some_and(|v| v == value) {
+        if batch.iter().all(|(k, v)| data.get(k) == Some(v)) {
             if creating {
                 self.open.push(seen);
             } else if let Some(last) = self.open.last_mut() {

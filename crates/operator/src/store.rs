@@ -72,6 +72,10 @@ pub enum StoreError {
     Fold { run: String, reason: String },
     #[error("RestartRun {run}: {source}")]
     Journal { run: String, source: SegmentError },
+    #[error(
+        "RestartRun {run}: an earlier write to its journal failed ({reason}); this operator writes no more to it, and the next driver reads it afresh"
+    )]
+    Failed { run: String, reason: String },
     #[error("the status store needs tokio's multi-threaded runtime")]
     Runtime,
     #[error(
@@ -111,7 +115,14 @@ impl std::fmt::Debug for StatusStore {
 }
 
 struct Inner {
+    /// What the journal holds.
     records: Vec<Record>,
+    /// Made, in the state, and waiting for the writer (a group commit).
+    pending: Vec<Record>,
+    /// Why a write failed; the store writes nothing after it.
+    failed: Option<String>,
+    /// The last record made, written or not: the next one follows it.
+    made: Option<Record>,
     state: Option<RunState>,
     conditions: Vec<Condition>,
     resource_version: Option<String>,
@@ -187,9 +198,10 @@ impl StatusStore {
                 run: name.clone(),
                 reason: format!("its journal does not verify: {reason}"),
             })?;
-            for r in &status.journal {
-                segments.append(r).await.map_err(journal_err)?;
-            }
+            segments
+                .append(&status.journal)
+                .await
+                .map_err(journal_err)?;
             records = status.journal.clone();
             resource_version = carried_over(&api, &name, &records, segments.count()).await?;
         }
@@ -220,6 +232,9 @@ impl StatusStore {
             abandoned: None,
             inner: Mutex::new(Inner {
                 records,
+                pending: Vec::new(),
+                failed: None,
+                made: None,
                 state,
                 conditions: status.conditions,
                 resource_version,
@@ -248,26 +263,50 @@ impl StatusStore {
     /// Appends from async code: the same as [`RunStore::append`], without
     /// blocking a runtime thread.
     pub async fn append_async(&self, event: &Event) -> Result<Record, StoreError> {
-        let mut segments = self.writer.lock().await;
         let record = self.prepare(event)?;
-        if let Err(source) = segments.append(&record).await {
-            // The state took the event in; the journal did not. The next
-            // append folds the state again from the journal.
-            self.lock().state = None;
+        // Group commit: whoever holds the writer writes every record made
+        // while it waited, in one request per segment and one summary.
+        let mut segments = self.writer.lock().await;
+        let batch = {
+            let mut g = self.lock();
+            if let Some(why) = &g.failed {
+                return Err(StoreError::Failed {
+                    run: self.name.clone(),
+                    reason: why.clone(),
+                });
+            }
+            if g.records.last().is_some_and(|r| r.seq >= record.seq) {
+                // Written by the writer before this one.
+                return Ok(record);
+            }
+            std::mem::take(&mut g.pending)
+        };
+        if let Err(source) = segments.append(&batch).await {
+            // The state took these events in; the journal did not. Like a
+            // journal file after a failed fsync, the store writes no more:
+            // the next driver reads the journal afresh.
+            let mut g = self.lock();
+            g.failed = Some(source.to_string());
+            g.state = None;
             return Err(StoreError::Journal {
                 run: self.name.clone(),
                 source,
             });
         }
-        // In the journal: the record is this run's history from now on,
+        // In the journal: the records are this run's history from now on,
         // whatever becomes of the summary.
-        {
+        let last = {
             let mut g = self.lock();
-            g.records.push(record.clone());
+            g.records.extend(batch.iter().cloned());
             g.segments = segments.count();
+            batch.last().cloned()
+        };
+        for r in &batch {
+            self.herald(r);
         }
-        self.herald(&record);
-        self.write_summary(&record).await?;
+        if let Some(last) = last {
+            self.write_summary(&last).await?;
+        }
         Ok(record)
     }
 
@@ -367,7 +406,15 @@ impl StatusStore {
     /// than the API server's round trips.
     fn prepare(&self, event: &Event) -> Result<Record, StoreError> {
         let mut g = self.lock();
-        let record = Record::next(g.records.last(), event.clone());
+        if let Some(why) = &g.failed {
+            return Err(StoreError::Failed {
+                run: self.name.clone(),
+                reason: why.clone(),
+            });
+        }
+        // After the last record made: one waiting, one being written, or
+        // one in the journal.
+        let record = Record::next(g.made.as_ref().or(g.records.last()), event.clone());
         let fold_err = |e: blackstart_engine::FoldError| StoreError::Fold {
             run: self.name.clone(),
             reason: e.to_string(),
@@ -377,12 +424,19 @@ impl StatusStore {
             // A new run (its first record must be RunStarted, as the fold
             // says), or one whose last append failed: folded afresh.
             None => {
-                let state =
-                    RunState::fold(g.records.iter().chain([&record]).map(|r| (r.seq, &r.event)))
-                        .map_err(fold_err)?;
+                let state = RunState::fold(
+                    g.records
+                        .iter()
+                        .chain(&g.pending)
+                        .chain([&record])
+                        .map(|r| (r.seq, &r.event)),
+                )
+                .map_err(fold_err)?;
                 g.state = Some(state);
             }
         }
+        g.pending.push(record.clone());
+        g.made = Some(record.clone());
         Ok(record)
     }
 

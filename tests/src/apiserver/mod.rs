@@ -277,7 +277,10 @@ contexts: [ {{ name: fake, context: {{ cluster: fake, user: fake, namespace: {na
     /// multi-document YAML text), as an administrator.
     pub fn apply_yaml(&self, text: &str) {
         for doc in text.split("\n---") {
-            let value: Value = match serde_saphyr::from_str(doc) {
+            // No budget: the benchmark's playbook has 10,000 systems.
+            let mut options = serde_saphyr::Options::default();
+            options.budget = None;
+            let value: Value = match serde_saphyr::from_str_with_options(doc, options) {
                 Ok(v) => v,
                 Err(e) => panic!("a test object that is not YAML: {e}\n{doc}"),
             };
