@@ -324,11 +324,12 @@ fn killed_twice_once_with_a_scale_patch_in_flight_the_run_resumes_and_succeeds()
 }
 
 #[test]
-fn conflicts_errors_and_dropped_watches_over_compacted_history_do_not_stop_the_run() {
+fn conflicts_errors_slow_writes_and_dropped_watches_over_compacted_history_do_not_stop_the_run() {
     let mut c = Cluster::new(|p| p);
     c.api.set_faults(Faults {
         status_conflicts: 35,
         write_errors: 15,
+        slow_writes: Duration::from_millis(20),
         drop_watches_after: Some(Duration::from_secs(2)),
         compact: true,
         ..Faults::default()
