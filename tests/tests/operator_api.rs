@@ -290,6 +290,35 @@ fn the_example_run_succeeds_with_an_approval_from_approve_k8s() {
     let events = c.api.all("events.k8s.io", "events");
     let notes: Vec<&str> = events.iter().filter_map(|e| e["note"].as_str()).collect();
     assert!(notes.iter().any(|n| n.contains("dealer-apps")), "{notes:?}");
+
+    // The chain verifies from the segments; one edited record does not.
+    let intact = c.blackstart(&["audit", RUN, "--k8s", "--verify"]);
+    assert_eq!(intact.0, 0, "{}", intact.2);
+    let name = format!("{RUN}-journal-0000");
+    let mut segment = c.api.get("", "configmaps", NS, &name);
+    let data = segment["data"].as_object_mut().unwrap();
+    let (key, record) = data
+        .iter_mut()
+        .find(|(_, v)| v.as_str().is_some_and(|s| s.contains("\"Healthy\"")))
+        .expect("a Healthy record in the first segment");
+    let key = key.clone();
+    *record = json!(
+        record
+            .as_str()
+            .unwrap()
+            .replacen("\"Healthy\"", "\"Failed\"", 1)
+    );
+    c.api.replace("", "configmaps", NS, segment);
+    let edited = c.blackstart(&["audit", RUN, "--k8s", "--verify"]);
+    assert_eq!(edited.0, 1, "an edited journal is not intact: {}", edited.1);
+    let seq: u64 = key[..10].parse().unwrap();
+    assert!(
+        edited
+            .2
+            .contains(&format!("event {seq} does not match its hash")),
+        "{}",
+        edited.2
+    );
 }
 
 #[test]

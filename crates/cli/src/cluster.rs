@@ -25,16 +25,7 @@ pub fn decide(
 ) -> Result<u8, CliError> {
     let rt = runtime()?;
     rt.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Runtime(OperatorError::Client(e).to_string()))?;
-        let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-        let refused = |e: SteerError| match e {
-            e @ (SteerError::NotFound { .. } | SteerError::Refused(_)) => {
-                CliError::Usage(e.to_string())
-            }
-            e => CliError::Runtime(e.to_string()),
-        };
+        let (client, ns) = connect(namespace).await?;
         let (plan, state) = steer::plan_and_state(client.clone(), &ns, run)
             .await
             .map_err(refused)?;
@@ -61,6 +52,26 @@ pub fn decide(
         ));
         Ok(exit::SUCCESS)
     })
+}
+
+/// The kubeconfig's cluster, and the namespace asked for or its default.
+async fn connect(namespace: Option<String>) -> Result<(kube::Client, String), CliError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| CliError::Runtime(OperatorError::Client(e).to_string()))?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    Ok((client, ns))
+}
+
+/// What a person is told when the cluster says no: a missing run or a
+/// refused decision is their input (exit 2), anything else a failure.
+fn refused(e: SteerError) -> CliError {
+    match e {
+        e @ (SteerError::NotFound { .. } | SteerError::Refused(_)) => {
+            CliError::Usage(e.to_string())
+        }
+        e => CliError::Runtime(e.to_string()),
+    }
 }
 
 /// `operator`: runs until a signal or a lost Lease.
@@ -147,20 +158,8 @@ pub fn journal(
     run: &str,
     namespace: Option<String>,
 ) -> Result<Vec<blackstart_engine::Record>, CliError> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Runtime(OperatorError::Client(e).to_string()))?;
-        let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-        let api: kube::Api<blackstart_operator::RestartRun> = kube::Api::namespaced(client, &ns);
-        let obj = api
-            .get_opt(run)
-            .await
-            .map_err(|e| CliError::Runtime(format!("cannot read RestartRun {ns}/{run}: {e}")))?
-            .ok_or_else(|| CliError::Usage(format!("there is no RestartRun {ns}/{run}")))?;
-        blackstart_operator::store::read_journal(&api, &obj)
-            .await
-            .map_err(|e| CliError::Runtime(e.to_string()))
+    runtime()?.block_on(async {
+        let (client, ns) = connect(namespace).await?;
+        steer::journal(client, &ns, run).await.map_err(refused)
     })
 }

@@ -178,13 +178,24 @@ pub async fn plan_and_state(
     Ok((plan, state))
 }
 
-/// The RestartRun, its plan and its state folded from its journal; or why
-/// there is nothing to decide about (no such run, no plan yet).
-async fn read(
+/// A RestartRun's whole journal, from its segments (or, for a run of the
+/// release before, its status): what `status --k8s` and `audit --k8s` read.
+pub async fn journal(
+    client: kube::Client,
+    namespace: &str,
+    run: &str,
+) -> Result<Vec<blackstart_engine::Record>, SteerError> {
+    let api: Api<RestartRun> = Api::namespaced(client, namespace);
+    let (_, journal) = with_journal(&api, namespace, run).await?;
+    Ok(journal)
+}
+
+/// The RestartRun and its journal, or why there is none.
+async fn with_journal(
     api: &Api<RestartRun>,
     namespace: &str,
     run: &str,
-) -> Result<(RestartRun, blackstart_model::Plan, RunState), SteerError> {
+) -> Result<(RestartRun, Vec<blackstart_engine::Record>), SteerError> {
     let obj = api
         .get_opt(run)
         .await
@@ -196,6 +207,17 @@ async fn read(
     let journal = crate::store::read_journal(api, &obj)
         .await
         .map_err(|e| SteerError::Refused(format!("run {run}: {e}")))?;
+    Ok((obj, journal))
+}
+
+/// The RestartRun, its plan and its state folded from its journal; or why
+/// there is nothing to decide about (no such run, no plan yet).
+async fn read(
+    api: &Api<RestartRun>,
+    namespace: &str,
+    run: &str,
+) -> Result<(RestartRun, blackstart_model::Plan, RunState), SteerError> {
+    let (obj, journal) = with_journal(api, namespace, run).await?;
     let Some(Event::RunStarted { plan, .. }) = journal.first().map(|r| &r.event) else {
         return Err(SteerError::Refused(format!(
             "run {run} has no plan yet (is the operator running, and does its Playbook exist?)"

@@ -274,13 +274,23 @@ fn verify_journal(dir: &RunDir, head: Option<&str>) -> Result<u8, CliError> {
             ));
         }
     }
-    verify_records(&path.display().to_string(), &scan.records, head)
+    // The scan checked every record against its hash and the one before.
+    verify_checked(&path.display().to_string(), &scan.records, head)
 }
 
-/// `audit --verify` of records read whole (a file's, after its scan; a
-/// RestartRun's segments): the chain, the kept head, every decision's
-/// signature against the plan's roles.
+/// `audit --verify` of records read from elsewhere than a file (a
+/// RestartRun's segments): the chain checked first, then as a file's.
 pub fn verify_records(label: &str, records: &[Record], head: Option<&str>) -> Result<u8, CliError> {
+    if let Err(why) = Record::verify_chain(records) {
+        note(&format!("{label}: verification failed: {why}"));
+        return Ok(exit::FAILED);
+    }
+    verify_checked(label, records, head)
+}
+
+/// The rest of `audit --verify`, for records whose chain is checked: not
+/// empty, the kept head in it, every decision's signature good.
+fn verify_checked(label: &str, records: &[Record], head: Option<&str>) -> Result<u8, CliError> {
     let failed = |why: String| {
         note(&format!("{label}: verification failed: {why}"));
         Ok(exit::FAILED)
@@ -288,9 +298,6 @@ pub fn verify_records(label: &str, records: &[Record], head: Option<&str>) -> Re
     let Some(last) = records.last() else {
         return failed("the journal is empty: it holds no record at all".to_owned());
     };
-    if let Err(why) = Record::verify_chain(records) {
-        return failed(why);
-    }
     if let Some(head) = head {
         let head = head.trim().trim_start_matches("sha256:");
         if !records.iter().any(|r| r.hash == head) {
