@@ -2,6 +2,7 @@
 //! the `blackstart` binary and run it the way a user would.
 
 pub mod apiserver;
+pub mod browser;
 pub mod kube_api;
 pub mod sshd;
 

@@ -9,6 +9,7 @@
 //! - `cargo xtask man`   — the manual page, from the CLI's own definition, into `target/man/`
 //! - `cargo xtask schema` — the playbook's JSON Schema, from the model's types, into `schema/`
 //!   (`--check`: fail if the checked-in one is out of date)
+//! - `cargo xtask screenshot` — `docs/room.png`, the incident room's page of a drill of the global example
 //!
 //! Each step prints the command it runs, so a failure can be re-run by hand.
 
@@ -41,13 +42,16 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// What the local-lab and ssh tests run: real services from Debian's packages.
-const LAB_PACKAGES: [&str; 5] = [
+/// What the local-lab, ssh and incident-room tests run: real services and
+/// a real browser from Debian's packages.
+const LAB_PACKAGES: [&str; 7] = [
     "postgresql",
     "redis-server",
     "nginx",
     "python3",
     "openssh-server",
+    "chromium",
+    "chromium-driver",
 ];
 
 fn lab_installed() -> bool {
@@ -65,6 +69,8 @@ fn lab_installed() -> bool {
     };
     postgres
         && Path::new("/usr/sbin/sshd").exists()
+        && Path::new("/usr/bin/chromium").exists()
+        && Path::new("/usr/bin/chromedriver").exists()
         && [
             "redis-server",
             "redis-cli",
@@ -261,7 +267,7 @@ fn man() -> Result<(), String> {
     Ok(())
 }
 
-/// Every test: the workspace's, then the local lab's and the ssh tests (ignored by a bare
+/// Every test: the workspace's, then the local lab's, the ssh and the browser tests (ignored by a bare
 /// `cargo test`, since they start servers). Ends with one line that counts
 /// them all; tests that need a cluster stay ignored and are counted so.
 fn test() -> Result<(), String> {
@@ -282,12 +288,14 @@ fn test() -> Result<(), String> {
             "lab",
             "--test",
             "ssh",
+            "--test",
+            "room",
             "--",
             "--ignored",
         ],
         &mut total,
     );
-    // The lab and ssh tests were counted as ignored by the first run, and run by the second.
+    // The lab, ssh and browser tests were counted as ignored by the first run, and run by the second.
     total.ignored = total.ignored.saturating_sub(total.lab_ran);
     println!(
         "{} passed, {} failed, {} ignored",
@@ -640,7 +648,13 @@ fn bench_drill() -> Result<(), String> {
     build_examples(&["blackstart", "blackstart-model"])?;
     let dir = fresh_dir("target/bench-drill")?;
     let playbook = synth(10000, 50, &dir)?;
-    let whole = timed_drill(&playbook, "100000", &[], &dir.join("state"))?;
+    let whole = timed_drill(
+        &playbook,
+        "100000",
+        &["--run-id", "big"],
+        &dir.join("state"),
+    )?;
+    let room = bench_room(&dir.join("state"), "big")?;
     let held = synth_with(10000, 50, "site", &dir)?;
     // sys-003007 is a plant system (indices 2,500 to 6,499) at site-007.
     let one_site = timed_drill(
@@ -661,6 +675,207 @@ fn bench_drill() -> Result<(), String> {
         "| site-007 fails (failureDomain: site), ends Degraded | {} s | {:.0} MiB |",
         one_site.0, one_site.1
     );
+    println!();
+    println!("`serve` of that 10,000-system run (30,000 events), each answer read whole:");
+    println!("| answer | size | median of 5 | slowest |");
+    println!("|---|---:|---:|---:|");
+    for (what, size, median, slowest) in room {
+        println!(
+            "| {what} | {:.1} MiB | {median:.3} s | {slowest:.3} s |",
+            size as f64 / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
+}
+
+/// A running `blackstart serve` of `state`, and the address it listens on.
+fn start_serve(state: &Path) -> Result<(std::process::Child, String), String> {
+    use std::io::BufRead as _;
+    let mut child = Command::new(root().join("target/release/blackstart"))
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run blackstart serve: {e}"))?;
+    let stderr = child.stderr.take().ok_or("serve has no stderr")?;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let line = lines
+        .next()
+        .and_then(Result::ok)
+        .ok_or("serve said nothing")?;
+    std::thread::spawn(move || for _ in lines {});
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|a| a.trim_end_matches('/').to_owned())
+        .ok_or_else(|| format!("serve did not say where it listens: {line}"))?;
+    Ok((child, addr))
+}
+
+/// One GET, read to its end: how long it took and how many bytes came.
+fn get(addr: &str, path: &str) -> Result<(f64, usize), String> {
+    use std::io::{Read as _, Write as _};
+    let started = std::time::Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).map_err(|e| e.to_string())?;
+    if !body.starts_with(b"HTTP/1.1 200") {
+        return Err(format!(
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ));
+    }
+    Ok((started.elapsed().as_secs_f64(), body.len()))
+}
+
+/// `serve`'s answers for a large run: the JSON view, the page, the list.
+fn bench_room(state: &Path, run: &str) -> Result<Vec<(&'static str, usize, f64, f64)>, String> {
+    let (mut child, addr) = start_serve(state)?;
+    let mut out = Vec::new();
+    let paths = [
+        (
+            "`/api/runs/ID` (the run's JSON)",
+            format!("/api/runs/{run}"),
+        ),
+        ("`/runs/ID` (the page)", format!("/runs/{run}")),
+        ("`/api/runs` (the list)", "/api/runs".to_owned()),
+    ];
+    for (what, path) in paths {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..5 {
+            let (t, n) = get(&addr, &path)?;
+            times.push(t);
+            size = n;
+        }
+        times.sort_by(f64::total_cmp);
+        out.push((what, size, times[2], times[4]));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(out)
+}
+
+/// `docs/room.png`: the run page of a drill of the global example, taken
+/// in headless Chromium while the engine plant's gate waits for its plant
+/// manager (the earlier gates approved and manual steps confirmed as the
+/// playbook's members, unsigned, as a drill allows).
+fn screenshot() -> Result<(), String> {
+    ensure_lab()?;
+    run(
+        &cargo(),
+        &["build", "--release", "--locked", "-p", "blackstart"],
+    )?;
+    let dir = fresh_dir("target/screenshot")?;
+    let state = dir.join("state");
+    let bin = root().join("target/release/blackstart");
+    let example = root().join("playbooks/global-restart.yaml");
+    let run_id = "ir-2025-09-drill";
+    let mut drill = Command::new(&bin)
+        .arg("drill")
+        .arg(&example)
+        .args(["--manual-approvals", "--speed", "1000", "--run-id", run_id])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the drill: {e}"))?;
+    let blackstart = |args: &[&str]| {
+        Command::new(&bin)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .map_err(|e| format!("cannot run blackstart: {e}"))
+    };
+    let people = [
+        ("alice", "incident-commander"),
+        ("carol", "ciso"),
+        ("bob", "plant-manager"),
+        ("dave", "ot-engineer"),
+        ("erin", "treasury"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if std::time::Instant::now() > deadline {
+            let _ = drill.kill();
+            return Err("the drill never reached the engine plant's gate".into());
+        }
+        let out = blackstart(&["status", run_id, "--format", "json"])?;
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let stages = status["stages"].as_array().cloned().unwrap_or_default();
+        let waiting = |i: usize| stages.get(i).is_some_and(|s| s["phase"] == "Gate");
+        if waiting(2) {
+            // One of the two roles approved: the page shows the other missing.
+            blackstart(&[
+                "approve",
+                run_id,
+                "engine-plant",
+                "--by",
+                "alice",
+                "--role",
+                "incident-commander",
+            ])?;
+            break;
+        }
+        for s in stages.iter().take(2).filter(|s| s["phase"] == "Gate") {
+            let stage = s["name"].as_str().unwrap_or_default();
+            for (who, role) in people {
+                blackstart(&["approve", run_id, stage, "--by", who, "--role", role])?;
+            }
+        }
+        for sys in status["systems"].as_array().into_iter().flatten() {
+            if sys["waitingFor"].is_string() {
+                let id = sys["id"].as_str().unwrap_or_default();
+                for (who, _) in people {
+                    if blackstart(&["confirm", run_id, id, "--by", who])?
+                        .status
+                        .success()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (mut server, addr) = start_serve(&state)?;
+    let png = root().join("docs/room.png");
+    let profile = dir.join("profile");
+    let shot = run(
+        "/usr/bin/chromium",
+        &[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            &format!("--user-data-dir={}", profile.display()),
+            "--window-size=1400,2200",
+            &format!("--screenshot={}", png.display()),
+            &format!("http://{addr}/runs/{run_id}"),
+        ],
+    );
+    let _ = server.kill();
+    let _ = drill.kill();
+    let _ = server.wait();
+    let _ = drill.wait();
+    shot?;
+    println!("wrote {}", png.display());
     Ok(())
 }
 
@@ -790,6 +1005,7 @@ fn main() -> ExitCode {
         "bench-estimate" => bench_estimate(),
         "bench-status" => bench_status(),
         "bench-operator" => bench_operator(),
+        "screenshot" => screenshot(),
         "man" => man(),
         "schema" => schema(std::env::args().nth(2).as_deref() == Some("--check")),
         "lab" => ensure_lab().map(|()| {
@@ -818,9 +1034,12 @@ fn main() -> ExitCode {
                 "  ci     cargo fmt --check, clippy -D warnings, crds and schema --check, lint-workflows, then test"
             );
             eprintln!(
-                "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3, openssh-server) if missing"
+                "  lab    install the local lab's packages (PostgreSQL, Redis, nginx, python3, openssh-server, chromium, chromium-driver) if missing"
             );
             eprintln!("  man    write the manual page to target/man/blackstart.1");
+            eprintln!(
+                "  screenshot  docs/room.png: the incident room's page of a drill of the global example"
+            );
             eprintln!(
                 "  schema write schema/playbook.schema.json from the model's types (--check: fail if stale)"
             );

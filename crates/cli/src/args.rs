@@ -185,9 +185,34 @@ pub(crate) enum Command {
     Confirm(ConfirmArgs),
     /// The run's timeline for the post-incident review, or a check of its hash chain.
     #[command(
-        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --verify\n  blackstart audit ir-2025-09 --verify --head 3f1c…\n  blackstart audit dealer-restart-1 --k8s --namespace blackstart-demo --verify   # a RestartRun's journal, from its ConfigMaps\n\n--verify prints `head: SEQ SHA256` and exits 0 when the chain is intact; it exits 1 and\nsays why when a record was changed, the journal is empty or ends in an unfinished write,\nrecords follow that do not continue the chain, or the --head record is not in it."
+        after_help = "Examples:\n  blackstart audit ir-2025-09\n  blackstart audit ir-2025-09 --format markdown > audit.md\n  blackstart audit ir-2025-09 --format html > audit.html   # the auditor's report, one file\n  blackstart audit ir-2025-09 --verify\n  blackstart audit ir-2025-09 --verify --head 3f1c…\n  blackstart audit dealer-restart-1 --k8s --namespace blackstart-demo --verify   # a RestartRun's journal, from its ConfigMaps\n\n--verify prints `head: SEQ SHA256` and exits 0 when the chain is intact; it exits 1 and\nsays why when a record was changed, the journal is empty or ends in an unfinished write,\nrecords follow that do not continue the chain, or the --head record is not in it."
     )]
     Audit(AuditArgs),
+    /// The incident room: a read-only web page of every run, live from the journal.
+    #[command(
+        after_help = "Examples:\n  blackstart serve                                  # http://127.0.0.1:8080/, runs in .blackstart\n  blackstart serve --state-dir /srv/restart --listen 127.0.0.1:9000\n  blackstart serve --listen 0.0.0.0:8080 --token-file /etc/blackstart/room-token   # behind TLS\n  blackstart serve --k8s --namespace restart        # the cluster's RestartRuns\n\n/ lists the runs; /runs/ID is a run's page: stages and systems by site, the dependency\ngraph, the timeline against the estimate, what each gate waits for with the command that\ndecides it, failures with their last output, and who decided what. JSON at /api/runs and\n/api/runs/ID; Server-Sent Events at /api/runs/ID/events. It decides nothing. It binds\nloopback unless told otherwise; any other address needs --token-file (give the token as\n`Authorization: Bearer TOKEN`, or open /?token=TOKEN once in a browser) and TLS in front."
+    )]
+    Serve(ServeArgs),
+}
+
+/// `serve`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// A file holding the bearer token every request must carry; needed to
+    /// listen beyond loopback.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Show the cluster's RestartRuns instead of the runs in --state-dir.
+    #[arg(long)]
+    pub(crate) k8s: bool,
+    /// The RestartRuns' namespace; the kubeconfig's when not given.
+    #[arg(long, requires = "k8s", value_name = "NS")]
+    pub(crate) namespace: Option<String>,
+    #[command(flatten)]
+    pub(crate) state: StateDir,
 }
 
 /// `apply`'s arguments.
@@ -450,6 +475,10 @@ pub(crate) struct StateDir {
 pub(crate) enum AuditFormat {
     Text,
     Markdown,
+    /// The auditor's report: one self-contained HTML file (timeline
+    /// against the plan, gates and who approved with which key, the
+    /// journal's verification and head, failures and rollbacks).
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -55,7 +55,7 @@ pub fn decide(
 }
 
 /// The kubeconfig's cluster, and the namespace asked for or its default.
-async fn connect(namespace: Option<String>) -> Result<(kube::Client, String), CliError> {
+pub(crate) async fn connect(namespace: Option<String>) -> Result<(kube::Client, String), CliError> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| CliError::Runtime(OperatorError::Client(e).to_string()))?;

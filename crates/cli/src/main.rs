@@ -31,6 +31,8 @@ mod check;
 mod cluster;
 mod decisions;
 mod runs;
+mod serve;
+mod view;
 
 use args::*;
 
@@ -300,7 +302,6 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             }
         }
         Command::Audit(a) => {
-            let markdown = matches!(a.format, AuditFormat::Markdown);
             let verify = a.verify.then_some(a.head.as_deref());
             if a.target.k8s {
                 let records = cluster::journal(&a.run, a.target.namespace)?;
@@ -308,12 +309,13 @@ fn run(cli: Cli) -> Result<u8, CliError> {
                     Some(head) => {
                         runs::verify_records(&format!("RestartRun {}", a.run), &records, head)
                     }
-                    None => runs::show_audit(&records, markdown),
+                    None => runs::show_audit(&records, a.format),
                 }
             } else {
-                runs::audit(&a.state.state_dir, &a.run, verify, markdown)
+                runs::audit(&a.state.state_dir, &a.run, verify, a.format)
             }
         }
+        Command::Serve(args) => serve_runs(args),
         Command::Approve(args) => decisions::approve(args),
         Command::Deny(args) => decisions::deny(args),
         Command::Confirm(args) => decisions::confirm(args),
@@ -348,6 +350,34 @@ fn run(cli: Cli) -> Result<u8, CliError> {
 }
 
 /// `apply FILE`: a real run, of the reviewed plan when `--plan` names one.
+/// `serve`: the token read from its file (never from the command line,
+/// where `ps` shows it), then the server.
+fn serve_runs(args: ServeArgs) -> Result<u8, CliError> {
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let bytes = read_regular(path, 4096, "a token file")?;
+            let token = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if token.len() < 16 || token.chars().any(|c| !c.is_ascii_graphic()) {
+                return Err(CliError::Usage(format!(
+                    "{}: a token is at least 16 printable ASCII characters, without spaces (e.g. `openssl rand -hex 32`)",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
+    };
+    serve::serve(serve::Options {
+        listen: args.listen,
+        token,
+        runs: if args.k8s {
+            Err(args.namespace)
+        } else {
+            Ok(args.state.state_dir)
+        },
+    })
+}
+
 fn apply_command(a: ApplyArgs) -> Result<u8, CliError> {
     let validated = load(&a.file)?;
     print_warnings(&a.file, &validated);
@@ -499,6 +529,7 @@ fn empty_plan(like: &Plan) -> Plan {
         inherit_env: Vec::new(),
         roles: None,
         connections: Default::default(),
+        site_names: Default::default(),
         stages: Vec::new(),
     }
 }

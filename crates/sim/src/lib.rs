@@ -252,6 +252,7 @@ fn plan_duration(d: Duration) -> PlanDuration {
 /// nothing real to verify.
 pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
     let mut plan = plan.clone();
+    let on_drill_clock = |d: PlanDuration| plan_duration(scaled(d, speed, Duration::ZERO));
     // Every step goes to the plant: no site is reached over ssh or a context.
     plan.connections.clear();
     let http = |id: &str, what: &str, method| Http {
@@ -295,8 +296,16 @@ pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
             sys.start_timeout = plan_duration(
                 scaled(sys.start_timeout, speed, Duration::from_secs(5)).max(ready * 4),
             );
+            // The estimate on the drill's clock too, so that the room's
+            // timeline sets what happened against what was planned.
+            sys.expected_duration = plan_duration(ready);
+            sys.estimated_start = on_drill_clock(sys.estimated_start);
         }
+        stage.estimated_start = on_drill_clock(stage.estimated_start);
+        stage.estimated_duration = on_drill_clock(stage.estimated_duration);
     }
+    plan.estimated_duration = on_drill_clock(plan.estimated_duration);
+    plan.worst_case = plan.worst_case.map(on_drill_clock);
     plan
 }
 

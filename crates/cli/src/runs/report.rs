@@ -8,6 +8,7 @@ use blackstart_engine::journal::{self, Record};
 use blackstart_engine::{Event, JournalError, RunDir, SystemPhase};
 
 use super::*;
+use crate::args::AuditFormat;
 use crate::{CliError, exit};
 
 /// `status RUN`: where the run stands, read without taking its lock; what
@@ -121,7 +122,9 @@ pub fn show_status(
         if stage.phase == blackstart_engine::StagePhase::Gate
             && let Some(planned) = plan.stages.iter().find(|p| p.name == stage.name)
         {
-            for line in gate_needs(plan, planned, stage, records, run) {
+            let soak = planned.gate.soak.map(|s| s.to_string());
+            let needs = crate::view::gate_needs(plan, planned, stage, records, run);
+            for line in needs.lines(soak.as_deref()) {
                 let _ = writeln!(out, "  {line}");
             }
         }
@@ -145,92 +148,48 @@ pub fn show_status(
     Ok(exit::SUCCESS)
 }
 
-/// What a waiting gate still needs: the soak left, and each role not yet
-/// approved with who may fill it and the command that does.
-fn gate_needs(
-    plan: &blackstart_model::Plan,
-    planned: &blackstart_model::PlannedStage,
-    stage: &blackstart_engine::state::StageState,
-    records: &[Record],
-    run: &str,
-) -> Vec<String> {
-    let mut lines = Vec::new();
-    if let (Some(soak), Some(since)) = (planned.gate.soak, stage.gate_since) {
-        let began = records
-            .iter()
-            .find(|r| r.seq == since)
-            .and_then(|r| humantime::parse_rfc3339(&r.at).ok());
-        if let Some(began) = began {
-            let elapsed = began.elapsed().unwrap_or_default();
-            let left = soak.to_std().saturating_sub(elapsed);
-            if left.is_zero() {
-                lines.push(format!("soak of {soak}: done"));
-            } else {
-                lines.push(format!(
-                    "soak of {soak}: {} left",
-                    humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
-                ));
-            }
-        }
-    }
-    for role in &planned.gate.approvals {
-        if stage
-            .approvals
-            .iter()
-            .any(|a| a.role.as_deref() == Some(role))
-        {
-            continue;
-        }
-        let who = plan
-            .roles
-            .as_ref()
-            .and_then(|roles| roles.iter().find(|r| &r.name == role))
-            .map(|r| {
-                let names: Vec<String> = r
-                    .members
-                    .iter()
-                    .filter(|m| !stage.approvals.iter().any(|a| a.by == m.name))
-                    .map(|m| {
-                        if m.key.is_some() {
-                            format!("{} (signs)", m.name)
-                        } else {
-                            m.name.clone()
-                        }
-                    })
-                    .collect();
-                format!(" by {}", names.join(", "))
-            })
-            .unwrap_or_default();
-        lines.push(format!(
-            "waits for approval as {role}{who}: `blackstart approve {run} {} --by NAME --role {role}`",
-            stage.name
-        ));
-    }
-    lines
-}
-
 /// `audit RUN [--verify [--head H]]`: the timeline for the post-incident
-/// review, or the check of its chain.
+/// review, the auditor's report, or the check of its chain.
 pub fn audit(
     state_dir: &Path,
     run: &str,
     verify: Option<Option<&str>>,
-    markdown: bool,
+    format: AuditFormat,
 ) -> Result<u8, CliError> {
     let dir = run_dir(state_dir, run)?;
     if let Some(head) = verify {
         return verify_journal(&dir, head);
     }
+    if matches!(format, AuditFormat::Html) {
+        let scan = journal::read_scan(&dir)?;
+        let rest = scan.rest.as_ref().map(|rest| {
+            format!(
+                "the chain is intact up to event {}, then line {} ({} bytes): {}",
+                scan.records.last().map_or(0, |r| r.seq),
+                rest.line,
+                rest.bytes,
+                rest.reason
+            )
+        });
+        let state = folded(&scan.records)?;
+        let interrupted = !state.phase.is_final()
+            && state.phase != blackstart_engine::RunPhase::Paused
+            && journal::driven(&dir) == Some(false);
+        return audit_html(&scan.records, rest, interrupted);
+    }
     let records = journal::read(&dir)?;
-    show_audit(&records, markdown)
+    show_audit(&records, format)
 }
 
-/// The timeline of a journal (a file's, or a RestartRun's).
-pub fn show_audit(records: &[Record], markdown: bool) -> Result<u8, CliError> {
-    let text = if markdown {
-        audit_markdown(records)?
-    } else {
-        audit_text(records)
+/// The timeline of a journal (a file's, or a RestartRun's), or its report.
+pub fn show_audit(records: &[Record], format: AuditFormat) -> Result<u8, CliError> {
+    let text = match format {
+        AuditFormat::Markdown => audit_markdown(records)?,
+        AuditFormat::Text => audit_text(records),
+        AuditFormat::Html => {
+            let broken = Record::verify_chain(records).err();
+            return audit_html(records, broken, false);
+        }
     };
     crate::write_output(None, &text)?;
     Ok(exit::SUCCESS)
@@ -291,23 +250,55 @@ pub fn verify_records(label: &str, records: &[Record], head: Option<&str>) -> Re
 /// The rest of `audit --verify`, for records whose chain is checked: not
 /// empty, the kept head in it, every decision's signature good.
 fn verify_checked(label: &str, records: &[Record], head: Option<&str>) -> Result<u8, CliError> {
-    let failed = |why: String| {
-        note(&format!("{label}: verification failed: {why}"));
-        Ok(exit::FAILED)
-    };
+    match verdict(records, head) {
+        Err(why) => {
+            note(&format!("{label}: verification failed: {why}"));
+            Ok(exit::FAILED)
+        }
+        Ok(v) => {
+            if let Some(decisions) = &v.decisions {
+                note(decisions);
+            }
+            crate::write_output(
+                None,
+                &format!(
+                    "{label}: {}\nhead: {} {}\n",
+                    v.summary, v.head_seq, v.head_hash
+                ),
+            )?;
+            Ok(exit::SUCCESS)
+        }
+    }
+}
+
+/// What `audit --verify` found in records whose chain is checked.
+pub struct Verdict {
+    /// "N events, hash chain intact[, head H in it]"
+    pub summary: String,
+    /// How many decisions were signed and verified, when there were any.
+    pub decisions: Option<String>,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// Checks records whose chain is checked: not empty, the kept head in it,
+/// every decision's signature good against the roles of the plan the run
+/// was started with; or says why not.
+pub fn verdict(records: &[Record], head: Option<&str>) -> Result<Verdict, String> {
     let Some(last) = records.last() else {
-        return failed("the journal is empty: it holds no record at all".to_owned());
+        return Err("the journal is empty: it holds no record at all".to_owned());
     };
     if let Some(head) = head {
         let head = head.trim().trim_start_matches("sha256:");
         if !records.iter().any(|r| r.hash == head) {
-            return failed(format!(
+            return Err(format!(
                 "the head {head} is not in the chain: the journal was rewritten or cut after that head was kept"
             ));
         }
     }
-    // Every decision's signature, again, against the roles of the plan the
-    // run was started with; and a decision owed a signature that has none.
+    let mut decisions = None;
+    // Every decision's signature, again, and a decision owed a signature
+    // that has none.
     if let Some(Event::RunStarted {
         plan,
         drill,
@@ -321,11 +312,8 @@ fn verify_checked(label: &str, records: &[Record], head: Option<&str>) -> Result
         let (mut signed, mut unsigned) = (0, 0);
         let mut revoked: Vec<String> = Vec::new();
         for r in records {
-            if let Err(why) =
-                blackstart_engine::decision::recheck(plan, run, *drill, &revoked, &r.event)
-            {
-                return failed(format!("event {}: {why}", r.seq));
-            }
+            blackstart_engine::decision::recheck(plan, run, *drill, &revoked, &r.event)
+                .map_err(|why| format!("event {}: {why}", r.seq))?;
             if let Event::KeyRevoked { key, .. } = &r.event {
                 revoked.push(key.clone());
             }
@@ -338,23 +326,46 @@ fn verify_checked(label: &str, records: &[Record], head: Option<&str>) -> Result
             }
         }
         if signed + unsigned > 0 {
-            note(&format!(
+            decisions = Some(format!(
                 "decisions: {signed} signed and verified against the plan's roles, {unsigned} unsigned{}",
                 if *drill { " (a drill)" } else { "" }
             ));
         }
     }
-    crate::write_output(
-        None,
-        &format!(
-            "{label}: {} events, hash chain intact{}\nhead: {} {}\n",
+    Ok(Verdict {
+        summary: format!(
+            "{} events, hash chain intact{}",
             records.len(),
             head.map(|h| format!(", head {h} in it"))
-                .unwrap_or_default(),
-            last.seq,
-            last.hash
+                .unwrap_or_default()
         ),
-    )?;
+        decisions,
+        head_seq: last.seq,
+        head_hash: last.hash.clone(),
+    })
+}
+
+/// `audit RUN --format html`: the auditor's report of a journal, with
+/// what its verification found (`rest`: why a file journal's chain stops
+/// short, when it does).
+pub fn audit_html(
+    records: &[Record],
+    rest: Option<String>,
+    interrupted: bool,
+) -> Result<u8, CliError> {
+    let state = folded(records)?;
+    let plan = journal_plan(records)?;
+    let view = crate::view::build(records, &state, plan, interrupted);
+    let verification = match (rest, verdict(records, None)) {
+        (Some(rest), _) => format!("Verification FAILED: {rest}"),
+        (None, Err(why)) => format!("Verification FAILED: {why}"),
+        (None, Ok(v)) => format!(
+            "Verified: {}.{}",
+            v.summary,
+            v.decisions.map(|d| format!(" {d}.")).unwrap_or_default()
+        ),
+    };
+    crate::write_output(None, &crate::view::html::report(&view, &verification))?;
     Ok(exit::SUCCESS)
 }
 

@@ -266,6 +266,11 @@ fn open_checked(dir: &RunDir, trust: &Trust) -> Result<(FileJournal, Vec<Record>
                     diags,
                 })?,
             );
+        let mut fresh = fresh;
+        if plan.site_names.is_empty() {
+            // Written by a release whose plans did not carry site names.
+            fresh.site_names.clear();
+        }
         if &fresh.playbook_hash != playbook_hash {
             return Err(CliError::Mismatch(format!(
                 "{} is now {}, but run {} ran {playbook_hash}: the playbook changed since the run began; resume with the playbook it ran (--playbook FILE)",

@@ -60,6 +60,11 @@ pub struct Plan {
     /// kubeconfig context; the others run their steps where blackstart runs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connections: BTreeMap<String, crate::playbook::Connect>,
+    /// By site id, the names the playbook gives its sites: what the
+    /// incident room's page and report call them. Absent in journals of
+    /// releases before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub site_names: BTreeMap<String, String>,
     pub stages: Vec<PlannedStage>,
 }
 
@@ -294,6 +299,10 @@ impl Plan {
             critical_path: timing.critical_path,
             env,
             inherit_env: defaults.inherit_env,
+            site_names: sites
+                .iter()
+                .filter_map(|s| Some((s.id.clone(), s.name.clone()?)))
+                .collect(),
             connections: sites
                 .into_iter()
                 .filter(|s| !s.connect.is_empty())
