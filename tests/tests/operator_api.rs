@@ -260,6 +260,92 @@ fn at_the_gate(c: &Cluster) -> bool {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// The incident room of a cluster: `serve --k8s` shows the RestartRun and
+/// what its gate waits for, from its status and its journal's segments,
+/// and follows it to the end; the auditor's report comes from the same.
+#[test]
+fn the_room_serves_a_restart_run_from_the_cluster() {
+    use blackstart_tests::browser::http;
+    use std::io::BufRead as _;
+    let mut c = Cluster::new(|p| p);
+    c.start_operator("replica-a");
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    let mut serve = Command::new(binary())
+        .args([
+            "serve",
+            "--k8s",
+            "--namespace",
+            NS,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", c.kubeconfig("admin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim_end_matches('/')
+        .to_owned();
+
+    let (status, _, body) = http("GET", &format!("{url}/api/runs"), None);
+    assert_eq!(status, 200, "{body}");
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runs[0]["run"], RUN, "{runs:#}");
+    assert_eq!(runs[0]["playbook"], "dealer-systems");
+    assert_eq!(runs[0]["waiting"], true, "{runs:#}");
+
+    let (status, _, body) = http("GET", &format!("{url}/api/runs/{RUN}"), None);
+    assert_eq!(status, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let data = view["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "data")
+        .unwrap();
+    assert_eq!(data["phase"], "Gate", "{view:#}");
+    assert!(
+        data["waiting"]["roles"][0]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("blackstart approve {RUN} data")),
+        "{data:#}"
+    );
+    let (status, _, page) = http("GET", &format!("{url}/runs/{RUN}"), None);
+    assert_eq!(status, 200);
+    assert!(page.contains("Gate of stage data"), "{page}");
+    let (status, _, _) = http("GET", &format!("{url}/api/runs/no-such-run"), None);
+    assert_eq!(status, 404);
+
+    c.approve("data");
+    c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
+    let (_, _, body) = http("GET", &format!("{url}/api/runs/{RUN}"), None);
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["phase"], "Succeeded", "{view:#}");
+    assert!(
+        view["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "approve" && d["by"] == "alice"),
+        "{view:#}"
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
+
+    let report = c.blackstart(&["audit", RUN, "--k8s", "--format", "html"]);
+    assert_eq!(report.0, 0, "{}", report.2);
+    assert!(report.1.contains("Verified: "), "{}", report.1);
+    assert!(report.1.contains("hash chain intact"), "{}", report.1);
+}
+
 #[test]
 fn the_example_run_succeeds_with_an_approval_from_approve_k8s() {
     let mut c = Cluster::new(|p| p);
