@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod browser;
 pub mod kube_api;
 pub mod sshd;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -90,6 +90,11 @@ impl Cluster {
 
     /// Starts `blackstart operator` as `identity`; returns its index.
     fn start_operator(&mut self, identity: &str) -> usize {
+        self.start_operator_with(identity, &[])
+    }
+
+    /// [`Cluster::start_operator`] with variables in its environment.
+    fn start_operator_with(&mut self, identity: &str, env: &[(&str, &str)]) -> usize {
         let log = std::fs::File::create(self.dir.path().join(format!("{identity}.log"))).unwrap();
         let child = Command::new(binary())
             .args([
@@ -103,6 +108,7 @@ impl Cluster {
             ])
             .env("KUBECONFIG", self.kubeconfig("operator"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -344,6 +350,49 @@ fn the_room_serves_a_restart_run_from_the_cluster() {
     assert_eq!(report.0, 0, "{}", report.2);
     assert!(report.1.contains("Verified: "), "{}", report.1);
     assert!(report.1.contains("hash chain intact"), "{}", report.1);
+}
+
+/// The operator tells the room as the CLI does: the same engine sends the
+/// same notifications, from the operator's own environment.
+#[test]
+fn the_operator_tells_the_room_of_its_gate_and_its_end() {
+    use blackstart_tests::webhook::{Receiver, TOKEN};
+    let hook = Receiver::start();
+    let mut c = Cluster::new(|p| {
+        p.replace(
+            "  sites:\n",
+            "  notify:\n    - webhook: { url: \"${env:ROOM_HOOK}\" }\n  sites:\n",
+        )
+    });
+    c.start_operator_with("replica-a", &[("ROOM_HOOK", &hook.url)]);
+    c.wait_for("the gate of `data`", LIMIT, at_the_gate);
+    hook.wait_for("gate-waiting", |got| {
+        got.iter()
+            .any(|b| b["event"] == "gate-waiting" && b["stage"] == "data")
+    });
+    c.approve("data");
+    c.wait_for("Succeeded", LIMIT, |c| c.phase() == "Succeeded");
+    hook.wait_for("succeeded", |got| {
+        got.iter().any(|b| b["event"] == "succeeded")
+    });
+    let told = hook.events();
+    let end = told.iter().find(|b| b["event"] == "succeeded").unwrap();
+    assert_eq!(end["run"], RUN);
+    assert_eq!(end["playbook"], "dealer-systems");
+    // Every attempt is in the run's journal, the token in none.
+    let journal = c.journal();
+    let text = serde_json::to_string(&journal).unwrap();
+    assert!(
+        text.contains("\"type\":\"notified\""),
+        "no attempt journaled"
+    );
+    assert!(!text.contains(TOKEN), "the token is in the journal");
+    assert!(!serde_json::to_string(&c.run()).unwrap().contains(TOKEN));
+    assert!(
+        !c.logs().contains(TOKEN),
+        "the token is in the operator's log"
+    );
+    c.assert_truthful();
 }
 
 #[test]

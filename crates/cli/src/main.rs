@@ -530,6 +530,7 @@ fn empty_plan(like: &Plan) -> Plan {
         roles: None,
         connections: Default::default(),
         site_names: Default::default(),
+        notify: Vec::new(),
         stages: Vec::new(),
     }
 }

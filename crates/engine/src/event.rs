@@ -358,6 +358,28 @@ pub enum Event {
         bytes: u64,
         reason: String,
     },
+    /// One attempt to deliver a notification (`spec.notify`): what it
+    /// told of, to which receiver (its place in the list and its host, never
+    /// its URL, which carries a token), and how it went. `last` when no
+    /// attempt follows: delivered, or given up.
+    #[serde(rename_all = "camelCase")]
+    Notified {
+        notification: blackstart_model::playbook::NotifyOn,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        receiver: String,
+        attempt: u32,
+        delivered: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        last: bool,
+        /// A reminder that a gate still waits.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reminder: bool,
+    },
     /// Written by blackstart 0.1.0, which truncated a torn tail; read in
     /// journals of that release, no longer written.
     #[serde(rename_all = "camelCase")]
@@ -554,6 +576,47 @@ impl Event {
                 bytes,
                 reason,
             } => format!("{bytes} bytes after the valid chain set aside into {file} ({reason})"),
+            Event::Notified {
+                notification,
+                stage,
+                receiver,
+                attempt,
+                delivered,
+                status,
+                error,
+                last,
+                reminder,
+            } => {
+                let what = format!(
+                    "{}{}{}",
+                    if *reminder {
+                        "reminder "
+                    } else {
+                        "notification "
+                    },
+                    notification.as_str(),
+                    stage
+                        .as_deref()
+                        .map(|s| format!(" (stage {s})"))
+                        .unwrap_or_default()
+                );
+                let how = match (status, error) {
+                    (Some(code), _) => format!("HTTP {code}"),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => String::new(),
+                };
+                if *delivered {
+                    format!("{what} delivered to {receiver} ({how}, attempt {attempt})")
+                } else if *last {
+                    format!(
+                        "{what} to {receiver} not delivered ({how}, attempt {attempt}); given up"
+                    )
+                } else {
+                    format!(
+                        "{what} to {receiver} not delivered ({how}, attempt {attempt}); trying again"
+                    )
+                }
+            }
         }
     }
 }

@@ -486,7 +486,8 @@ impl RunState {
                 });
             }
             Event::SetAside { file, .. } => self.set_aside.push(file.clone()),
-            Event::Output { .. } | Event::TornWriteDiscarded { .. } => {}
+            // Told, not done: a notification moves nothing.
+            Event::Output { .. } | Event::TornWriteDiscarded { .. } | Event::Notified { .. } => {}
         }
         Ok(())
     }

@@ -60,9 +60,78 @@ pub struct PlaybookSpec {
     /// decisions are unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<Role>>,
+    /// Who is told what happens: webhooks of the incident channel, a
+    /// pager, a status page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
     pub sites: Vec<Site>,
     pub systems: Vec<System>,
     pub stages: Vec<Stage>,
+}
+
+/// One receiver of notifications: a webhook POSTed a JSON body for each
+/// happening it is `on`, retried with backoff, never holding up the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notify {
+    pub webhook: Webhook,
+    /// Which happenings it is told of; every one when not given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<NotifyOn>,
+    /// While a gate waits, a reminder this often (at least 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Webhook {
+    /// Where to POST. It usually carries a token, so it is given through
+    /// the environment (`${env:INCIDENT_WEBHOOK}`), redacted everywhere.
+    pub url: String,
+}
+
+/// What a notification tells of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyOn {
+    /// A gate waits for people (and, with `remind`, still does).
+    GateWaiting,
+    StageFailed,
+    Paused,
+    RolledBack,
+    Degraded,
+    Succeeded,
+}
+
+impl NotifyOn {
+    pub const NAMES: [&'static str; 6] = [
+        "gate-waiting",
+        "stage-failed",
+        "paused",
+        "rolled-back",
+        "degraded",
+        "succeeded",
+    ];
+    pub const ALL: [NotifyOn; 6] = [
+        NotifyOn::GateWaiting,
+        NotifyOn::StageFailed,
+        NotifyOn::Paused,
+        NotifyOn::RolledBack,
+        NotifyOn::Degraded,
+        NotifyOn::Succeeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|n| *n == self).unwrap_or(0)]
+    }
+
+    pub fn from_name(name: &str) -> Option<NotifyOn> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Self::ALL[i])
+    }
 }
 
 /// People who may decide a gate or confirm a manual step, enrolled before

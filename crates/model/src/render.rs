@@ -133,6 +133,31 @@ fn connections(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// What one receiver is told of, and how often it is reminded.
+pub fn notified_of(n: &crate::playbook::Notify) -> String {
+    let on: Vec<&str> = if n.on.is_empty() {
+        crate::playbook::NotifyOn::NAMES.to_vec()
+    } else {
+        n.on.iter().map(|o| o.as_str()).collect()
+    };
+    match n.remind {
+        Some(every) => format!(
+            "{}, reminded every {every} while a gate waits",
+            on.join(", ")
+        ),
+        None => on.join(", "),
+    }
+}
+
+/// Who is told what, one line per receiver (its URL as written: the
+/// environment variable that holds it, never the value).
+fn notifications(plan: &Plan) -> Vec<String> {
+    plan.notify
+        .iter()
+        .map(|n| format!("{} is told of {}", n.webhook.url, notified_of(n)))
+        .collect()
+}
+
 /// What sets a system apart beyond its start: optional, retried.
 fn traits(sys: &crate::plan::PlannedSystem) -> Option<String> {
     let mut t = Vec::new();
@@ -171,6 +196,9 @@ pub fn text(plan: &Plan) -> String {
     }
     for line in connections(plan) {
         let _ = writeln!(o, "Site {line}");
+    }
+    for line in notifications(plan) {
+        let _ = writeln!(o, "Notify: {line}");
     }
     let total = plan.stages.len();
     for (k, stage) in plan.stages.iter().enumerate() {
@@ -269,6 +297,9 @@ pub fn markdown(plan: &Plan) -> String {
     }
     for line in connections(plan) {
         let _ = writeln!(o, "- Site {line}");
+    }
+    for line in notifications(plan) {
+        let _ = writeln!(o, "- Notify: {line}");
     }
     let _ = writeln!(o);
     let _ = writeln!(

@@ -304,6 +304,10 @@ pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
         stage.estimated_start = on_drill_clock(stage.estimated_start);
         stage.estimated_duration = on_drill_clock(stage.estimated_duration);
     }
+    // Reminders of a waiting gate come as often as the drill's clock says.
+    for n in &mut plan.notify {
+        n.remind = n.remind.map(on_drill_clock);
+    }
     plan.estimated_duration = on_drill_clock(plan.estimated_duration);
     plan.worst_case = plan.worst_case.map(on_drill_clock);
     plan

@@ -231,6 +231,10 @@ fn notable(event: &Event) -> bool {
                 SystemPhase::Failed | SystemPhase::RolledBack | SystemPhase::Blocked
             ) || waiting_for.is_some()
         }
+        // A notification given up on is worth a line; a delivered one not.
+        Event::Notified {
+            delivered, last, ..
+        } => !delivered && *last,
         Event::RunStarted { .. }
         | Event::AttemptBegun { .. }
         | Event::AttemptRunning { .. }

@@ -71,6 +71,13 @@ fn line_of(state: &RunState, records: &[Record]) -> RunLine {
     }
 }
 
+/// The run's files, when `run` is a run id and its journal is there:
+/// anything else (a missing run, a path trick) is no run.
+fn journal_of(state_dir: &std::path::Path, run: &str) -> Option<RunDir> {
+    let dir = RunDir::new(state_dir, run).ok()?;
+    dir.journal().is_file().then_some(dir)
+}
+
 impl Source {
     pub fn dir(state_dir: PathBuf) -> Source {
         Source::Dir {
@@ -165,12 +172,9 @@ impl Source {
     async fn records(&self, run: &str) -> Result<Option<(Vec<Record>, bool)>, String> {
         match self {
             Source::Dir { state_dir, .. } => {
-                let Ok(dir) = RunDir::new(state_dir, run) else {
+                let Some(dir) = journal_of(state_dir, run) else {
                     return Ok(None);
                 };
-                if !dir.journal().is_file() {
-                    return Ok(None);
-                }
                 tokio::task::spawn_blocking(move || {
                     let records = journal::read(&dir).map_err(|e| e.to_string())?;
                     let driven = journal::driven(&dir);
@@ -205,12 +209,9 @@ impl Source {
     pub async fn tail(&self, run: &str, from: u64) -> Result<Option<Tail>, String> {
         match self {
             Source::Dir { state_dir, .. } => {
-                let Ok(dir) = RunDir::new(state_dir, run) else {
+                let Some(dir) = journal_of(state_dir, run) else {
                     return Ok(None);
                 };
-                if !dir.journal().is_file() {
-                    return Ok(None);
-                }
                 Ok(Some(Tail::File {
                     path: dir.journal(),
                     offset: 0,

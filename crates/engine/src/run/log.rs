@@ -126,6 +126,15 @@ pub(super) fn log(run: &str, seq: u64, event: &Event) {
         } => {
             tracing::info!(run, seq, site = %site, stage = %stage, reason = %reason, "site held")
         }
+        Event::Notified {
+            notification,
+            receiver,
+            attempt,
+            delivered,
+            ..
+        } => {
+            tracing::info!(run, seq, notification = notification.as_str(), receiver = %receiver, attempt, delivered, "notification")
+        }
         Event::SetAside {
             file,
             bytes,

@@ -62,6 +62,7 @@ mod gate;
 pub use gate::approved;
 use gate::gate_spent;
 mod log;
+mod notify;
 mod record;
 mod rollback;
 mod site;
@@ -177,6 +178,8 @@ struct Inner<S> {
     /// The run began under journal format 1, which recorded no attempts:
     /// a system it left `Starting` may have run its start.
     format_1: bool,
+    /// The journal's last record (seq, hash): what a notification names.
+    head: Mutex<(u64, String)>,
 }
 
 impl<S: RunStore + 'static> std::fmt::Debug for Engine<S> {
@@ -224,6 +227,12 @@ impl<S: RunStore + 'static> Engine<S> {
                 by: Mutex::new(None),
                 gate_spent: spent,
                 format_1: records.first().is_some_and(|r| r.v == 1),
+                head: Mutex::new(
+                    records
+                        .last()
+                        .map(|r| (r.seq, r.hash.clone()))
+                        .unwrap_or_default(),
+                ),
             }),
         })
     }
@@ -315,6 +324,7 @@ impl<S: RunStore + 'static> Engine<S> {
     /// rollback began resumes its rollback.
     pub async fn run(&self) -> Result<RunPhase, EngineError> {
         let mut pump = Pump(Some(self.spawn_request_pump()));
+        let notifier = notify::Notifier::start(&self.inner);
         let rolling_back = self.inner.lock().phase == RunPhase::RollingBack;
         let result = if rolling_back {
             self.inner.finish_rollback().await
@@ -326,6 +336,9 @@ impl<S: RunStore + 'static> Engine<S> {
             // Wait until the pump is really gone: it holds the engine, and with
             // it the store's lock, which a resume right after must be able to take.
             let _ = handle.await;
+        }
+        if let Some(n) = notifier {
+            n.finish().await;
         }
         result
     }
@@ -353,10 +366,14 @@ impl<S: RunStore + 'static> Engine<S> {
             }
         }
         let mut pump = Pump(Some(self.spawn_request_pump()));
+        let notifier = notify::Notifier::start(&self.inner);
         let result = self.inner.finish_rollback().await;
         if let Some(handle) = pump.0.take() {
             handle.abort();
             let _ = handle.await;
+        }
+        if let Some(n) = notifier {
+            n.finish().await;
         }
         result
     }

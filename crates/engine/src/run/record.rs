@@ -40,6 +40,7 @@ impl<S: RunStore + 'static> Inner<S> {
             state.apply(record.seq, &event)?;
             state.run.clone()
         };
+        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = (record.seq, record.hash.clone());
         log(&run, record.seq, &event);
         self.changed.send_modify(|n| *n += 1);
         // Nobody listening is fine: the journal has it.

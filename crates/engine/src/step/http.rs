@@ -28,7 +28,7 @@ pub(super) struct Request<'a> {
 
 /// The innermost cause of a reqwest error, which is the one a person needs
 /// ("Connection refused", "failed to lookup address").
-fn cause(e: &reqwest::Error) -> String {
+pub(crate) fn cause(e: &reqwest::Error) -> String {
     let mut source: &dyn std::error::Error = e;
     while let Some(next) = source.source() {
         source = next;

@@ -8,7 +8,7 @@
 //! [`run_check`], and one variant in the model's schema.
 
 mod exec;
-mod http;
+pub(crate) mod http;
 pub mod kubernetes;
 pub mod retry;
 pub mod ssh;

@@ -59,6 +59,7 @@ impl Decode for PlaybookSpec {
         let description = f.opt("description", cx);
         let defaults = f.or_default("defaults", cx);
         let roles = f.opt("roles", cx);
+        let notify = f.or_default("notify", cx);
         let sites = f
             .req_node("sites", cx)
             .and_then(|n| cx.at(Seg::Field("sites"), |cx| items(n, ItemKind::Site, cx)));
@@ -73,10 +74,84 @@ impl Decode for PlaybookSpec {
             description,
             defaults,
             roles,
+            notify,
             sites: sites?,
             systems: systems?,
             stages: stages?,
         })
+    }
+}
+
+impl Decode for Notify {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a notification", cx)?;
+        let webhook = f.req("webhook", cx);
+        let on: Vec<NotifyOn> = f
+            .get("on")
+            .and_then(|n| {
+                cx.at(Seg::Field("on"), |cx| {
+                    let Some(items) = cx.tree.seq(n) else {
+                        cx.error(
+                            n.pos,
+                            "`on` is a list of happenings, e.g. [gate-waiting, stage-failed]",
+                        );
+                        return None;
+                    };
+                    Some(
+                        items
+                            .iter()
+                            .filter_map(|i| {
+                                named(i, "notification", &NotifyOn::NAMES, NotifyOn::from_name, cx)
+                            })
+                            .collect(),
+                    )
+                })
+            })
+            .unwrap_or_default();
+        let remind: Option<At<Duration>> = f.opt("remind", cx);
+        f.finish(cx);
+        if let Some(At(d, pos)) = &remind
+            && *d < Duration::from_secs(60)
+        {
+            cx.error(
+                *pos,
+                format!("remind: {d} is more often than a room can read; at least 1m"),
+            );
+        }
+        if let Some(At(_, pos)) = &remind
+            && !on.is_empty()
+            && !on.contains(&NotifyOn::GateWaiting)
+        {
+            cx.error(*pos, "remind repeats gate-waiting, which `on` leaves out");
+        }
+        Some(Notify {
+            webhook: webhook?,
+            on,
+            remind: remind.map(|At(d, _)| d),
+        })
+    }
+}
+
+impl Decode for Webhook {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let mut f = Fields::of(node, "a webhook", cx)?;
+        let url: Option<At<String>> = f.req("url", cx);
+        f.finish(cx);
+        let At(url, pos) = url?;
+        let literal = !url.contains("${env:");
+        if literal {
+            cx.diags.push(
+                Diagnostic::error(pos, "a webhook URL is written into the playbook, the plan and every review of them; it usually carries a token")
+                    .with_help("give it through the environment: `url: \"${env:INCIDENT_WEBHOOK}\"` (the value is redacted everywhere)"),
+            );
+            return None;
+        }
+        if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("${env:"))
+        {
+            cx.error(pos, "a webhook URL starts with https:// or http://");
+            return None;
+        }
+        Some(Webhook { url })
     }
 }
 

@@ -36,6 +36,10 @@ pub struct PlanDiff {
     /// Who may decide: members and keys added to or removed from roles,
     /// roles declared or dropped. Each changes who can restart the plant.
     pub people_changes: Vec<String>,
+    /// Who is told what: webhooks added or removed, what they are told of
+    /// and how often they are reminded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify_changes: Vec<String>,
     /// Where a site's steps go: ssh hosts, pinned host keys, kube contexts
     /// added, removed or changed. Each changes what a restart touches.
     pub connection_changes: Vec<String>,
@@ -109,6 +113,7 @@ impl PlanDiff {
             && self.dependencies_removed.is_empty()
             && self.gate_changes.is_empty()
             && self.people_changes.is_empty()
+            && self.notify_changes.is_empty()
             && self.connection_changes.is_empty()
             && self.layer_changes.is_empty()
             && self.systems_changed.is_empty()
@@ -167,6 +172,7 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
         dependencies_removed: Vec::new(),
         gate_changes: Vec::new(),
         people_changes: people_changes(base, new),
+        notify_changes: notify_changes(base, new),
         connection_changes: connection_changes(base, new),
         layer_changes: Vec::new(),
         systems_changed: Vec::new(),
@@ -301,6 +307,37 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
 }
 
 /// Who may decide, before and after: each member's key per role.
+/// Receivers are told apart by their URL as written (`${env:NAME}`).
+fn notify_changes(base: &Plan, new: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    let find = |plan: &Plan, url: &str| plan.notify.iter().find(|n| n.webhook.url == url).cloned();
+    for n in &base.notify {
+        if find(new, &n.webhook.url).is_none() {
+            out.push(format!(
+                "**`{}` is no longer told** of anything",
+                n.webhook.url
+            ));
+        }
+    }
+    for n in &new.notify {
+        match find(base, &n.webhook.url) {
+            None => out.push(format!(
+                "`{}` is now told of {}",
+                n.webhook.url,
+                crate::render::notified_of(n)
+            )),
+            Some(old) if old != *n => out.push(format!(
+                "`{}` was told of {}, now of {}",
+                n.webhook.url,
+                crate::render::notified_of(&old),
+                crate::render::notified_of(n)
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 fn people_changes(base: &Plan, new: &Plan) -> Vec<String> {
     let of = |plan: &Plan| -> BTreeMap<(String, String), Option<String>> {
         plan.roles
@@ -535,6 +572,7 @@ impl PlanDiff {
                 .collect(),
         );
         section("Who may decide", self.people_changes.clone());
+        section("Who is told", self.notify_changes.clone());
         section("Site connections", self.connection_changes.clone());
         section(
             "Order changes inside a stage",

@@ -74,6 +74,7 @@ pub fn playbook_hash(pb: &Playbook) -> String {
         description,
         defaults,
         roles,
+        notify,
         sites,
         systems,
         stages,
@@ -104,6 +105,10 @@ pub fn playbook_hash(pb: &Playbook) -> String {
         // Left out when absent, so playbooks without roles keep their hash.
         if let Some(roles) = &roles {
             top.serialize_field("roles", roles)?;
+        }
+        // Who is told was reviewed too; without it the hash is as before.
+        if !notify.is_empty() {
+            top.serialize_field("notify", notify)?;
         }
         top.serialize_field("sites", &sites)?;
         top.serialize_field("systems", &SystemsInOrder(&systems))?;
@@ -150,6 +155,9 @@ pub(super) fn env_names(pb: &Playbook) -> Vec<String> {
             names.extend(found.into_iter().map(str::to_owned));
         }
     };
+    for n in &pb.spec.notify {
+        add(&n.webhook.url);
+    }
     for site in &pb.spec.sites {
         if let Some(file) = site
             .connect

@@ -65,6 +65,10 @@ pub struct Plan {
     /// releases before it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub site_names: BTreeMap<String, String>,
+    /// `spec.notify`: who is told what happens; URLs as written (through
+    /// the environment), resolved only to send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::playbook::Notify>,
     pub stages: Vec<PlannedStage>,
 }
 
@@ -267,6 +271,7 @@ impl Plan {
             stages,
             roles,
             defaults,
+            notify,
             ..
         } = pb.spec;
         let mut systems: Vec<Option<System>> = systems.into_iter().map(Some).collect();
@@ -299,6 +304,7 @@ impl Plan {
             critical_path: timing.critical_path,
             env,
             inherit_env: defaults.inherit_env,
+            notify,
             site_names: sites
                 .iter()
                 .filter_map(|s| Some((s.id.clone(), s.name.clone()?)))
