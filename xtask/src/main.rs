@@ -676,7 +676,7 @@ fn bench_drill() -> Result<(), String> {
         one_site.0, one_site.1
     );
     println!();
-    println!("`serve` of that 10,000-system run (30,000 events), each answer read whole:");
+    println!("`serve` of that 10,000-system run, each answer read whole:");
     println!("| answer | size | median of 5 | slowest |");
     println!("|---|---:|---:|---:|");
     for (what, size, median, slowest) in room {
