@@ -339,6 +339,13 @@ fn beyond_loopback_a_token_is_needed_and_checked() {
         "{head}"
     );
     assert!(get(&format!("Cookie: blackstart_token={token}\r\n")).starts_with("HTTP/1.1 200"));
+    // Never sent on to another site.
+    let (status, head, _) = http("GET", &format!("{url}//evil.example/x?token={token}"), None);
+    assert_eq!(status, 303, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("location: /\r\n"),
+        "{head}"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -221,10 +221,13 @@ impl Server {
             {
                 let mut r = text(StatusCode::SEE_OTHER, "signed in");
                 let h = r.headers_mut();
+                // Back to the same page of this server, never elsewhere
+                // (`//host/…` would be another site).
+                let path = req.uri().path();
+                let back = if path.starts_with("//") { "/" } else { path };
                 h.insert(
                     header::LOCATION,
-                    HeaderValue::from_str(req.uri().path())
-                        .unwrap_or(HeaderValue::from_static("/")),
+                    HeaderValue::from_str(back).unwrap_or(HeaderValue::from_static("/")),
                 );
                 if let Ok(v) = HeaderValue::from_str(&format!(
                     "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
@@ -254,7 +257,7 @@ impl Server {
             },
             ["runs", run] => self.run_page(run, fragment).await,
             ["api", "runs", run] => match self.view(run).await {
-                Ok(Some(v)) => json(&v),
+                Ok(Some(v)) => json(&*v),
                 Ok(None) => not_found(),
                 Err(e) => text(StatusCode::BAD_GATEWAY, &e),
             },
@@ -286,7 +289,7 @@ impl Server {
         }
     }
 
-    async fn view(&self, run: &str) -> Result<Option<view::RunView>, String> {
+    async fn view(&self, run: &str) -> Result<Option<Arc<view::RunView>>, String> {
         self.source.view(run).await
     }
 

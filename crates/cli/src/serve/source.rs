@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use blackstart_engine::journal::{self, Record};
 use blackstart_engine::{RunDir, RunPhase, RunState, SystemPhase};
@@ -26,6 +26,11 @@ pub enum Source {
         /// Each run's line in the list, with the journal length it was
         /// read at: a list of many runs reads only the journals that moved.
         lines: Mutex<HashMap<String, (u64, RunLine)>>,
+        /// Each run's last view, with the journal length and lock state it
+        /// was built at and when: a room of people looking at one large
+        /// run builds its view once per change, not once per person. Kept
+        /// a second at most, since a soak's time left moves with the clock.
+        views: Mutex<HashMap<String, CachedView>>,
     },
     K8s {
         client: kube::Client,
@@ -37,6 +42,16 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
     }
+}
+
+/// How long a built view is served again while its journal stays as it was.
+const VIEW_KEPT: Duration = Duration::from_secs(1);
+
+/// A run's view, and the journal it was built from.
+pub struct CachedView {
+    stamp: (u64, Option<bool>),
+    at: Instant,
+    view: Arc<RunView>,
 }
 
 /// The state and plan of a journal, or why it is not a run.
@@ -83,6 +98,7 @@ impl Source {
         Source::Dir {
             state_dir,
             lines: Mutex::new(HashMap::new()),
+            views: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,7 +113,9 @@ impl Source {
     /// Every run, newest first.
     pub async fn runs(&self) -> Result<Vec<RunLine>, String> {
         let mut out = match self {
-            Source::Dir { state_dir, lines } => {
+            Source::Dir {
+                state_dir, lines, ..
+            } => {
                 let root = state_dir.join("runs");
                 let entries = match std::fs::read_dir(&root) {
                     Ok(e) => e,
@@ -194,14 +212,49 @@ impl Source {
     }
 
     /// One run's view, `None` when there is no such run.
-    pub async fn view(&self, run: &str) -> Result<Option<RunView>, String> {
+    pub async fn view(&self, run: &str) -> Result<Option<Arc<RunView>>, String> {
+        // What a cached view was built at: the journal's length and whether
+        // a process held it.
+        let stamp = match self {
+            Source::Dir {
+                state_dir, views, ..
+            } => {
+                let Some(dir) = journal_of(state_dir, run) else {
+                    return Ok(None);
+                };
+                let len = std::fs::metadata(dir.journal())
+                    .map_err(|e| e.to_string())?
+                    .len();
+                let stamp = (len, journal::driven(&dir));
+                let views = views.lock().map_err(|e| e.to_string())?;
+                if let Some(c) = views.get(run)
+                    && c.stamp == stamp
+                    && c.at.elapsed() < VIEW_KEPT
+                {
+                    return Ok(Some(Arc::clone(&c.view)));
+                }
+                Some(stamp)
+            }
+            Source::K8s { .. } => None,
+        };
         let Some((records, unlocked)) = self.records(run).await? else {
             return Ok(None);
         };
         let (state, plan) = fold(&records)?;
         // No process drives a run that should be moving.
         let interrupted = unlocked && !state.phase.is_final() && state.phase != RunPhase::Paused;
-        Ok(Some(view::build(&records, &state, plan, interrupted)))
+        let view = Arc::new(view::build(&records, &state, plan, interrupted));
+        if let (Source::Dir { views, .. }, Some(stamp)) = (self, stamp) {
+            views.lock().map_err(|e| e.to_string())?.insert(
+                run.to_owned(),
+                CachedView {
+                    stamp,
+                    at: Instant::now(),
+                    view: Arc::clone(&view),
+                },
+            );
+        }
+        Ok(Some(view))
     }
 
     /// A reader of the run's records after `from`, `None` when there is no

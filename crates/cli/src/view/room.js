@@ -36,6 +36,9 @@
     }
     setTimeout(() => { busy = false; if (again) { again = false; refresh(); } }, 300);
   }
+  // Also every five seconds when nothing happens: a soak's time left, and
+  // whether a process still drives the run, move without a record.
+  setInterval(() => { if (!busy) refresh(); }, 5000);
   const events = new EventSource("/api/runs/" + encodeURIComponent(run) + "/events?from=" + (body.dataset.seq || 0));
   events.addEventListener("record", () => { say("live"); refresh(); });
   events.addEventListener("end", () => { say("the run has ended"); events.close(); refresh(); });

@@ -165,13 +165,22 @@ async fn listen<S: RunStore + 'static>(
             tell(&inner, &mut deliveries, told);
         }
     }
-    let flushed = tokio::time::timeout(FLUSH, async {
-        while deliveries.join_next().await.is_some() {}
-    })
-    .await;
-    if flushed.is_err() {
-        deliveries.abort_all();
+    // Given up at once after an interrupt (a second Ctrl-C): the person
+    // asked for the process to end now.
+    let deadline = tokio::time::Instant::now() + FLUSH;
+    while !deliveries.is_empty() {
+        if inner.interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::select! {
+            _ = deliveries.join_next() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
     }
+    deliveries.abort_all();
 }
 
 fn schedule_reminders<S: RunStore + 'static>(
