@@ -455,14 +455,49 @@ fn plan_command(
         _ => PlanFormat::Text,
     });
     let text = match format {
+        PlanFormat::Json => {
+            write_json_output(output.as_deref(), &plan)?;
+            // The process ends next and the kernel takes its memory back
+            // at once; freeing a large plan piece by piece takes longer
+            // (0.2 s for 100,000 systems).
+            std::mem::forget(plan);
+            return Ok(exit::SUCCESS);
+        }
         PlanFormat::Text => render::text(&plan),
-        PlanFormat::Json => render::json(&plan),
         PlanFormat::Markdown => render::markdown(&plan),
         PlanFormat::Mermaid => render::mermaid(&plan),
         PlanFormat::Dot => render::dot(&plan),
     };
     write_output(output.as_deref(), &text)?;
     Ok(exit::SUCCESS)
+}
+
+/// The JSON plan, written as it is rendered into FILE (or standard output).
+fn write_json_output(output: Option<&Path>, plan: &Plan) -> Result<(), CliError> {
+    let failed = |path: &str, source: io::Error| CliError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    match output {
+        Some(path) => {
+            let file =
+                std::fs::File::create(path).map_err(|e| failed(&path.display().to_string(), e))?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            render::write_json(plan, &mut out)
+                .and_then(|()| out.flush())
+                .map_err(|e| failed(&path.display().to_string(), e))
+        }
+        None => {
+            let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            match render::write_json(plan, &mut out).and_then(|()| out.flush()) {
+                // A closed pipe (`| head`) is not an error worth reporting.
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                    Err(failed("standard output", e))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// `drill FILE`: the simulated plant, with the faults asked for.

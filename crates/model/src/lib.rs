@@ -28,7 +28,7 @@ pub use duration::Duration;
 pub use plan::{Plan, PlannedStage, PlannedSystem, playbook_hash};
 pub use playbook::Playbook;
 pub use validate::Validated;
-pub use yaml::{MAX_DEPTH, MAX_INPUT_BYTES};
+pub use yaml::{MAX_DEPTH, MAX_INPUT_BYTES, readers_agree};
 
 /// Reads a playbook from the bytes of a YAML file and checks it, reporting
 /// every problem found, each with its line and column.

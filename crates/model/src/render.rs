@@ -17,9 +17,17 @@ pub const MERMAID_MAX_EDGES: usize = 500;
 pub const MARKDOWN_MAX_SYSTEM_ROWS: usize = 1000;
 
 pub fn json(plan: &Plan) -> String {
-    let mut out = serde_json::to_string_pretty(plan).expect("a plan always serializes to JSON");
-    out.push('\n');
-    out
+    let mut out = Vec::new();
+    // Writing into memory fails only for want of memory, which aborts.
+    let _ = write_json(plan, &mut out);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// [`json`] written straight to `out`: the plan of 100,000 systems is about
+/// 100 MB of JSON, which is then never held in memory whole.
+pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, plan)?;
+    out.write_all(b"\n")
 }
 
 fn gate_summary(plan: &Plan, stage: &PlannedStage) -> String {

@@ -46,8 +46,13 @@ pub(crate) struct Tree<'a> {
     entries: Vec<(Key<'a>, Node<'a>)>,
     /// The text it was read from: messages quote a value as it was written.
     source: &'a str,
-    /// Where each line of `source` begins, indexed on first use.
-    line_starts: std::sync::OnceLock<Vec<usize>>,
+    /// Where each line of `source` begins, and whether it is ASCII
+    /// (columns are bytes there), indexed on first use.
+    line_starts: std::sync::OnceLock<Vec<(usize, bool)>>,
+    /// The last column found in a line that is not ASCII, as (line,
+    /// column, byte): messages come in file order, so finding the next one
+    /// goes on from there instead of counting from the line's start.
+    last_column: std::sync::Mutex<(usize, usize, usize)>,
     /// The rare keys that are not plain text: where each is, what YAML
     /// reads it as ("a number"; `None` for text), and whether it is a
     /// merge key (a plain `<<`). Kept aside, not on every [`Key`]: a large
@@ -76,16 +81,46 @@ impl<'a> Tree<'a> {
         // Built on the first message: a file with many type errors does not
         // scan its text once per error.
         let starts = self.line_starts.get_or_init(|| {
-            std::iter::once(0)
+            let begins: Vec<usize> = std::iter::once(0)
                 .chain(self.source.match_indices('\n').map(|(i, _)| i + 1))
+                .collect();
+            begins
+                .iter()
+                .enumerate()
+                .map(|(k, &b)| {
+                    let e = begins.get(k + 1).map_or(self.source.len(), |&e| e - 1);
+                    (b, self.source[b..e].is_ascii())
+                })
                 .collect()
         });
         let line = (pos.line as usize).saturating_sub(1);
-        let Some(&start) = starts.get(line) else {
+        let Some(&(start, ascii)) = starts.get(line) else {
             return "";
         };
-        let end = starts.get(line + 1).map_or(self.source.len(), |&e| e - 1);
-        token_at(&self.source[start..end], pos)
+        let end = starts
+            .get(line + 1)
+            .map_or(self.source.len(), |&(e, _)| e - 1);
+        let text = &self.source[start..end];
+        let col = (pos.column as usize).saturating_sub(1);
+        let byte = if ascii {
+            col.min(text.len())
+        } else {
+            // Many messages on one long line must not each count it from
+            // its start: go on from the last column found.
+            let mut last = self.last_column.lock().unwrap_or_else(|p| p.into_inner());
+            let (from_col, from_byte) = if last.0 == line && last.1 <= col {
+                (last.1, last.2)
+            } else {
+                (0, 0)
+            };
+            let byte = text[from_byte..]
+                .char_indices()
+                .nth(col - from_col)
+                .map_or(text.len(), |(i, _)| from_byte + i);
+            *last = (line, col, byte);
+            byte
+        };
+        token_from(&text[byte..])
     }
 
     /// What the key at `pos` reads as when it is not text ("a number",
@@ -166,7 +201,11 @@ fn token_at(line: &str, pos: Pos) -> &str {
         .char_indices()
         .nth((pos.column as usize).saturating_sub(1))
         .map_or(line.len(), |(i, _)| i);
-    let rest = &line[start..];
+    token_from(&line[start..])
+}
+
+/// The plain scalar `rest` begins with, as written.
+fn token_from(rest: &str) -> &str {
     let end = rest.find([',', ']', '}', '\r', '#']).unwrap_or(rest.len());
     let token = rest[..end].trim_end();
     // `key: value` read from the key's position: the value's own text only.
@@ -295,6 +334,108 @@ fn to_u32(n: usize, pos: Pos) -> Result<u32, Diagnostic> {
 }
 
 impl<'a> Builder<'a> {
+    fn new(text: &'a str) -> Builder<'a> {
+        // About one node per 6 bytes in a typical playbook.
+        let guess = text.len() / 6;
+        Builder {
+            tree: Tree {
+                root: None,
+                items: Vec::with_capacity(guess / 4),
+                entries: Vec::with_capacity(guess / 2),
+                source: text,
+                line_starts: std::sync::OnceLock::new(),
+                last_column: std::sync::Mutex::new((usize::MAX, 0, 0)),
+                odd_keys: Vec::new(),
+            },
+            stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            scalar: None,
+        }
+    }
+
+    /// A scalar read as `value` (resolved already when tagged); `plain`
+    /// when written without quotes or tag.
+    /// `raw` is the text as written, kept when the scalar is a key.
+    fn scalar(
+        &mut self,
+        pos: Pos,
+        raw: Option<Cow<'a, str>>,
+        value: Value<'a>,
+        plain: bool,
+        anchor: usize,
+    ) -> Result<(), Diagnostic> {
+        self.charge(1, pos)?;
+        if let Some(raw) = raw {
+            let not_text = (!matches!(value, Value::Str(_))).then(|| value.kind());
+            let merge = plain && raw == "<<";
+            self.scalar = Some((raw, not_text, merge));
+        }
+        self.place(Node { pos, value }, anchor)
+    }
+
+    /// Whether the next scalar is a mapping's key.
+    fn awaits_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+
+    /// A plain or quoted scalar without a tag.
+    fn untagged(
+        &mut self,
+        pos: Pos,
+        text: Cow<'a, str>,
+        plain: bool,
+        anchor: usize,
+    ) -> Result<(), Diagnostic> {
+        let raw = self.awaits_key().then(|| text.clone());
+        let value = if plain {
+            resolve_plain(text)
+        } else {
+            Value::Str(text)
+        };
+        self.scalar(pos, raw, value, plain, anchor)
+    }
+
+    fn seq_start(&mut self, pos: Pos, anchor: usize) -> Result<(), Diagnostic> {
+        let start = self.items.len();
+        self.open(Frame::Seq { pos, anchor, start }, pos)
+    }
+
+    fn map_start(&mut self, pos: Pos, anchor: usize) -> Result<(), Diagnostic> {
+        let start = self.entries.len();
+        self.open(
+            Frame::Map {
+                pos,
+                anchor,
+                start,
+                key: None,
+            },
+            pos,
+        )
+    }
+
+    /// An alias of anchor `id`, or `None` when no such anchor came before.
+    fn alias(&mut self, id: usize, pos: Pos) -> Option<Result<(), Diagnostic>> {
+        let (node, size) = self.anchors.get(&id)?;
+        let (mut node, size) = (node.clone(), *size);
+        Some(self.charge(size, pos).and_then(|()| {
+            node.pos = pos;
+            self.place(node, 0)
+        }))
+    }
+
+    fn finish(self) -> Result<Tree<'a>, Diagnostic> {
+        if self.tree.root.is_none() {
+            return Err(fail(
+                Pos::new(1, 1),
+                "the file is empty (only comments or blank lines); a playbook starts with `apiVersion: blackstart.dev/v1alpha1`",
+            ));
+        }
+        Ok(self.tree)
+    }
+
     /// How many nodes a finished tree holds, to charge an alias its expansion.
     fn size_of(&self, node: &Node<'a>) -> usize {
         let mut count = 0usize;
@@ -566,28 +707,19 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             "the file is empty; a playbook starts with `apiVersion: blackstart.dev/v1alpha1`",
         ));
     }
+    match fast::parse(text) {
+        Some(tree) => Ok(tree),
+        None => full(text),
+    }
+}
+
+/// The full parser's reading: every file the fast reader declines.
+fn full(text: &str) -> Result<Tree<'_>, Diagnostic> {
     let mut options = granit_parser::Options::default();
     options.block_nesting_limit = MAX_DEPTH + 1;
     options.flow_nesting_limit = MAX_DEPTH + 1;
     let mut parser = granit_parser::Parser::new_from_str_with_options(text, options);
-    // About one node per 6 bytes in a typical playbook.
-    let guess = text.len() / 6;
-    let mut b = Builder {
-        tree: Tree {
-            root: None,
-            items: Vec::with_capacity(guess / 4),
-            entries: Vec::with_capacity(guess / 2),
-            source: text,
-            line_starts: std::sync::OnceLock::new(),
-            odd_keys: Vec::new(),
-        },
-        stack: Vec::new(),
-        items: Vec::new(),
-        entries: Vec::new(),
-        anchors: HashMap::new(),
-        nodes: 0,
-        scalar: None,
-    };
+    let mut b = Builder::new(text);
     let mut documents = 0usize;
     while let Some(event) = parser.next_event() {
         let (event, span): (Event<'_>, Span) = event.map_err(|e| syntax_error(text, &e))?;
@@ -604,21 +736,15 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
                 }
             }
             Event::Scalar(value, style, anchor, tag) => {
-                b.charge(1, pos)?;
-                let awaits_key = matches!(b.stack.last(), Some(Frame::Map { key: None, .. }));
-                let raw = awaits_key.then(|| value.clone());
-                let plain = tag.is_none() && style == ScalarStyle::Plain;
-                let value = match (&tag, style) {
-                    (Some(t), _) => tagged(value, t, pos)?,
-                    (None, ScalarStyle::Plain) => resolve_plain(value),
-                    (None, _) => Value::Str(value),
-                };
-                if let Some(raw) = raw {
-                    let not_text = (!matches!(value, Value::Str(_))).then(|| value.kind());
-                    let merge = plain && raw == "<<";
-                    b.scalar = Some((raw, not_text, merge));
+                let plain = style == ScalarStyle::Plain;
+                match &tag {
+                    Some(t) => {
+                        let raw = b.awaits_key().then(|| value.clone());
+                        let resolved = tagged(value, t, pos)?;
+                        b.scalar(pos, raw, resolved, false, anchor)?;
+                    }
+                    None => b.untagged(pos, value, plain, anchor)?,
                 }
-                b.place(Node { pos, value }, anchor)?;
             }
             Event::SequenceStart(_, anchor, tag) => {
                 if let Some(t) = &tag
@@ -626,8 +752,7 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
                 {
                     return Err(unsupported_tag(pos, t));
                 }
-                let start = b.items.len();
-                b.open(Frame::Seq { pos, anchor, start }, pos)?;
+                b.seq_start(pos, anchor)?;
             }
             Event::MappingStart(_, anchor, tag) => {
                 if let Some(t) = &tag
@@ -635,37 +760,17 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
                 {
                     return Err(unsupported_tag(pos, t));
                 }
-                let start = b.entries.len();
-                b.open(
-                    Frame::Map {
-                        pos,
-                        anchor,
-                        start,
-                        key: None,
-                    },
-                    pos,
-                )?;
+                b.map_start(pos, anchor)?;
             }
             Event::SequenceEnd | Event::MappingEnd => b.close(pos)?,
-            Event::Alias(id) => {
-                let Some((node, size)) = b.anchors.get(&id) else {
-                    return Err(unknown_alias(text, pos));
-                };
-                let (mut node, size) = (node.clone(), *size);
-                b.charge(size, pos)?;
-                node.pos = pos;
-                b.place(node, 0)?;
-            }
+            Event::Alias(id) => match b.alias(id, pos) {
+                Some(placed) => placed?,
+                None => return Err(unknown_alias(text, pos)),
+            },
             _ => {}
         }
     }
-    if b.tree.root.is_none() {
-        return Err(fail(
-            Pos::new(1, 1),
-            "the file is empty (only comments or blank lines); a playbook starts with `apiVersion: blackstart.dev/v1alpha1`",
-        ));
-    }
-    Ok(b.tree)
+    b.finish()
 }
 
 /// A scalar with an explicit core-schema tag (`!!str 10`, `!!int "3"`).
@@ -688,6 +793,64 @@ fn tagged<'a>(
         }
         _ => Err(unsupported_tag(pos, tag)),
     }
+}
+
+mod fast;
+
+/// Whether the fast reader and the full parser read `text` alike: the
+/// same tree, node for node, with the same positions. `Ok(false)` when the
+/// fast reader declined it (the full parser reads it alone).
+#[doc(hidden)]
+pub fn readers_agree(text: &str) -> Result<bool, String> {
+    let Some(fast) = fast::parse(text) else {
+        return Ok(false);
+    };
+    let full = full(text).map_err(|d| {
+        format!(
+            "the full parser refused what the fast reader took: {}",
+            d.message
+        )
+    })?;
+    let mut todo = vec![(fast.root.clone(), full.root.clone(), String::from("(root)"))];
+    while let Some((a, b, at)) = todo.pop() {
+        let (Some(a), Some(b)) = (a, b) else {
+            return Err(format!("{at}: one reader has no node"));
+        };
+        if a.pos != b.pos {
+            return Err(format!("{at}: at {:?} against {:?}", a.pos, b.pos));
+        }
+        match (fast.seq(&a), full.seq(&b), fast.map(&a), full.map(&b)) {
+            (Some(x), Some(y), _, _) => {
+                if x.len() != y.len() {
+                    return Err(format!("{at}: {} items against {}", x.len(), y.len()));
+                }
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    todo.push((Some(p.clone()), Some(q.clone()), format!("{at}[{i}]")));
+                }
+            }
+            (_, _, Some(x), Some(y)) => {
+                if x.len() != y.len() {
+                    return Err(format!("{at}: {} entries against {}", x.len(), y.len()));
+                }
+                for ((k, p), (l, q)) in x.iter().zip(y) {
+                    if k != l || fast.key_reads_as(k) != full.key_reads_as(l) {
+                        return Err(format!("{at}: key {k:?} against {l:?}"));
+                    }
+                    todo.push((Some(p.clone()), Some(q.clone()), format!("{at}.{}", k.name)));
+                }
+            }
+            _ => {
+                let same = match (&a.value, &b.value) {
+                    (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+                    (x, y) => x == y,
+                };
+                if !same {
+                    return Err(format!("{at}: {:?} against {:?}", a.value, b.value));
+                }
+            }
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

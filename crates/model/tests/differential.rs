@@ -215,3 +215,106 @@ proptest! {
         prop_assert_eq!(ours, theirs, "{}", yaml);
     }
 }
+
+/// The fast reader against the full parser: on every generated playbook
+/// that the fast reader takes, both build the same tree, node for node,
+/// positions included. The cases it declines are read by the full parser
+/// alone, so they cannot differ.
+#[test]
+fn the_fast_reader_builds_the_full_parsers_tree() {
+    let mut taken = 0;
+    for seed in 0..2000u64 {
+        let yaml = playbook(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // The anchors and merge keys as generated, and without them.
+        let plain = yaml
+            .replace("&shared ", "")
+            .replace("<<: *shared", "merged: x")
+            .replace("*shared", "{}");
+        for text in [&yaml, &plain] {
+            match blackstart_model::readers_agree(text) {
+                Ok(true) => taken += 1,
+                Ok(false) => {}
+                Err(why) => panic!("the readers differ: {why}\n{text}"),
+            }
+        }
+    }
+    assert!(taken > 1000, "the fast reader took only {taken} of 4000");
+}
+
+/// The same on the project's own playbooks and on the benchmark's shape,
+/// which it must take; the global example writes flow mappings over
+/// several lines, which it leaves to the full parser.
+#[test]
+fn the_fast_reader_takes_the_examples_and_builds_the_same_tree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("playbooks"))
+        .unwrap_or_else(|e| panic!("playbooks/: {e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.push(root.join("manifests/examples/playbook-dealer-systems.yaml"));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let multi_line_flow = file.ends_with("global-restart.yaml");
+        assert_eq!(
+            blackstart_model::readers_agree(&text),
+            Ok(!multi_line_flow),
+            "{}",
+            file.display()
+        );
+    }
+    let synth = blackstart_model::synth::playbook_yaml(blackstart_model::synth::Shape::new(500, 7));
+    assert_eq!(blackstart_model::readers_agree(&synth), Ok(true));
+}
+
+/// Small texts at the edges of what it takes: those it takes it reads as
+/// the full parser does; the rest (malformed, or beyond its part of YAML) it
+/// leaves to the full parser, whose messages say what is wrong.
+#[test]
+fn the_fast_reader_takes_its_part_of_yaml_and_declines_the_rest() {
+    let taken = [
+        "a: 1\nb:\n  - x\n  - y\nc: z\n",
+        "a:\n- x\n- y\nb: 2\n",
+        "a: &x { k: v }\nb: *x\nc:\n  <<: *x\n  d: e\n",
+        "a: 'it''s'\nb: \"q\"\nc: -5\nd: x # note\n",
+        "a: [1, 2.5, ~, true, 0x1F, 0o17, 1e3, .inf]\n",
+        "a: { b: [c, { d: e }], f: 'g' }\n",
+        "- a: 1\n  b: 2\n- c\n- [d]\n",
+        "a:\n  -\n    b: c\n",
+        "\"<<\": x\nk: v\n",
+        "1.10: a\ntrue: b\n",
+        "a: \"x\\ny\"\n",
+        "---\na: 1\n",
+        "a: x#y\nb: http://h:80/p\n",
+        "  a: 1\n  b: 2\n",
+        "é: ü\nb: 'ñ'\n",
+        "a: \"q\\\"uote\\\\ \\u00e9 \\x41 \\t\"\n",
+        "a: { k: \"v\\\"\" }\n",
+        "a: &x [1]\nb: &x [2]\nc: *x\n",
+    ];
+    let declined = [
+        "a: b: c\n",
+        "a:\n",
+        "a: |\n  text\n",
+        "a: !!str 1\n",
+        "a: long\n  plain\n",
+        "a: [x,\n  y]\n",
+        "a: 1\na: 2\n",
+        "a: 1\n---\nb: 2\n",
+        "a:\n    - x\n    - y\n  b: 1\n",
+        "a: [a: b]\n",
+        "a: { x }\n",
+        "a: [x, ]\n",
+        "a: \"\\q\"\n",
+        "a: *nope\n",
+        "a:\tb\n",
+        "a: 1\r\nb: 2\r\n",
+    ];
+    for text in taken {
+        assert_eq!(blackstart_model::readers_agree(text), Ok(true), "{text:?}");
+    }
+    for text in declined {
+        assert_eq!(blackstart_model::readers_agree(text), Ok(false), "{text:?}");
+    }
+}

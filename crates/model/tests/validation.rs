@@ -559,7 +559,16 @@ fn the_reader_has_no_quiet_surprises() {
             "{SITES}  systems:\n    - id: db\n      site: hq\n      start: {{ noop: {{}} }}\n{extra}  stages:\n    - {{ name: all, select: {{ sites: [hq] }} }}\n"
         ))
     };
-    let cases: [(&str, &[&str]); 9] = [
+    let cases: [(&str, &[&str]); 10] = [
+        (
+            // Columns count characters: on a line that is not ASCII, each
+            // message still quotes its own value.
+            "      labels: { café: 1.10, naïve: 0755 }\n",
+            &[
+                "`spec.systems[0].labels.café`: expected a string, found a number\n  help: quote it to make it text: \"1.10\"",
+                "`spec.systems[0].labels.naïve`: expected a string, found an integer\n  help: quote it to make it text: \"0755\"",
+            ],
+        ),
         (
             "      labels: { version: 1.10, mode: 0755, owner: ~, empty: }\n",
             &[
