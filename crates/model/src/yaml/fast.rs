@@ -11,7 +11,7 @@
 //! is the same whichever read it.
 //!
 //! It declines rather than guesses: at the first thing outside that part (a
-//! tag, a block scalar, a scalar over several lines, an escape, a tab, an
+//! tag, a block scalar, a scalar over several lines, a rare escape, a tab, an
 //! empty value, a second document, anything it finds malformed) it returns
 //! `None`, and the full parser reads the file from the start and reports
 //! what is wrong in its words. A test compares the two readers' trees,
