@@ -120,6 +120,22 @@ pub struct HeldSite {
     pub systems: Vec<String>,
 }
 
+impl StageState {
+    /// The roles of `required` (the gate's) that no approval fills yet. An
+    /// approval without a role fills a gate that requires exactly one.
+    pub fn roles_missing<'a>(&self, required: &'a [String]) -> Vec<&'a String> {
+        required
+            .iter()
+            .filter(|role| {
+                !self.approvals.iter().any(|a| match &a.role {
+                    Some(r) => r == *role,
+                    None => required.len() == 1,
+                })
+            })
+            .collect()
+    }
+}
+
 impl SystemState {
     /// Whether its last start was cut short by a crash or an interrupt and
     /// nobody knows how it went: what `retry` (or `confirm`) settles.

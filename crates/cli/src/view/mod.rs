@@ -460,14 +460,7 @@ pub fn gate_needs(
             needs.soak_left = Some(soak.to_std().saturating_sub(elapsed).as_secs_f64());
         }
     }
-    for role in &planned.gate.approvals {
-        if stage
-            .approvals
-            .iter()
-            .any(|a| a.role.as_deref() == Some(role))
-        {
-            continue;
-        }
+    for role in stage.roles_missing(&planned.gate.approvals) {
         let members = plan
             .roles
             .as_ref()

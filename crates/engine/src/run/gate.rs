@@ -108,7 +108,7 @@ impl<S: RunStore + 'static> Inner<S> {
         let name = stage.name.clone();
         let approvals = self.wait_until(move |s| {
             s.stage(&name)
-                .is_some_and(|st| approved(&roles, &st.approvals))
+                .is_some_and(|st| st.roles_missing(&roles).is_empty())
         });
         tokio::pin!(approvals);
         let name = stage.name.clone();
@@ -155,14 +155,10 @@ impl<S: RunStore + 'static> Inner<S> {
                 () = &mut timed_out, if !approved_all => {
                     watches.abort_all();
                     let st = self.lock().stage(&stage.name).cloned();
-                    let missing: Vec<&String> = stage
-                        .gate
-                        .approvals
-                        .iter()
-                        .filter(|r| {
-                            !st.as_ref().is_some_and(|st| st.approvals.iter().any(|a| a.role.as_deref() == Some(r.as_str())))
-                        })
-                        .collect();
+                    let missing: Vec<&String> = match &st {
+                        Some(st) => st.roles_missing(&stage.gate.approvals),
+                        None => stage.gate.approvals.iter().collect(),
+                    };
                     let timeout = stage.gate.approval_timeout.map(|t| t.to_string()).unwrap_or_default();
                     return Ok(Starts::TimedOut(format!(
                         "no approval within its approvalTimeout of {timeout} (still missing: {})",
@@ -190,15 +186,4 @@ impl<S: RunStore + 'static> Inner<S> {
             }
         }
     }
-}
-
-/// Whether every required role has an approval. An approval without a role
-/// counts for a gate that requires exactly one.
-pub fn approved(required: &[String], given: &[crate::state::Approval]) -> bool {
-    required.iter().all(|role| {
-        given.iter().any(|a| match &a.role {
-            Some(r) => r == role,
-            None => required.len() == 1,
-        })
-    })
 }

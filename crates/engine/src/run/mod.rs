@@ -59,7 +59,6 @@ mod attempt;
 mod end;
 mod gate;
 
-pub use gate::approved;
 use gate::gate_spent;
 mod log;
 mod notify;

@@ -291,15 +291,9 @@ fn body<S: RunStore + 'static>(inner: &Inner<S>, told: &Told) -> serde_json::Val
             state.stage(stage),
         )
     {
-        waiting_for = planned
-            .gate
-            .approvals
-            .iter()
-            .filter(|role| {
-                !st.approvals
-                    .iter()
-                    .any(|a| a.role.as_deref() == Some(role.as_str()))
-            })
+        waiting_for = st
+            .roles_missing(&planned.gate.approvals)
+            .into_iter()
             .cloned()
             .collect();
     }
