@@ -80,6 +80,15 @@ fn default_run_id(plan: &Plan) -> String {
     format!("{}-{}", plan.playbook, stamp.to_lowercase())
 }
 
+/// Whether nobody drives a run that should be moving (not ended, not
+/// paused): `driven` is [`blackstart_engine::journal::driven`]'s answer,
+/// none where no lock tells (a RestartRun).
+pub fn interrupted(state: &RunState, driven: Option<bool>) -> bool {
+    !state.phase.is_final()
+        && state.phase != blackstart_engine::RunPhase::Paused
+        && driven == Some(false)
+}
+
 fn folded(records: &[Record]) -> Result<RunState, CliError> {
     RunState::fold(records.iter().map(|r| (r.seq, &r.event)))
         .map_err(|e| CliError::Runtime(e.to_string()))

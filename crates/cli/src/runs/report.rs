@@ -27,9 +27,7 @@ pub fn status(state_dir: &Path, run: &str, json: bool) -> Result<u8, CliError> {
     }
     let records = scan.records;
     let state = folded(&records)?;
-    let orphaned = !state.phase.is_final()
-        && state.phase != blackstart_engine::RunPhase::Paused
-        && journal::driven(&dir) == Some(false);
+    let orphaned = interrupted(&state, journal::driven(&dir));
     show_status(run, &records, orphaned, json)
 }
 
@@ -172,10 +170,11 @@ pub fn audit(
             )
         });
         let state = folded(&scan.records)?;
-        let interrupted = !state.phase.is_final()
-            && state.phase != blackstart_engine::RunPhase::Paused
-            && journal::driven(&dir) == Some(false);
-        return audit_html(&scan.records, rest, interrupted);
+        return audit_html(
+            &scan.records,
+            rest,
+            interrupted(&state, journal::driven(&dir)),
+        );
     }
     let records = journal::read(&dir)?;
     show_audit(&records, format)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blackstart_engine::journal::{self, Record};
-use blackstart_engine::{RunDir, RunPhase, RunState, SystemPhase};
+use blackstart_engine::{RunDir, RunState, SystemPhase};
 use blackstart_operator::RestartRun;
 use blackstart_operator::steer::{self, SteerError};
 use kube::Api;
@@ -52,6 +52,27 @@ pub struct CachedView {
     stamp: (u64, Option<bool>),
     at: Instant,
     view: Arc<RunView>,
+}
+
+/// A run's view from its records; `driven` is [`journal::driven`]'s answer
+/// for a file journal, none for a RestartRun (its operator drives it).
+fn built(records: &[Record], driven: Option<bool>) -> Result<RunView, String> {
+    let (state, plan) = fold(records)?;
+    let interrupted = crate::runs::interrupted(&state, driven);
+    Ok(view::build(records, &state, plan, interrupted))
+}
+
+/// A RestartRun's records, `None` when there is no such run.
+async fn restart_run_journal(
+    client: &kube::Client,
+    namespace: &str,
+    run: &str,
+) -> Result<Option<Vec<Record>>, String> {
+    match steer::journal(client.clone(), namespace, run).await {
+        Ok(records) => Ok(Some(records)),
+        Err(SteerError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The state and plan of a journal, or why it is not a run.
@@ -186,75 +207,50 @@ impl Source {
         Ok(out)
     }
 
-    /// One run's records, `None` when there is no such run.
-    async fn records(&self, run: &str) -> Result<Option<(Vec<Record>, bool)>, String> {
-        match self {
-            Source::Dir { state_dir, .. } => {
-                let Some(dir) = journal_of(state_dir, run) else {
-                    return Ok(None);
-                };
-                tokio::task::spawn_blocking(move || {
-                    let records = journal::read(&dir).map_err(|e| e.to_string())?;
-                    let driven = journal::driven(&dir);
-                    Ok(Some((records, driven == Some(false))))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-            }
-            Source::K8s { client, namespace } => {
-                match steer::journal(client.clone(), namespace, run).await {
-                    Ok(records) => Ok(Some((records, false))),
-                    Err(SteerError::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        }
-    }
-
     /// One run's view, `None` when there is no such run.
     pub async fn view(&self, run: &str) -> Result<Option<Arc<RunView>>, String> {
-        // What a cached view was built at: the journal's length and whether
-        // a process held it.
-        let stamp = match self {
+        let (records, driven) = match self {
             Source::Dir {
                 state_dir, views, ..
             } => {
                 let Some(dir) = journal_of(state_dir, run) else {
                     return Ok(None);
                 };
+                // What a cached view was built at: the journal's length and
+                // whether a process held it.
                 let len = std::fs::metadata(dir.journal())
                     .map_err(|e| e.to_string())?
                     .len();
-                let stamp = (len, journal::driven(&dir));
-                let views = views.lock().map_err(|e| e.to_string())?;
-                if let Some(c) = views.get(run)
-                    && c.stamp == stamp
+                let driven = journal::driven(&dir);
+                if let Some(c) = views.lock().map_err(|e| e.to_string())?.get(run)
+                    && c.stamp == (len, driven)
                     && c.at.elapsed() < VIEW_KEPT
                 {
                     return Ok(Some(Arc::clone(&c.view)));
                 }
-                Some(stamp)
+                let records = tokio::task::spawn_blocking(move || journal::read(&dir))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                let view = Arc::new(built(&records, driven)?);
+                views.lock().map_err(|e| e.to_string())?.insert(
+                    run.to_owned(),
+                    CachedView {
+                        stamp: (len, driven),
+                        at: Instant::now(),
+                        view: Arc::clone(&view),
+                    },
+                );
+                return Ok(Some(view));
             }
-            Source::K8s { .. } => None,
+            Source::K8s { client, namespace } => {
+                match restart_run_journal(client, namespace, run).await? {
+                    Some(records) => (records, None),
+                    None => return Ok(None),
+                }
+            }
         };
-        let Some((records, unlocked)) = self.records(run).await? else {
-            return Ok(None);
-        };
-        let (state, plan) = fold(&records)?;
-        // No process drives a run that should be moving.
-        let interrupted = unlocked && !state.phase.is_final() && state.phase != RunPhase::Paused;
-        let view = Arc::new(view::build(&records, &state, plan, interrupted));
-        if let (Source::Dir { views, .. }, Some(stamp)) = (self, stamp) {
-            views.lock().map_err(|e| e.to_string())?.insert(
-                run.to_owned(),
-                CachedView {
-                    stamp,
-                    at: Instant::now(),
-                    view: Arc::clone(&view),
-                },
-            );
-        }
-        Ok(Some(view))
+        Ok(Some(Arc::new(built(&records, driven)?)))
     }
 
     /// A reader of the run's records after `from`, `None` when there is no
@@ -273,7 +269,7 @@ impl Source {
                 }))
             }
             Source::K8s { client, namespace } => {
-                if self.records(run).await?.is_none() {
+                if restart_run_journal(client, namespace, run).await?.is_none() {
                     return Ok(None);
                 }
                 Ok(Some(Tail::K8s {
