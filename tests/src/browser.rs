@@ -100,6 +100,28 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// Where a `blackstart serve` started with its standard error piped
+/// listens, from the line it prints first (`http://127.0.0.1:PORT`).
+/// Its standard error is read on from then, so it never blocks on a full pipe.
+pub fn serving_at(serve: &mut Child) -> String {
+    use std::io::BufRead as _;
+    let stderr = serve
+        .stderr
+        .take()
+        .expect("serve's standard error is piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let line = lines
+        .next()
+        .and_then(Result::ok)
+        .expect("serve says where it listens");
+    std::thread::spawn(move || for _ in lines {});
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("serve says where it listens: {line}"))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// A free port on 127.0.0.1.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -272,7 +272,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn the_room_serves_a_restart_run_from_the_cluster() {
     use blackstart_tests::browser::http;
-    use std::io::BufRead as _;
     let mut c = Cluster::new(|p| p);
     c.start_operator("replica-a");
     c.wait_for("the gate of `data`", LIMIT, at_the_gate);
@@ -290,15 +289,7 @@ fn the_room_serves_a_restart_run_from_the_cluster() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(serve.stderr.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .trim_end_matches('/')
-        .to_owned();
+    let url = blackstart_tests::browser::serving_at(&mut serve);
 
     let (status, _, body) = http("GET", &format!("{url}/api/runs"), None);
     assert_eq!(status, 200, "{body}");

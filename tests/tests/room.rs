@@ -6,7 +6,7 @@
 // Helpers outside #[test] functions unwrap too: their failing is the test failing.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -53,16 +53,7 @@ fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("serve says where it listens: {line}"))
-        .trim_end_matches('/')
-        .to_owned();
-    // Keep reading its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let url = browser::serving_at(&mut child);
     (child, url)
 }
 
