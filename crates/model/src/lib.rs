@@ -69,13 +69,20 @@ pub fn parse(bytes: &[u8]) -> Result<Playbook, Diagnostics> {
 /// Reads what can be read: the playbook with its broken items left out, every
 /// problem found on the way, and which items were broken.
 fn read(bytes: &[u8]) -> (Option<Playbook>, Diagnostics, decode::Broken) {
-    match read_tree(bytes) {
+    read_with(bytes, true)
+}
+
+fn read_with(bytes: &[u8], stream: bool) -> (Option<Playbook>, Diagnostics, decode::Broken) {
+    match read_tree(bytes, stream) {
         Ok(r) => r,
         Err(d) => (None, d, decode::Broken::default()),
     }
 }
 
-fn read_tree(bytes: &[u8]) -> Result<(Option<Playbook>, Diagnostics, decode::Broken), Diagnostics> {
+fn read_tree(
+    bytes: &[u8],
+    stream: bool,
+) -> Result<(Option<Playbook>, Diagnostics, decode::Broken), Diagnostics> {
     let fail = |d: Diagnostic| Diagnostics { items: vec![d] };
     if bytes.len() > MAX_INPUT_BYTES {
         return Err(fail(Diagnostic::error(
@@ -109,21 +116,47 @@ fn read_tree(bytes: &[u8]) -> Result<(Option<Playbook>, Diagnostics, decode::Bro
             "the file holds a NUL byte: it looks binary, not like a YAML playbook",
         )));
     }
-    let tree = yaml::parse(text).map_err(fail)?;
+    let mut tree = yaml::parse(text, stream).map_err(fail)?;
+    let mut taken = std::mem::take(&mut tree.taken);
+    taken.shrink_to_fit();
+    let early = std::mem::take(&mut tree.early_diags);
     let root = tree
         .root
         .as_ref()
         .expect("parse returns a tree with a root");
     let mut cx = decode::Cx {
-        diags: Diagnostics::default(),
+        diags: Diagnostics { items: early },
         tree: &tree,
         broken: decode::Broken::default(),
         path: Vec::new(),
+        taken,
     };
     let playbook = decode::playbook(root, &mut cx);
     let mut diags = cx.diags;
     diags.sort();
     Ok((playbook, diags, cx.broken))
+}
+
+/// Whether reading `bytes` gives the same playbook, messages and broken
+/// items with systems decoded while the file is read as after it: the
+/// test of [`yaml::Value::Taken`].
+#[doc(hidden)]
+pub fn streaming_agrees(bytes: &[u8]) -> Result<(), String> {
+    let (a, b) = (read_with(bytes, true), read_with(bytes, false));
+    if a.0 != b.0 {
+        return Err("the playbooks differ".to_owned());
+    }
+    if a.1 != b.1 {
+        return Err(format!(
+            "the messages differ:\n{}\nagainst\n{}",
+            a.1.render("streamed"),
+            b.1.render("after")
+        ));
+    }
+    if a.2 != b.2 {
+        return Err(format!("broken items differ: {:?} against {:?}", a.2, b.2));
+    }
+    Ok(())
 }
 
 /// Line and column just after `prefix`, counting characters like the parser.

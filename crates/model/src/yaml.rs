@@ -14,6 +14,10 @@
 //! scalar types, anchors and aliases, merge keys, duplicate keys, and budgets
 //! (depth, node count including alias expansion) that keep hostile input
 //! bounded. It is iterative, so no input can overflow the stack.
+//!
+//! The items of `spec.systems` are decoded as soon as each is read, and
+//! their nodes given back (see [`Value::Taken`]): a tree of every node of a
+//! 100,000-system playbook took more memory than the playbook it becomes.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -58,6 +62,10 @@ pub(crate) struct Tree<'a> {
     /// merge key (a plain `<<`). Kept aside, not on every [`Key`]: a large
     /// playbook has millions of keys and next to none of these.
     odd_keys: Vec<(Pos, Option<&'static str>, bool)>,
+    /// The systems decoded while the file was read (see [`Value::Taken`]),
+    /// with what decoding them found.
+    pub taken: Vec<crate::decode::Early>,
+    pub early_diags: Vec<Diagnostic>,
 }
 
 /// Where a collection's children stand in their arena.
@@ -174,6 +182,11 @@ pub(crate) enum Value<'a> {
     Seq(Span32),
     /// Entries in file order; duplicate keys are refused.
     Map(Span32),
+    /// An item of `spec.systems`, decoded as soon as it was read and its
+    /// nodes given back: the `k`th of [`Tree::taken`]. Holding every
+    /// system's nodes until the whole file is read took more memory than
+    /// the playbook itself (150 MiB of nodes for 100,000 systems).
+    Taken(u32),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +235,7 @@ impl Value<'_> {
             Value::Float(_) => "a number",
             Value::Str(_) => "a string",
             Value::Seq(_) => "a list",
-            Value::Map(_) => "a mapping",
+            Value::Map(_) | Value::Taken(_) => "a mapping",
         }
     }
 }
@@ -236,7 +249,7 @@ impl fmt::Display for Value<'_> {
             Value::Float(x) => write!(f, "{x}"),
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Seq(_) => f.write_str("a list"),
-            Value::Map(_) => f.write_str("a mapping"),
+            Value::Map(_) | Value::Taken(_) => f.write_str("a mapping"),
         }
     }
 }
@@ -308,6 +321,10 @@ enum Frame<'a> {
         anchor: usize,
         start: usize,
         key: Option<Key<'a>>,
+        /// The arenas' lengths and the anchors defined when it began: a
+        /// system's nodes are what was added since, given back once it is
+        /// decoded unless an anchor among them may still be aliased.
+        marks: (usize, usize, usize),
     },
 }
 
@@ -323,6 +340,11 @@ struct Builder<'a> {
     /// The scalar being placed, as written and as YAML reads it plain: what
     /// a key made of it keeps (see [`Key`]).
     scalar: Option<(Cow<'a, str>, Option<&'static str>, bool)>,
+    /// How many anchors have been defined.
+    anchored: usize,
+    /// Decode systems as they are read (off only to test that it changes
+    /// nothing).
+    stream: bool,
 }
 
 fn fail(pos: Pos, message: impl Into<String>) -> Diagnostic {
@@ -334,18 +356,18 @@ fn to_u32(n: usize, pos: Pos) -> Result<u32, Diagnostic> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(text: &'a str) -> Builder<'a> {
-        // About one node per 6 bytes in a typical playbook.
-        let guess = text.len() / 6;
+    fn new(text: &'a str, stream: bool) -> Builder<'a> {
         Builder {
             tree: Tree {
                 root: None,
-                items: Vec::with_capacity(guess / 4),
-                entries: Vec::with_capacity(guess / 2),
+                items: Vec::new(),
+                entries: Vec::new(),
                 source: text,
                 line_starts: std::sync::OnceLock::new(),
                 last_column: std::sync::Mutex::new((usize::MAX, 0, 0)),
                 odd_keys: Vec::new(),
+                taken: Vec::new(),
+                early_diags: Vec::new(),
             },
             stack: Vec::new(),
             items: Vec::new(),
@@ -353,6 +375,8 @@ impl<'a> Builder<'a> {
             anchors: HashMap::new(),
             nodes: 0,
             scalar: None,
+            anchored: 0,
+            stream,
         }
     }
 
@@ -405,21 +429,54 @@ impl<'a> Builder<'a> {
 
     fn map_start(&mut self, pos: Pos, anchor: usize) -> Result<(), Diagnostic> {
         let start = self.entries.len();
+        let marks = (
+            self.tree.items.len(),
+            self.tree.entries.len(),
+            self.anchored,
+        );
         self.open(
             Frame::Map {
                 pos,
                 anchor,
                 start,
                 key: None,
+                marks,
             },
             pos,
         )
+    }
+
+    /// The index of the mapping about to be placed when it is an item of
+    /// `spec.systems` that may be decoded now: no anchor on it, on its
+    /// list, or among its nodes (an alias later could need them).
+    fn system_index(&self, anchor: usize, anchors_before: usize) -> Option<usize> {
+        if !self.stream || anchor != 0 || anchors_before != self.anchored {
+            return None;
+        }
+        let key_is = |frame: &Frame<'_>, name: &str| {
+            matches!(frame, Frame::Map { key: Some(k), anchor: 0, .. }
+                if k.name == name && !self.tree.is_merge(k))
+        };
+        match self.stack.as_slice() {
+            [
+                root,
+                spec,
+                Frame::Seq {
+                    anchor: 0, start, ..
+                },
+            ] if key_is(root, "spec") && key_is(spec, "systems") => Some(self.items.len() - start),
+            _ => None,
+        }
     }
 
     /// An alias of anchor `id`, or `None` when no such anchor came before.
     fn alias(&mut self, id: usize, pos: Pos) -> Option<Result<(), Diagnostic>> {
         let (node, size) = self.anchors.get(&id)?;
         let (mut node, size) = (node.clone(), *size);
+        debug_assert!(
+            !matches!(node.value, Value::Taken(_)),
+            "a taken system is never anchored"
+        );
         Some(self.charge(size, pos).and_then(|()| {
             node.pos = pos;
             self.place(node, 0)
@@ -479,6 +536,7 @@ impl<'a> Builder<'a> {
     /// Places a finished node in its parent (or as the document's root).
     fn place(&mut self, node: Node<'a>, anchor: usize) -> Result<(), Diagnostic> {
         if anchor != 0 {
+            self.anchored += 1;
             let size = self.size_of(&node);
             self.anchors.insert(anchor, (node.clone(), size));
         }
@@ -528,7 +586,11 @@ impl<'a> Builder<'a> {
                 )
             }
             Some(Frame::Map {
-                pos, anchor, start, ..
+                pos,
+                anchor,
+                start,
+                marks,
+                ..
             }) => {
                 let own = &self.entries[start..];
                 if own.iter().any(|(k, _)| self.tree.is_merge(k)) {
@@ -539,13 +601,26 @@ impl<'a> Builder<'a> {
                 let at = to_u32(self.tree.entries.len(), pos)?;
                 let len = to_u32(self.entries.len() - start, pos)?;
                 self.tree.entries.extend(self.entries.drain(start..));
-                (
-                    Node {
-                        pos,
-                        value: Value::Map(Span32 { start: at, len }),
-                    },
-                    anchor,
-                )
+                let mut node = Node {
+                    pos,
+                    value: Value::Map(Span32 { start: at, len }),
+                };
+                if let Some(index) = self.system_index(anchor, marks.2) {
+                    let (early, diags) = crate::decode::system_early(&self.tree, &node, index);
+                    self.tree.early_diags.extend(diags);
+                    self.tree.items.truncate(marks.0);
+                    self.tree.entries.truncate(marks.1);
+                    node.value = Value::Taken(to_u32(self.tree.taken.len(), pos)?);
+                    let taken = &mut self.tree.taken;
+                    if taken.len() == taken.capacity() {
+                        // An eighth more at a time, not double: the list
+                        // is most of the playbook, and a doubled one
+                        // would be up to twice that.
+                        taken.reserve_exact(taken.len() / 8 + 64);
+                    }
+                    taken.push(early);
+                }
+                (node, anchor)
             }
             None => {
                 return Err(fail(
@@ -689,8 +764,9 @@ fn unknown_alias(text: &str, pos: Pos) -> Diagnostic {
     ))
 }
 
-/// Parses one YAML document into a node tree, or says where it is wrong.
-pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
+/// Parses one YAML document into a node tree, or says where it is wrong;
+/// `stream`: decode systems as they are read (see [`Value::Taken`]).
+pub(crate) fn parse(text: &str, stream: bool) -> Result<Tree<'_>, Diagnostic> {
     if text.len() > MAX_INPUT_BYTES {
         return Err(fail(
             Pos::UNKNOWN,
@@ -707,19 +783,19 @@ pub(crate) fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
             "the file is empty; a playbook starts with `apiVersion: blackstart.dev/v1alpha1`",
         ));
     }
-    match fast::parse(text) {
+    match fast::parse(text, stream) {
         Some(tree) => Ok(tree),
-        None => full(text),
+        None => full(text, stream),
     }
 }
 
 /// The full parser's reading: every file the fast reader declines.
-fn full(text: &str) -> Result<Tree<'_>, Diagnostic> {
+fn full(text: &str, stream: bool) -> Result<Tree<'_>, Diagnostic> {
     let mut options = granit_parser::Options::default();
     options.block_nesting_limit = MAX_DEPTH + 1;
     options.flow_nesting_limit = MAX_DEPTH + 1;
     let mut parser = granit_parser::Parser::new_from_str_with_options(text, options);
-    let mut b = Builder::new(text);
+    let mut b = Builder::new(text, stream);
     let mut documents = 0usize;
     while let Some(event) = parser.next_event() {
         let (event, span): (Event<'_>, Span) = event.map_err(|e| syntax_error(text, &e))?;
@@ -802,15 +878,18 @@ mod fast;
 /// fast reader declined it (the full parser reads it alone).
 #[doc(hidden)]
 pub fn readers_agree(text: &str) -> Result<bool, String> {
-    let Some(fast) = fast::parse(text) else {
+    let Some(fast) = fast::parse(text, true) else {
         return Ok(false);
     };
-    let full = full(text).map_err(|d| {
+    let full = full(text, true).map_err(|d| {
         format!(
             "the full parser refused what the fast reader took: {}",
             d.message
         )
     })?;
+    if fast.taken != full.taken || fast.early_diags != full.early_diags {
+        return Err("the systems decoded while reading differ".to_owned());
+    }
     let mut todo = vec![(fast.root.clone(), full.root.clone(), String::from("(root)"))];
     while let Some((a, b, at)) = todo.pop() {
         let (Some(a), Some(b)) = (a, b) else {

@@ -231,6 +231,9 @@ fn the_fast_reader_builds_the_full_parsers_tree() {
             .replace("<<: *shared", "merged: x")
             .replace("*shared", "{}");
         for text in [&yaml, &plain] {
+            if let Err(why) = blackstart_model::streaming_agrees(text.as_bytes()) {
+                panic!("decoding systems while reading changed the result: {why}\n{text}");
+            }
             match blackstart_model::readers_agree(text) {
                 Ok(true) => taken += 1,
                 Ok(false) => {}
@@ -257,6 +260,12 @@ fn the_fast_reader_takes_the_examples_and_builds_the_same_tree() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let multi_line_flow = file.ends_with("global-restart.yaml");
+        assert_eq!(
+            blackstart_model::streaming_agrees(text.as_bytes()),
+            Ok(()),
+            "{}",
+            file.display()
+        );
         assert_eq!(
             blackstart_model::readers_agree(&text),
             Ok(!multi_line_flow),

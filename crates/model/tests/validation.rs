@@ -5,6 +5,11 @@ use blackstart_model::load;
 
 /// The report for `yaml`, as `blackstart validate pb.yaml` prints it.
 fn report(yaml: &str) -> String {
+    // Systems are decoded while the file is read; every input here also
+    // checks that this changes nothing a person sees.
+    if let Err(why) = blackstart_model::streaming_agrees(yaml.as_bytes()) {
+        panic!("decoding systems while reading changed the result: {why}\n{yaml}");
+    }
     match load(yaml.as_bytes()) {
         Ok(v) => format!("valid\n{}", v.warnings().render("pb.yaml")),
         Err(d) => d.render("pb.yaml"),

@@ -310,6 +310,29 @@ impl Decode for System {
             },
         })
     }
+
+    fn taken(early: Early) -> Result<Self, Option<String>> {
+        early
+    }
+
+    fn all_taken(taken: &mut Vec<Early>, broken: &mut Broken) -> Option<Vec<Self>> {
+        // In place: the vector of results becomes the vector of systems.
+        let systems = std::mem::take(taken)
+            .into_iter()
+            .filter_map(|early| match early {
+                Ok(system) => Some(system),
+                Err(Some(id)) => {
+                    broken.systems.push(id);
+                    None
+                }
+                Err(None) => {
+                    broken.unnamed_systems += 1;
+                    None
+                }
+            })
+            .collect();
+        Some(systems)
+    }
 }
 
 impl Decode for Stage {

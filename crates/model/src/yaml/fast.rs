@@ -23,13 +23,13 @@ use std::collections::HashMap;
 use super::{Builder, Pos, Tree};
 
 /// The tree of `text`, or `None` when the full parser must read it.
-pub(super) fn parse(text: &str) -> Option<Tree<'_>> {
+pub(super) fn parse(text: &str, stream: bool) -> Option<Tree<'_>> {
     let bytes = text.as_bytes();
     if bytes.contains(&b'\t') || bytes.contains(&b'\r') || text.starts_with('\u{feff}') {
         return None;
     }
     let mut f = Fast {
-        b: Builder::new(text),
+        b: Builder::new(text, stream),
         blocks: Vec::new(),
         pending: Some(Pending {
             parent: None,

@@ -1,5 +1,9 @@
 use super::*;
 
+fn parse(text: &str) -> Result<Tree<'_>, Diagnostic> {
+    super::parse(text, true)
+}
+
 #[test]
 fn nodes_and_keys_carry_positions() {
     let tree = parse("a: 1\nb:\n  - x\n  - {c: true}\n").unwrap();
