@@ -177,13 +177,21 @@ async fn http_checks_judge_status_body_and_json() {
         r#"{"status":"UP","ingest":{"ok":true},"version":1.10,"replicas":3,"label":"1.10"}"#,
     ))])
     .await;
-    assert!(run_check(&Check::Http(http(&url)), &cx()).await.ok);
+    assert!(
+        run_check(&Check::Http(Box::new(http(&url))), &cx())
+            .await
+            .ok
+    );
 
     let mut contains = http(&url);
     contains.body_contains = Some("\"UP\"".into());
-    assert!(run_check(&Check::Http(contains.clone()), &cx()).await.ok);
+    assert!(
+        run_check(&Check::Http(Box::new(contains.clone())), &cx())
+            .await
+            .ok
+    );
     contains.body_contains = Some("DOWN".into());
-    let out = run_check(&Check::Http(contains), &cx()).await;
+    let out = run_check(&Check::Http(Box::new(contains)), &cx()).await;
     assert!(
         out.detail
             .ends_with("HTTP 200, but the body does not contain \"DOWN\""),
@@ -196,12 +204,16 @@ async fn http_checks_judge_status_body_and_json() {
         pointer: "/ingest/ok".into(),
         equals: "true".into(),
     });
-    assert!(run_check(&Check::Http(pointer.clone()), &cx()).await.ok);
+    assert!(
+        run_check(&Check::Http(Box::new(pointer.clone())), &cx())
+            .await
+            .ok
+    );
     pointer.json_pointer = Some(JsonMatch {
         pointer: "/status".into(),
         equals: "DEGRADED".into(),
     });
-    let out = run_check(&Check::Http(pointer.clone()), &cx()).await;
+    let out = run_check(&Check::Http(Box::new(pointer.clone())), &cx()).await;
     assert!(
         out.detail
             .ends_with("/status is \"UP\", expected \"DEGRADED\""),
@@ -222,12 +234,12 @@ async fn http_checks_judge_status_body_and_json() {
             pointer: at.into(),
             equals: equals.clone(),
         });
-        let out = run_check(&Check::Http(pointer.clone()), &cx()).await;
+        let out = run_check(&Check::Http(Box::new(pointer.clone())), &cx()).await;
         assert_eq!(out.ok, ok, "{at} = {equals}: {}", out.detail);
     }
 
     let (url500, _) = server(vec![Some((500, "boom"))]).await;
-    let out = run_check(&Check::Http(http(&url500)), &cx()).await;
+    let out = run_check(&Check::Http(Box::new(http(&url500))), &cx()).await;
     assert!(!out.ok);
     assert!(
         out.detail.ends_with("HTTP 500, expected 2xx or 3xx"),
@@ -237,7 +249,7 @@ async fn http_checks_judge_status_body_and_json() {
     assert_eq!(out.output, "boom");
     let mut expect = http(&url500);
     expect.expect_status = Some(500);
-    assert!(run_check(&Check::Http(expect), &cx()).await.ok);
+    assert!(run_check(&Check::Http(Box::new(expect)), &cx()).await.ok);
 }
 
 #[tokio::test]
@@ -249,7 +261,7 @@ async fn http_failures_say_what_went_wrong() {
         .unwrap()
         .port();
     let out = run_check(
-        &Check::Http(http(&format!("http://127.0.0.1:{port}/healthz"))),
+        &Check::Http(Box::new(http(&format!("http://127.0.0.1:{port}/healthz")))),
         &cx(),
     )
     .await;
@@ -261,7 +273,7 @@ async fn http_failures_say_what_went_wrong() {
     );
 
     let out = run_check(
-        &Check::Http(http("http://no-such-host.invalid/healthz")),
+        &Check::Http(Box::new(http("http://no-such-host.invalid/healthz"))),
         &cx(),
     )
     .await;
@@ -276,7 +288,7 @@ async fn http_failures_say_what_went_wrong() {
     let (hang, _) = server(vec![None]).await;
     let mut slow = http(&hang);
     slow.timeout = Some(blackstart_model::Duration::from_millis(300));
-    let out = run_check(&Check::Http(slow), &cx()).await;
+    let out = run_check(&Check::Http(Box::new(slow)), &cx()).await;
     assert!(
         out.detail.ends_with("no answer within 300ms"),
         "{}",
@@ -289,7 +301,7 @@ async fn http_actions_post_and_redact_secrets_in_urls() {
     let (url, count) = server(vec![Some((202, "accepted"))]).await;
     let mut hook = http(&format!("{url}/resume?key=${{env:API_TOKEN}}"));
     hook.expect_status = Some(202);
-    let out = run_action(&Action::Http(hook), &cx()).await;
+    let out = run_action(&Action::Http(Box::new(hook)), &cx()).await;
     assert!(out.ok, "{out:?}");
     assert!(
         out.detail.starts_with("POST http://127.0.0.1:"),
@@ -364,7 +376,7 @@ async fn until_healthy_needs_successes_in_a_row() {
         Some((200, "")),
     ])
     .await;
-    let checks = [Check::Http(http(&url))];
+    let checks = [Check::Http(Box::new(http(&url)))];
     let rounds = until_healthy(&checks, &policy(2, 3), Duration::from_secs(5), &cx())
         .await
         .unwrap();
@@ -381,7 +393,7 @@ async fn until_healthy_needs_successes_in_a_row() {
 async fn until_healthy_gives_up_at_the_start_timeout() {
     let (url, _) = server(vec![Some((503, "warming up"))]).await;
     let err = until_healthy(
-        &[Check::Http(http(&url))],
+        &[Check::Http(Box::new(http(&url)))],
         &policy(1, 3),
         Duration::from_millis(300),
         &cx(),
@@ -398,7 +410,7 @@ async fn watch_tolerates_flapping_below_the_threshold() {
         .map(|i| Some((if i % 2 == 0 { 500 } else { 200 }, "")))
         .collect();
     let (url, _) = server(flapping).await;
-    let checks = [Check::Http(http(&url))];
+    let checks = [Check::Http(Box::new(http(&url)))];
     assert_eq!(
         watch(&checks, &policy(1, 2), Duration::from_millis(400), &cx()).await,
         Ok(())
@@ -406,7 +418,7 @@ async fn watch_tolerates_flapping_below_the_threshold() {
 
     let (down, _) = server(vec![Some((200, "")), Some((500, ""))]).await;
     let err = watch(
-        &[Check::Http(http(&down))],
+        &[Check::Http(Box::new(http(&down)))],
         &policy(1, 3),
         Duration::from_secs(5),
         &cx(),

@@ -431,7 +431,9 @@ impl SystemSrc {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Action {
     Exec(Exec),
-    Http(Http),
+    // Boxed here and in `Check`: the largest kind, and a rare one; inline,
+    // it made every system's start, stop and checks its size.
+    Http(Box<Http>),
     Kubernetes(KubernetesAction),
     Manual(Manual),
     Noop(Noop),
@@ -491,7 +493,7 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Check {
-    Http(Http),
+    Http(Box<Http>),
     Tcp(Tcp),
     Exec(Exec),
     Kubernetes(Workload),

@@ -9,7 +9,7 @@ impl Decode for Action {
         cx.at(Seg::Key(kind), |cx| {
             Some(match kind {
                 "exec" => Action::Exec(Exec::decode(body, cx)?),
-                "http" => Action::Http(decode_http(body, "an http action", cx)?),
+                "http" => Action::Http(Box::new(decode_http(body, "an http action", cx)?)),
                 "kubernetes" => Action::Kubernetes(KubernetesAction::decode(body, cx)?),
                 "manual" => Action::Manual(Manual::decode(body, cx)?),
                 _ => Action::Noop(Noop::decode(body, cx)?),
@@ -23,7 +23,7 @@ impl Decode for Check {
         let (kind, body) = one_of(node, "check", &Check::KINDS, cx)?;
         cx.at(Seg::Key(kind), |cx| {
             Some(match kind {
-                "http" => Check::Http(decode_http(body, "an http check", cx)?),
+                "http" => Check::Http(Box::new(decode_http(body, "an http check", cx)?)),
                 "tcp" => Check::Tcp(Tcp::decode(body, cx)?),
                 "kubernetes" => Check::Kubernetes(Workload::decode(body, cx)?),
                 _ => Check::Exec(Exec::decode(body, cx)?),
