@@ -6,6 +6,12 @@
 //! passed. During a gate's soak, [`watch`] keeps probing and reports the
 //! system unhealthy once the checks have failed `failureThreshold` times in a
 //! row: one lost packet is not a failed restart.
+//!
+//! Every check waits for one of the run's [`PROBES_AT_ONCE`](crate::step::PROBES_AT_ONCE) slots: a soak
+//! probes all of its stage's systems, and thousands of checks at once
+//! would exhaust sockets and, against hosts behind one address (a load
+//! balancer, the drill's simulated plant), open a connection each. Each
+//! system is then probed less often, never skipped.
 
 use std::time::Duration;
 
@@ -18,7 +24,11 @@ use crate::step::{Outcome, StepContext, run_check};
 /// Runs every check once; the first failure is the round's outcome.
 pub async fn round(checks: &[Check], cx: &StepContext) -> Outcome {
     for check in checks {
-        let outcome = run_check(check, cx).await;
+        // The semaphore is never closed; were it, the check runs anyway.
+        let _slot = cx.probes.acquire().await.ok();
+        // Boxed: only the checks under way hold a request's state; a soak's
+        // thousands of waiting watches stay small.
+        let outcome = Box::pin(run_check(check, cx)).await;
         if !outcome.ok {
             if let Some(hook) = &cx.on_probe_failure {
                 (hook.0)();

@@ -427,3 +427,65 @@ async fn watch_tolerates_flapping_below_the_threshold() {
     .unwrap_err();
     assert!(err.starts_with("unhealthy 3 times in a row: "), "{err}");
 }
+
+/// A soak probes every system of its stage; a run keeps at most
+/// PROBES_AT_ONCE checks under way (here the test's limit of 8), so 400 at
+/// once never hold 400 sockets. Every one still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_than_probes_at_once_checks_are_under_way() {
+    use blackstart_engine::probe::round;
+    const LIMIT: usize = 8;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/healthz", listener.local_addr().unwrap());
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let (now, most) = (Arc::clone(&n), Arc::clone(&m));
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let cx = StepContext {
+        probes: Arc::new(tokio::sync::Semaphore::new(LIMIT)),
+        ..cx()
+    };
+    let checks = Arc::new([Check::Http(Box::new(http(&url)))]);
+    let mut rounds = tokio::task::JoinSet::new();
+    for _ in 0..400 {
+        let (cx, checks) = (cx.clone(), Arc::clone(&checks));
+        rounds.spawn(async move { round(&checks[..], &cx).await.ok });
+    }
+    let mut passed = 0;
+    while let Some(ok) = tokio::time::timeout(Duration::from_secs(30), rounds.join_next())
+        .await
+        .expect("400 rounds of 20 ms, 8 at a time, finish well within 30 s")
+    {
+        passed += usize::from(ok.unwrap());
+    }
+    assert_eq!(passed, 400, "every check ran and passed");
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= LIMIT && most > LIMIT / 2,
+        "{most} checks under way at once"
+    );
+}

@@ -89,7 +89,16 @@ pub struct StepContext {
     /// By site id, the clusters of sites with `connect.kubernetes`: their
     /// systems' kubernetes steps go there, never to [`StepContext::cluster`].
     pub site_clusters: std::sync::Arc<std::collections::HashMap<String, kubernetes::Cluster>>,
+    /// Health checks under way at once, across the run: at most
+    /// [`PROBES_AT_ONCE`] (see [`crate::probe`]).
+    pub probes: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// How many health checks a run has under way at once. A soak watches
+/// every system of its stage; a stage of 4,000 systems probed all at once
+/// would hold 4,000 sockets (past the usual limit of 1,024 open files)
+/// and, against hosts behind one address, open as many connections.
+pub const PROBES_AT_ONCE: usize = 256;
 
 /// The variables every exec step gets from blackstart's environment;
 /// anything else it must declare (`env`) or opt into (`inheritEnv`).
@@ -140,6 +149,7 @@ impl StepContext {
             scaled: None,
             remote: None,
             site_clusters: Default::default(),
+            probes: std::sync::Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE)),
         })
     }
 
