@@ -579,5 +579,8 @@ async fn start_task<S: RunStore + 'static>(
         engine.inner.blocked_by_its_site(&sys.id, &sys.site)?;
         return Ok(Task::Blocked);
     }
-    engine.inner.bring_up(&sys).await
+    // Boxed: a stage spawns one of these per system, most of them waiting
+    // for dependencies or a slot; inline, the start's own state (the step,
+    // its HTTP request, the probes) made each waiting task 8 KiB.
+    Box::pin(engine.inner.bring_up(&sys)).await
 }
