@@ -675,6 +675,16 @@ impl FileJournal {
 
     /// Appends one event and returns once it is on disk.
     pub fn append(&self, event: &Event) -> Result<Record, JournalError> {
+        let mut records = self.append_all(std::slice::from_ref(event))?;
+        Ok(records.pop().expect("one record per event"))
+    }
+
+    /// Appends events in order with one write and one wait for the disk,
+    /// and returns once all are on disk. What follows from one step of the
+    /// engine (an attempt's output and its end) is journaled together: a
+    /// crash keeps a prefix of them, as it would of appends one by one,
+    /// for one fsync instead of several.
+    pub fn append_all(&self, events: &[Event]) -> Result<Vec<Record>, JournalError> {
         let mut g = self.lock_inner();
         if let Some(e) = self.poisoned(&g) {
             return Err(e);
@@ -683,30 +693,37 @@ impl FileJournal {
             g.poisoned = Some(reason);
             return Err(self.poisoned(&g).expect("just poisoned"));
         }
-        let seq = g.seq + 1;
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let (line, hash) = encode(FORMAT, seq, &at, &g.last_hash, event);
-        if let Err(e) = g.file.write_all(line.as_bytes()) {
-            // Part of the line may be on disk: nothing may follow it.
+        let mut lines = String::new();
+        let mut records = Vec::with_capacity(events.len());
+        let (mut seq, mut prev) = (g.seq, g.last_hash.clone());
+        for event in events {
+            seq += 1;
+            let (line, hash) = encode(FORMAT, seq, &at, &prev, event);
+            lines.push_str(&line);
+            records.push(Record {
+                v: FORMAT,
+                seq,
+                at: at.clone(),
+                prev: std::mem::replace(&mut prev, hash.clone()),
+                event: event.clone(),
+                hash,
+            });
+        }
+        if let Err(e) = g.file.write_all(lines.as_bytes()) {
+            // Part of the lines may be on disk: nothing may follow them.
             g.poisoned = Some(format!("a write failed: {e}"));
             return Err(JournalError::Io {
                 path: self.path.clone(),
                 source: e,
             });
         }
-        g.len += line.len() as u64;
-        let record = Record {
-            v: FORMAT,
-            seq,
-            at,
-            prev: std::mem::replace(&mut g.last_hash, hash.clone()),
-            event: event.clone(),
-            hash,
-        };
+        g.len += lines.len() as u64;
+        g.last_hash = prev;
         g.seq = seq;
         loop {
             if g.durable >= seq {
-                return Ok(record);
+                return Ok(records);
             }
             if let Some(e) = self.poisoned(&g) {
                 return Err(e);

@@ -35,6 +35,12 @@ pub trait RunStore: Send + Sync {
 
     fn append(&self, event: &Event) -> Result<Record, Self::Error>;
 
+    /// Appends events in order; a store that can put them down at once
+    /// (one write, one fsync) does. A crash keeps a prefix of them.
+    fn append_all(&self, events: &[Event]) -> Result<Vec<Record>, Self::Error> {
+        events.iter().map(|e| self.append(e)).collect()
+    }
+
     fn load(&self) -> Result<Vec<Record>, Self::Error>;
 }
 
@@ -43,6 +49,10 @@ impl RunStore for FileJournal {
 
     fn append(&self, event: &Event) -> Result<Record, JournalError> {
         FileJournal::append(self, event)
+    }
+
+    fn append_all(&self, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        FileJournal::append_all(self, events)
     }
 
     fn load(&self) -> Result<Vec<Record>, JournalError> {

@@ -120,6 +120,38 @@ fn write_lines(dir: &RunDir, lines: &[String]) {
 }
 
 #[test]
+fn events_appended_together_take_one_fsync_and_chain_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    let j = FileJournal::create(&dir, &started("r1")).unwrap();
+    let (durable, syncs) = j.stats();
+    let records = j
+        .append_all(&[
+            system("db", SystemPhase::Starting),
+            Event::AttemptBegun {
+                system: "db".into(),
+                step: blackstart_engine::event::StepKind::Start,
+                attempt: 1,
+            },
+            system("db", SystemPhase::Healthy),
+        ])
+        .unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [durable + 1, durable + 2, durable + 3]
+    );
+    assert_eq!(j.stats(), (durable + 3, syncs + 1), "one fsync for three");
+    let all = j.load().unwrap();
+    assert_eq!(&all[all.len() - 3..], records.as_slice());
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash);
+    }
+    // What follows goes on from the last of them.
+    let next = j.append(&system("db", SystemPhase::Stopping)).unwrap();
+    assert_eq!((next.seq, &next.prev), (durable + 4, &records[2].hash));
+}
+
+#[test]
 fn records_chain_and_fold_into_state() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = RunDir::new(tmp.path(), "r1").unwrap();

@@ -198,6 +198,52 @@ async fn starts_in_dependency_order_and_succeeds() {
     );
 }
 
+/// A start is journaled in two writes, not four: Starting with its
+/// attempt begun, then the attempt's output with its end. Each pair is
+/// adjacent in the journal, however many systems start at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_journals_its_phase_with_its_attempt_and_its_output_with_its_end() {
+    let systems: Vec<String> = (0..6)
+        .map(|i| system(&format!("s{i}"), "data", &[], false))
+        .collect();
+    let yaml = playbook(
+        &systems,
+        "    - { name: data, select: { tiers: [data] }, maxParallel: 6 }\n",
+    )
+    .replace("touch {dir}", "echo up; touch {dir}");
+    let (lab, engine) = lab(&yaml);
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Succeeded);
+    let records = journal::read(&lab.dir).unwrap();
+    let mut pairs = 0;
+    for pair in records.windows(2) {
+        match (&pair[0].event, &pair[1].event) {
+            (
+                Event::System {
+                    system,
+                    phase: SystemPhase::Starting,
+                    ..
+                },
+                next,
+            ) => {
+                assert!(
+                    matches!(next, Event::AttemptBegun { system: s, .. } if s == system),
+                    "{system}'s Starting is followed by {next:?}"
+                );
+                pairs += 1;
+            }
+            (Event::Output { system, step, .. }, next) if step == "start" => {
+                assert!(
+                    matches!(next, Event::AttemptEnded { system: s, .. } if s == system),
+                    "{system}'s output is followed by {next:?}"
+                );
+                pairs += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(pairs, 12, "a Starting and an output for each of 6 systems");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_max_parallel_at_once() {
     let slow = |id: &str| {

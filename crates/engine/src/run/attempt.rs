@@ -28,12 +28,14 @@ pub(super) enum Settled {
 
 impl<S: RunStore + 'static> Inner<S> {
     /// Runs one attempt of a start or stop, journaled as begun before it
-    /// runs, with its process once that runs, and as ended.
+    /// runs (together with `before`, the phase it puts the system in), with
+    /// its process once that runs, and as ended.
     pub(super) async fn run_attempt(
         self: &Arc<Self>,
         id: &str,
         step: StepKind,
         action: &Action,
+        before: Option<Event>,
     ) -> Result<Outcome, EngineError> {
         let (attempt, site) = {
             let state = self.lock();
@@ -64,11 +66,13 @@ impl<S: RunStore + 'static> Inner<S> {
                 },
             );
         }
-        if let Err(e) = self.emit(Event::AttemptBegun {
+        let mut begun: Vec<Event> = before.into_iter().collect();
+        begun.push(Event::AttemptBegun {
             system: id.to_owned(),
             step,
             attempt,
-        }) {
+        });
+        if let Err(e) = self.emit_all(begun) {
             self.running_lock().remove(id);
             return Err(e);
         }
@@ -85,8 +89,11 @@ impl<S: RunStore + 'static> Inner<S> {
             // An interrupt took it and journaled how it ended.
             return Err(EngineError::Interrupted);
         }
-        self.output(id, step.as_str(), &outcome)?;
-        self.emit(Event::AttemptEnded {
+        // Its output and its end, journaled together.
+        let mut events: Vec<Event> = super::record::output_event(id, step.as_str(), &outcome)
+            .into_iter()
+            .collect();
+        events.push(Event::AttemptEnded {
             system: id.to_owned(),
             step,
             attempt,
@@ -97,7 +104,8 @@ impl<S: RunStore + 'static> Inner<S> {
             },
             // A success says nothing more, unless it took retries.
             reason: (!outcome.ok || outcome.retries > 0).then(|| outcome.detail.clone()),
-        })?;
+        });
+        self.emit_all(events)?;
         Ok(outcome)
     }
 

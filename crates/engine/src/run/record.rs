@@ -31,17 +31,36 @@ impl<S: RunStore + 'static> Inner<S> {
         self.record(event)
     }
 
+    /// Records events that follow from one step together (one write and
+    /// one fsync for a file journal), then applies them in order.
+    pub(super) fn emit_all(&self, events: Vec<Event>) -> Result<(), EngineError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(EngineError::Interrupted);
+        }
+        let records = off_the_workers(|| self.store.append_all(&events))
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+        for record in records {
+            self.applied(record)?;
+        }
+        Ok(())
+    }
+
     /// [`Inner::emit`] without the interrupt check, for the interrupt's own records.
     pub(super) fn record(&self, event: Event) -> Result<(), EngineError> {
         let record = off_the_workers(|| self.store.append(&event))
             .map_err(|e| EngineError::Store(e.to_string()))?;
+        self.applied(record)
+    }
+
+    /// A record the store holds: folded into the state, logged, told.
+    fn applied(&self, record: Record) -> Result<(), EngineError> {
         let run = {
             let mut state = self.lock();
-            state.apply(record.seq, &event)?;
+            state.apply(record.seq, &record.event)?;
             state.run.clone()
         };
         *self.head.lock().unwrap_or_else(|p| p.into_inner()) = (record.seq, record.hash.clone());
-        log(&run, record.seq, &event);
+        log(&run, record.seq, &record.event);
         self.changed.send_modify(|n| *n += 1);
         // Nobody listening is fine: the journal has it.
         let _ = self.records.send(Arc::new(record));
@@ -81,15 +100,23 @@ impl<S: RunStore + 'static> Inner<S> {
         step: &str,
         outcome: &Outcome,
     ) -> Result<(), EngineError> {
-        // A silent success says nothing the phase events do not.
-        if outcome.output.is_empty() && matches!(outcome.exit_code, None | Some(0)) {
-            return Ok(());
+        match output_event(id, step, outcome) {
+            Some(event) => self.emit(event),
+            None => Ok(()),
         }
-        self.emit(Event::Output {
-            system: id.to_owned(),
-            step: step.to_owned(),
-            exit_code: outcome.exit_code,
-            output: outcome.output.clone(),
-        })
     }
+}
+
+/// What a step printed, as a journal event; a silent success says nothing
+/// the phase events do not.
+pub(super) fn output_event(id: &str, step: &str, outcome: &Outcome) -> Option<Event> {
+    if outcome.output.is_empty() && matches!(outcome.exit_code, None | Some(0)) {
+        return None;
+    }
+    Some(Event::Output {
+        system: id.to_owned(),
+        step: step.to_owned(),
+        exit_code: outcome.exit_code,
+        output: outcome.output.clone(),
+    })
 }

@@ -136,7 +136,7 @@ impl<S: RunStore + 'static> Inner<S> {
                 .await;
             return self.system_event(id, SystemPhase::RolledBack, None);
         }
-        let outcome = self.run_attempt(id, StepKind::Stop, stop).await?;
+        let outcome = self.run_attempt(id, StepKind::Stop, stop, None).await?;
         if outcome.ok {
             self.system_event(id, SystemPhase::RolledBack, None)
         } else {

@@ -91,12 +91,19 @@ impl<S: RunStore + 'static> Inner<S> {
             let why = redriven.then(|| {
                 "driven again: a crash cut its start short, and this start is idempotent".to_owned()
             });
-            self.system_event(&sys.id, SystemPhase::Starting, why)?;
+            let starting = Event::System {
+                system: sys.id.clone(),
+                phase: SystemPhase::Starting,
+                reason: why,
+                waiting_for: None,
+            };
             if let Action::Manual(_) = &sys.start {
+                self.emit(starting)?;
                 return Ok(None);
             }
+            // Starting and its attempt begun, journaled together.
             let outcome = self
-                .run_attempt(&sys.id, StepKind::Start, &sys.start)
+                .run_attempt(&sys.id, StepKind::Start, &sys.start, Some(starting))
                 .await?;
             Ok((!outcome.ok).then(|| (format!("start failed: {}", outcome.detail), true)))
         };
