@@ -35,7 +35,7 @@ pub(super) enum Mode {
 pub(super) fn drive(
     rt: &tokio::runtime::Runtime,
     journal: FileJournal,
-    records: &[Record],
+    records: Vec<Record>,
     dir: &RunDir,
     mode: Mode,
     steward: bool,
@@ -44,8 +44,8 @@ pub(super) fn drive(
     rt.block_on(async {
         let (pause, paused) = tokio::sync::watch::channel(false);
         let mut cx = StepContext::new(secrets, STEP_TIMEOUT).map_err(CliError::Runtime)?;
-        cx.inherit_env = plan_of(records).map(|p| p.inherit_env.clone()).unwrap_or_default();
-        let cx = match plan_of(records) {
+        cx.inherit_env = plan_of(&records).map(|p| p.inherit_env.clone()).unwrap_or_default();
+        let cx = match plan_of(&records) {
             Some(plan) => {
                 let (default, own) = crate::cluster::clusters_for(plan).await?;
                 StepContext {
@@ -56,7 +56,10 @@ pub(super) fn drive(
             }
             None => cx,
         };
-        let engine = Engine::new(journal, records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
+        let engine = Engine::new(journal, &records, cx, Arc::new(Inbox::new(dir)), paused, POLL)?;
+        // The engine has folded them and holds the plan: a large run's
+        // records (its plan among them) are not kept twice.
+        drop(records);
         let (stop_progress, stopped) = tokio::sync::watch::channel(false);
         // Subscribed before the run begins, so no record is missed.
         let progress = tokio::spawn(progress(engine.clone(), engine.subscribe(), stopped));

@@ -114,6 +114,8 @@ pub fn apply(
         require_signatures: false,
     };
     let journal = FileJournal::create(&dir, &started)?;
+    // The journal holds the plan now; a large run keeps no other copy.
+    drop(started);
     note(&format!(
         "run {run} started; journal {}",
         journal.path().display()
@@ -122,7 +124,7 @@ pub fn apply(
     drive(
         &runtime()?,
         journal,
-        &records,
+        records,
         &dir,
         Mode::Run(by),
         false,
@@ -170,6 +172,8 @@ pub fn drill(
         require_signatures: deciders == Deciders::PeopleSigning,
     };
     let journal = FileJournal::create(&dir, &started)?;
+    // The journal holds the plan now; a large run keeps no other copy.
+    drop(started);
     note(&format!(
         "drill {run} of {} against the simulated plant at {} ({} systems, {speed}x speed); journal {}",
         plan.playbook,
@@ -183,13 +187,14 @@ pub fn drill(
             "{connected} site connection(s) simulated: no ssh session is opened and no kubeconfig context is used; `blackstart check` tests them"
         ));
     }
-    let records = journal.load()?;
     let steward = deciders == Deciders::StandIn;
     let secrets = secrets_for(&plan, true)?;
+    drop(plan);
+    let records = journal.load()?;
     let code = drive(
         &rt,
         journal,
-        &records,
+        records,
         &dir,
         Mode::Run(None),
         steward,
@@ -341,7 +346,7 @@ pub fn resume(
     drive(
         &runtime()?,
         journal,
-        &records,
+        records,
         &dir,
         Mode::Run(by),
         false,
@@ -438,7 +443,7 @@ pub fn rollback(
     drive(
         &runtime()?,
         journal,
-        &records,
+        records,
         &dir,
         Mode::Rollback(asked),
         false,
@@ -498,7 +503,7 @@ pub fn retry(
     drive(
         &runtime()?,
         journal,
-        &records,
+        records,
         &dir,
         Mode::Retry(asked),
         false,
