@@ -220,6 +220,8 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, CliError
         if meta.len() > limit {
             return Err(too_large(meta.len()));
         }
+        // Its size, so the text is read into one allocation of that size.
+        bytes.reserve_exact(usize::try_from(meta.len()).unwrap_or(0));
         file.take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(read_err)?;
@@ -232,7 +234,7 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, CliError
 
 fn load(path: &Path) -> Result<Validated, CliError> {
     let bytes = read_limited(path)?;
-    blackstart_model::load(&bytes).map_err(|diags| CliError::Invalid {
+    blackstart_model::load_owned(bytes).map_err(|diags| CliError::Invalid {
         path: display(path),
         diags,
     })
