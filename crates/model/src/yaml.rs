@@ -613,10 +613,12 @@ impl<'a> Builder<'a> {
                     node.value = Value::Taken(to_u32(self.tree.taken.len(), pos)?);
                     let taken = &mut self.tree.taken;
                     if taken.len() == taken.capacity() {
-                        // An eighth more at a time, not double: the list
-                        // is most of the playbook, and a doubled one
-                        // would be up to twice that.
-                        taken.reserve_exact(taken.len() / 8 + 64);
+                        // Doubled while small (a copy each time), then an
+                        // eighth more at a time (the allocator moves large
+                        // blocks without copying): the list is most of the
+                        // playbook, and doubled it would be up to twice that.
+                        let len = taken.len();
+                        taken.reserve_exact(if len < 1 << 16 { len.max(64) } else { len / 8 });
                     }
                     taken.push(early);
                 }

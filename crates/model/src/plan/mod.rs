@@ -288,13 +288,13 @@ impl Plan {
         let schedule = || {
             let ids: Vec<String> = pb.spec.systems.iter().map(|s| s.id.clone()).collect();
             let timing = schedule::timing(&pb.spec, &stage_of, &deps, &ids);
-            (ids, timing)
+            (env_names(&pb), ids, timing)
         };
-        let hash = || (playbook_hash(&pb), env_names(&pb));
+        let hash = || playbook_hash(&pb);
         // The hash reads the whole playbook as JSON (0.1 s at 100,000
         // systems) and the schedule does not need it: on a second core
         // they take the time of one. Small playbooks are not worth a thread.
-        let ((playbook_hash, env), (ids, timing)) = if pb.spec.systems.len() < 2_000 {
+        let (playbook_hash, (env, ids, timing)) = if pb.spec.systems.len() < 2_000 {
             (hash(), schedule())
         } else {
             std::thread::scope(|scope| {
