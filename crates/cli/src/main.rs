@@ -575,7 +575,7 @@ fn empty_plan(like: &Plan) -> Plan {
 fn validate(file: &Path, format: DiagFormat) -> Result<u8, CliError> {
     let name = display(file);
     let bytes = read_limited(file)?;
-    let result = blackstart_model::load(&bytes);
+    let result = blackstart_model::load_owned(bytes);
     let diags = match &result {
         Ok(v) => v.warnings().clone(),
         Err(d) => d.clone(),
@@ -615,9 +615,12 @@ fn validate(file: &Path, format: DiagFormat) -> Result<u8, CliError> {
             }
         }
     }
-    Ok(if result.is_ok() {
+    let code = if result.is_ok() {
         exit::SUCCESS
     } else {
         exit::INVALID
-    })
+    };
+    // The process ends next: a large playbook is not freed piece by piece.
+    std::mem::forget(result);
+    Ok(code)
 }
