@@ -445,6 +445,7 @@ fn bench() -> Result<(), String> {
     };
     bench("blackstart-model", "plan", &["--noplot"])?;
     bench("blackstart-model", "plan_memory", &[])?;
+    bench_cli_plan()?;
     bench("blackstart-engine", "journal", &[])?;
     bench("blackstart-engine", "decision", &[])?;
     ensure_lab()?; // the ssh benchmark's sshd
@@ -639,6 +640,66 @@ fn bench_operator() -> Result<(), String> {
             "--nocapture",
         ],
     )
+}
+
+/// The whole CLI on 100,000 generated systems: `plan FILE -o plan.json`
+/// seven times and `validate FILE` five, each under /usr/bin/time: wall
+/// time (fastest, median, slowest) and the largest peak RSS.
+fn bench_cli_plan() -> Result<(), String> {
+    build_examples(&["blackstart", "blackstart-model"])?;
+    let dir = fresh_dir("target/bench-cli-plan")?;
+    let playbook = synth(100000, 50, &dir)?;
+    let json = dir.join("plan.json");
+    let timed = |args: &[&std::ffi::OsStr]| -> Result<(f64, f64), String> {
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "%e %M"])
+            .arg(root().join("target/release/blackstart"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run /usr/bin/time (Debian package time): {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut fields = stderr.lines().last().unwrap_or_default().split_whitespace();
+        match (
+            fields.next().and_then(|s| s.parse::<f64>().ok()),
+            fields.next().and_then(|k| k.parse::<f64>().ok()),
+        ) {
+            (Some(secs), Some(kib)) if out.status.success() => Ok((secs, kib / 1024.0)),
+            _ => Err(format!("blackstart {args:?} failed: {stderr}")),
+        }
+    };
+    let plan_args = [
+        std::ffi::OsStr::new("plan"),
+        playbook.as_os_str(),
+        std::ffi::OsStr::new("-o"),
+        json.as_os_str(),
+    ];
+    let validate_args = [std::ffi::OsStr::new("validate"), playbook.as_os_str()];
+    println!();
+    println!("The CLI on 100,000 generated systems (50 sites):");
+    println!("| command | fastest | median | slowest | peak RSS |");
+    println!("|---|---:|---:|---:|---:|");
+    for (what, args, runs) in [
+        ("plan FILE -o plan.json", &plan_args[..], 7),
+        ("validate FILE", &validate_args[..], 5),
+    ] {
+        let mut secs = Vec::new();
+        let mut rss: f64 = 0.0;
+        for _ in 0..runs {
+            let (s, r) = timed(args)?;
+            secs.push(s);
+            rss = rss.max(r);
+        }
+        secs.sort_by(f64::total_cmp);
+        println!(
+            "| `blackstart {what}` | {:.2} s | {:.2} s | {:.2} s | {rss:.0} MiB |",
+            secs[0],
+            secs[secs.len() / 2],
+            secs[secs.len() - 1]
+        );
+    }
+    Ok(())
 }
 
 /// A 10,000-system drill at high speed: wall time and peak memory; then
@@ -1002,6 +1063,7 @@ fn main() -> ExitCode {
         "bench" => bench(),
         "bench-ninja" => bench_vs_ninja(),
         "bench-drill" => bench_drill(),
+        "bench-cli-plan" => bench_cli_plan(),
         "bench-estimate" => bench_estimate(),
         "bench-status" => bench_status(),
         "bench-operator" => bench_operator(),
@@ -1022,7 +1084,7 @@ fn main() -> ExitCode {
             eprintln!("  test   everything the suite needs, then every test, and one summary line");
             eprintln!("  bench  run the benchmarks and print the README's table");
             eprintln!(
-                "  bench-ninja, bench-drill, bench-estimate, bench-status, bench-operator  one of them alone"
+                "  bench-ninja, bench-drill, bench-estimate, bench-status, bench-operator, bench-cli-plan  one of them alone"
             );
             eprintln!(
                 "  crds   write manifests/crds/ from the operator's types (--check: fail if stale)"
