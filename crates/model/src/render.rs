@@ -26,9 +26,155 @@ pub fn json(plan: &Plan) -> String {
 /// [`json`] written straight to `out`: the plan of 100,000 systems is about
 /// 100 MB of JSON, which is then never held in memory whole.
 pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    let mut ser = serde_json::Serializer::with_formatter(&mut *out, Indented::default());
-    serde::Serialize::serialize(plan, &mut ser)?;
+    if plan.system_count() >= JSON_ON_TWO_THREADS {
+        return write_json_in_parallel(plan, out);
+    }
+    written_at(plan, 0, out)?;
     out.write_all(b"\n")
+}
+
+/// From this many systems the JSON is rendered on two threads.
+const JSON_ON_TWO_THREADS: usize = 5_000;
+
+/// How many systems a thread renders at a time: about a megabyte of JSON.
+const SYSTEMS_PER_CHUNK: usize = 1_000;
+
+/// `value` as JSON in the plan's layout, starting `depth` levels in.
+fn written_at<T: serde::Serialize + ?Sized>(
+    value: &T,
+    depth: usize,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let formatter = Indented {
+        depth,
+        has_value: false,
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, formatter);
+    value.serialize(&mut ser).map_err(std::io::Error::from)
+}
+
+/// [`write_json`] with the systems, nearly all of the 100 MB, rendered on
+/// two threads: the plan is written without its systems, and each stage's
+/// list is written in its place, the second thread rendering every other
+/// thousand systems while this one renders and writes the rest. The same
+/// bytes as rendered on one thread; a megabyte or two in memory at once.
+fn write_json_in_parallel(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    // Every field listed: a field added to the plan cannot be left out.
+    let stages = plan
+        .stages
+        .iter()
+        .map(|s| PlannedStage {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            max_parallel: s.max_parallel,
+            failure_domain: s.failure_domain,
+            gate: s.gate.clone(),
+            layers: s.layers,
+            estimated_start: s.estimated_start,
+            estimated_duration: s.estimated_duration,
+            systems: Vec::new(),
+            rollback_order: s.rollback_order.clone(),
+        })
+        .collect();
+    let skeleton = Plan {
+        playbook: plan.playbook.clone(),
+        playbook_hash: plan.playbook_hash.clone(),
+        estimated_duration: plan.estimated_duration,
+        worst_case: plan.worst_case,
+        critical_path: plan.critical_path.clone(),
+        env: plan.env.clone(),
+        inherit_env: plan.inherit_env.clone(),
+        roles: plan.roles.clone(),
+        connections: plan.connections.clone(),
+        site_names: plan.site_names.clone(),
+        notify: plan.notify.clone(),
+        stages,
+    };
+    let mut text = Vec::new();
+    written_at(&skeleton, 0, &mut text)?;
+    // Each stage's empty list, in stage order. A quote inside a JSON string
+    // is escaped, so this text is found nowhere else.
+    const EMPTY: &[u8] = b"\"systems\": []";
+    let mut holes = Vec::with_capacity(plan.stages.len());
+    let mut from = 0;
+    while let Some(at) = text[from..].windows(EMPTY.len()).position(|w| w == EMPTY) {
+        holes.push(from + at);
+        from += at + EMPTY.len();
+    }
+    if holes.len() != plan.stages.len() {
+        written_at(plan, 0, out)?;
+        return out.write_all(b"\n");
+    }
+    let mut written = 0;
+    for (stage, at) in plan.stages.iter().zip(holes) {
+        out.write_all(&text[written..at])?;
+        out.write_all(b"\"systems\": ")?;
+        // The list is the stage object's value: three levels in.
+        systems_in_parallel(&stage.systems, 3, out)?;
+        written = at + EMPTY.len();
+    }
+    out.write_all(&text[written..])?;
+    out.write_all(b"\n")
+}
+
+/// A list of systems `depth` levels in, as [`Indented`] lays a list out,
+/// its chunks rendered alternately here and on a second thread.
+fn systems_in_parallel(
+    systems: &[crate::plan::PlannedSystem],
+    depth: usize,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    if systems.is_empty() {
+        return out.write_all(b"[]");
+    }
+    let item = Indented {
+        depth: depth + 1,
+        has_value: false,
+    };
+    let render = |k: usize, chunk: &[crate::plan::PlannedSystem]| -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(chunk.len() * 1_100);
+        for (i, system) in chunk.iter().enumerate() {
+            if k > 0 || i > 0 {
+                buf.push(b',');
+            }
+            item.line(&mut buf)?;
+            written_at(system, depth + 1, &mut buf)?;
+        }
+        Ok(buf)
+    };
+    out.write_all(b"[")?;
+    let chunks: Vec<&[crate::plan::PlannedSystem]> = systems.chunks(SYSTEMS_PER_CHUNK).collect();
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
+        let odd = chunks.iter().enumerate().skip(1).step_by(2);
+        let helper = std::thread::Builder::new().spawn_scoped(scope, move || {
+            for (k, chunk) in odd {
+                if tx.send(render(k, chunk)).is_err() {
+                    return;
+                }
+            }
+        });
+        // Returning early drops the receiver, which stops the renderer at
+        // its next send, before the scope waits for it.
+        let rx = helper.is_ok().then_some(rx);
+        for (k, chunk) in chunks.iter().enumerate() {
+            let buf = match &rx {
+                Some(rx) if k % 2 == 1 => rx
+                    .recv()
+                    .map_err(|_| std::io::Error::other("the JSON renderer stopped"))??,
+                // No second thread to be had: this one renders them all.
+                _ => render(k, chunk)?,
+            };
+            out.write_all(&buf)?;
+        }
+        Ok(())
+    })?;
+    Indented {
+        depth,
+        has_value: false,
+    }
+    .line(out)?;
+    out.write_all(b"]")
 }
 
 /// serde_json's pretty layout (two spaces a level), byte for byte, with
@@ -694,6 +840,20 @@ mod tests {
         let mut want = serde_json::to_vec_pretty(&plan).expect("a plan serializes");
         want.push(b'\n');
         assert_eq!(json(&plan).as_bytes(), want.as_slice());
+        // On two threads, past JSON_ON_TWO_THREADS and with odd and even
+        // chunks in several stages, and with a stage left empty.
+        for n in [300, 2_500, 7_001] {
+            let yaml = crate::synth::playbook_yaml(crate::synth::Shape::new(n, 7));
+            let mut plan = Plan::build(crate::load(yaml.as_bytes()).expect("synth is valid"));
+            if n == 2_500 {
+                plan.stages[1].systems.clear();
+            }
+            let mut want = serde_json::to_vec_pretty(&plan).expect("a plan serializes");
+            want.push(b'\n');
+            let mut ours = Vec::new();
+            write_json_in_parallel(&plan, &mut ours).expect("into memory");
+            assert!(ours == want, "{n} systems on two threads differ");
+        }
 
         let mut deep = serde_json::json!({"leaf": [1, {}, [], "x"]});
         for i in 0..80 {
