@@ -45,11 +45,7 @@ fn written_at<T: serde::Serialize + ?Sized>(
     depth: usize,
     out: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let formatter = Indented {
-        depth,
-        has_value: false,
-    };
-    let mut ser = serde_json::Serializer::with_formatter(&mut *out, formatter);
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, Indented::at(depth));
     value.serialize(&mut ser).map_err(std::io::Error::from)
 }
 
@@ -127,10 +123,7 @@ fn systems_in_parallel(
     if systems.is_empty() {
         return out.write_all(b"[]");
     }
-    let item = Indented {
-        depth: depth + 1,
-        has_value: false,
-    };
+    let item = Indented::at(depth + 1);
     let render = |k: usize, chunk: &[crate::plan::PlannedSystem]| -> std::io::Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(chunk.len() * 1_100);
         for (i, system) in chunk.iter().enumerate() {
@@ -169,11 +162,7 @@ fn systems_in_parallel(
         }
         Ok(())
     })?;
-    Indented {
-        depth,
-        has_value: false,
-    }
-    .line(out)?;
+    Indented::at(depth).line(out)?;
     out.write_all(b"]")
 }
 
@@ -181,13 +170,20 @@ fn systems_in_parallel(
 /// each line's break and indentation written at once: serde_json writes the
 /// indentation a level at a time, about 18 million writes for the 100 MB
 /// plan of 100,000 systems.
-#[derive(Default)]
 struct Indented {
     depth: usize,
     has_value: bool,
 }
 
 impl Indented {
+    /// A layout starting `depth` levels in.
+    fn at(depth: usize) -> Indented {
+        Indented {
+            depth,
+            has_value: false,
+        }
+    }
+
     /// A line break and the indentation of the current depth.
     fn line<W: ?Sized + std::io::Write>(&self, out: &mut W) -> std::io::Result<()> {
         const SPACES: &[u8; 129] = b"\n                                                                                                                                ";
@@ -202,9 +198,7 @@ impl Indented {
             chunk = &SPACES[1..=want.min(SPACES.len() - 1)];
         }
     }
-}
 
-impl Indented {
     fn open<W: ?Sized + std::io::Write>(
         &mut self,
         out: &mut W,
@@ -864,7 +858,7 @@ mod tests {
             };
         }
         let mut ours = Vec::new();
-        let mut ser = serde_json::Serializer::with_formatter(&mut ours, Indented::default());
+        let mut ser = serde_json::Serializer::with_formatter(&mut ours, Indented::at(0));
         serde::Serialize::serialize(&deep, &mut ser).expect("into memory");
         assert_eq!(ours, serde_json::to_vec_pretty(&deep).expect("into memory"));
     }
