@@ -7,11 +7,12 @@
 //! system unhealthy once the checks have failed `failureThreshold` times in a
 //! row: one lost packet is not a failed restart.
 //!
-//! Every check waits for one of the run's [`PROBES_AT_ONCE`](crate::step::PROBES_AT_ONCE) slots: a soak
-//! probes all of its stage's systems, and thousands of checks at once
-//! would exhaust sockets and, against hosts behind one address (a load
-//! balancer, the drill's simulated plant), open a connection each. Each
-//! system is then probed less often, never skipped.
+//! Every check waits for one of the run's
+//! [`PROBES_AT_ONCE`](crate::step::PROBES_AT_ONCE) slots: a soak probes
+//! all of its stage's systems, and thousands of checks at once would
+//! exhaust sockets and, against hosts behind one address (a load balancer,
+//! the drill's simulated plant), open a connection each. Each system is
+//! then probed less often, never skipped.
 
 use std::time::Duration;
 

@@ -25,14 +25,12 @@ impl<S: RunStore + 'static> Inner<S> {
     /// Records an event, then applies it: state never runs ahead of the
     /// store. After an interrupt nothing more is recorded.
     pub(super) fn emit(&self, event: Event) -> Result<(), EngineError> {
-        if self.interrupted.load(Ordering::SeqCst) {
-            return Err(EngineError::Interrupted);
-        }
-        self.record(event)
+        self.emit_all(vec![event])
     }
 
-    /// Records events that follow from one step together (one write and
-    /// one fsync for a file journal), then applies them in order.
+    /// [`Inner::emit`] of events that follow from one step: recorded
+    /// together (one write and one fsync for a file journal), then applied
+    /// in order.
     pub(super) fn emit_all(&self, events: Vec<Event>) -> Result<(), EngineError> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(EngineError::Interrupted);
