@@ -255,10 +255,12 @@ pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
     let on_drill_clock = |d: PlanDuration| plan_duration(scaled(d, speed, Duration::ZERO));
     // Every step goes to the plant: no site is reached over ssh or a context.
     plan.connections.clear();
-    let http = |id: &str, what: &str, method| Http {
-        url: format!("{plant_url}/systems/{id}/{what}"),
-        method: Some(method),
-        ..Http::default()
+    let http = |id: &str, what: &str, method| {
+        Box::new(Http {
+            url: format!("{plant_url}/systems/{id}/{what}"),
+            method: Some(method),
+            ..Http::default()
+        })
     };
     for stage in &mut plan.stages {
         if let Some(soak) = stage.gate.soak {
@@ -272,25 +274,17 @@ pub fn drill_plan(plan: &Plan, plant_url: &str, speed: f64) -> Plan {
             sys.verify.clear();
             let manual_start = matches!(sys.start, Action::Manual(_));
             if !manual_start {
-                sys.start = Action::Http(Box::new(http(&sys.id, "start", HttpMethod::Post)));
+                sys.start = Action::Http(http(&sys.id, "start", HttpMethod::Post));
             }
             if !matches!(sys.stop, Some(Action::Manual(_))) {
-                sys.stop = Some(Action::Http(Box::new(http(
-                    &sys.id,
-                    "stop",
-                    HttpMethod::Post,
-                ))));
+                sys.stop = Some(Action::Http(http(&sys.id, "stop", HttpMethod::Post)));
             }
             let health = if manual_start {
                 "health-after-manual"
             } else {
                 "health"
             };
-            sys.health = vec![Check::Http(Box::new(http(
-                &sys.id,
-                health,
-                HttpMethod::Get,
-            )))];
+            sys.health = vec![Check::Http(http(&sys.id, health, HttpMethod::Get))];
             let ready = scaled(sys.expected_duration, speed, Duration::ZERO);
             // Probe as the plan says, sped up like everything else (every
             // 10 ms at the most often): the drill then waits for Healthy as
