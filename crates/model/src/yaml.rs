@@ -321,11 +321,18 @@ enum Frame<'a> {
         anchor: usize,
         start: usize,
         key: Option<Key<'a>>,
-        /// The arenas' lengths and the anchors defined when it began: a
-        /// system's nodes are what was added since, given back once it is
-        /// decoded unless an anchor among them may still be aliased.
-        marks: (usize, usize, usize),
+        marks: Marks,
     },
+}
+
+/// The arenas' lengths and the anchors defined when a mapping began: a
+/// system's nodes are what was added since, given back once it is decoded
+/// unless an anchor among them may still be aliased.
+#[derive(Clone, Copy)]
+struct Marks {
+    items: usize,
+    entries: usize,
+    anchored: usize,
 }
 
 struct Builder<'a> {
@@ -429,11 +436,11 @@ impl<'a> Builder<'a> {
 
     fn map_start(&mut self, pos: Pos, anchor: usize) -> Result<(), Diagnostic> {
         let start = self.entries.len();
-        let marks = (
-            self.tree.items.len(),
-            self.tree.entries.len(),
-            self.anchored,
-        );
+        let marks = Marks {
+            items: self.tree.items.len(),
+            entries: self.tree.entries.len(),
+            anchored: self.anchored,
+        };
         self.open(
             Frame::Map {
                 pos,
@@ -467,6 +474,32 @@ impl<'a> Builder<'a> {
             ] if key_is(root, "spec") && key_is(spec, "systems") => Some(self.items.len() - start),
             _ => None,
         }
+    }
+
+    /// Decodes the `index`th system, gives its nodes back and keeps what
+    /// decoding found: the value that stands for it in the tree.
+    fn take_system(
+        &mut self,
+        node: &Node<'a>,
+        index: usize,
+        marks: Marks,
+    ) -> Result<Value<'a>, Diagnostic> {
+        let (early, diags) = crate::decode::system_early(&self.tree, node, index);
+        self.tree.early_diags.extend(diags);
+        self.tree.items.truncate(marks.items);
+        self.tree.entries.truncate(marks.entries);
+        let taken = &mut self.tree.taken;
+        let value = Value::Taken(to_u32(taken.len(), node.pos)?);
+        if taken.len() == taken.capacity() {
+            // Doubled while small (a copy each time), then an eighth more
+            // at a time (the allocator moves large blocks without copying):
+            // the list is most of the playbook, and doubled it would be up
+            // to twice that.
+            let len = taken.len();
+            taken.reserve_exact(if len < 1 << 16 { len.max(64) } else { len / 8 });
+        }
+        taken.push(early);
+        Ok(value)
     }
 
     /// An alias of anchor `id`, or `None` when no such anchor came before.
@@ -605,22 +638,8 @@ impl<'a> Builder<'a> {
                     pos,
                     value: Value::Map(Span32 { start: at, len }),
                 };
-                if let Some(index) = self.system_index(anchor, marks.2) {
-                    let (early, diags) = crate::decode::system_early(&self.tree, &node, index);
-                    self.tree.early_diags.extend(diags);
-                    self.tree.items.truncate(marks.0);
-                    self.tree.entries.truncate(marks.1);
-                    node.value = Value::Taken(to_u32(self.tree.taken.len(), pos)?);
-                    let taken = &mut self.tree.taken;
-                    if taken.len() == taken.capacity() {
-                        // Doubled while small (a copy each time), then an
-                        // eighth more at a time (the allocator moves large
-                        // blocks without copying): the list is most of the
-                        // playbook, and doubled it would be up to twice that.
-                        let len = taken.len();
-                        taken.reserve_exact(if len < 1 << 16 { len.max(64) } else { len / 8 });
-                    }
-                    taken.push(early);
+                if let Some(index) = self.system_index(anchor, marks.anchored) {
+                    node.value = self.take_system(&node, index, marks)?;
                 }
                 (node, anchor)
             }
