@@ -72,7 +72,7 @@ impl Needs {
         match a {
             Action::Exec(e) => {
                 if let Some(first) = e.command.first() {
-                    self.commands.insert(first.clone());
+                    self.commands.insert(first.to_string());
                 }
             }
             Action::Http(h) => {
@@ -93,7 +93,7 @@ impl Needs {
         match c {
             Check::Exec(e) => {
                 if let Some(first) = e.command.first() {
-                    self.commands.insert(first.clone());
+                    self.commands.insert(first.to_string());
                 }
             }
             Check::Http(h) => {
@@ -199,7 +199,7 @@ async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
     let links = site_links(plan, sites, &cx, &mut out).await;
     let path = std::env::var("PATH").ok();
     for (_, sys) in plan.systems() {
-        if !sites.is_empty() && !sites.contains(&sys.site) {
+        if !sites.is_empty() && !sites.iter().any(|s| s == sys.site) {
             continue;
         }
         let link = links.get(sys.site.as_str());
@@ -211,8 +211,8 @@ async fn findings(plan: &Plan, sites: &[String]) -> Vec<Finding> {
             needs.check(c);
         }
         let finding = |what: String, (outcome, detail): (Outcome, String)| Finding {
-            site: sys.site.clone(),
-            system: sys.id.clone(),
+            site: sys.site.to_string(),
+            system: sys.id.to_string(),
             what,
             outcome,
             detail,
@@ -289,12 +289,12 @@ async fn site_links<'p>(
     let mut links = HashMap::new();
     for (_, sys) in plan.systems() {
         if links.contains_key(sys.site.as_str())
-            || (!sites.is_empty() && !sites.contains(&sys.site))
+            || (!sites.is_empty() && !sites.iter().any(|s| s == sys.site))
         {
             continue;
         }
         let row = |what: String, outcome: Outcome, detail: String| Finding {
-            site: sys.site.clone(),
+            site: sys.site.to_string(),
             system: "-".into(),
             what,
             outcome,
@@ -327,7 +327,7 @@ async fn site_links<'p>(
         };
         let kube = plan
             .connections
-            .get(&sys.site)
+            .get(sys.site.as_str())
             .and_then(|c| c.kubernetes.as_ref());
         let operator_only = kube.is_some_and(|k| k.context.is_none());
         let cluster = if operator_only {
@@ -338,7 +338,7 @@ async fn site_links<'p>(
                 "only the operator reads it (in its own namespace); give the site a `context` to check it from here".into(),
             ));
             None
-        } else if kube_sites.contains(&sys.site) {
+        } else if kube_sites.iter().any(|s| s == sys.site) {
             let context = kube.and_then(|k| k.context.clone()).unwrap_or_default();
             let found = crate::cluster::site_cluster(plan, &sys.site).await;
             out.push(match &found {
@@ -456,7 +456,7 @@ fn render_json(findings: &[Finding]) -> String {
 /// not checked aside), 1 otherwise.
 pub fn check(plan: &Plan, sites: &[String], json: bool) -> Result<u8, CliError> {
     for site in sites {
-        if !plan.systems().any(|(_, s)| &s.site == site) {
+        if !plan.systems().any(|(_, s)| s.site == site) {
             return Err(CliError::Usage(format!(
                 "the playbook has no system at site `{site}`"
             )));

@@ -424,7 +424,7 @@ fn system_pending(plan: &Plan, state: &RunState, d: &Decision) -> Result<Pending
     // Who may: the manual step's role; else any role of the stage's gate.
     let (stage, planned) = plan
         .systems()
-        .find(|(_, s)| &s.id == id)
+        .find(|(_, s)| s.id == id)
         .ok_or_else(|| format!("run {run} has no system `{id}`"))?;
     let manual_role = [Some(&planned.start), planned.stop.as_ref()]
         .into_iter()

@@ -290,9 +290,9 @@ impl RunState {
             systems: plan
                 .systems()
                 .map(|(st, s)| SystemState {
-                    id: s.id.clone(),
+                    id: s.id.to_string(),
                     stage: st.name.clone(),
-                    site: s.site.clone(),
+                    site: s.site.to_string(),
                     phase: SystemPhase::Pending,
                     reason: None,
                     waiting_for: None,
@@ -535,21 +535,26 @@ impl RunState {
     /// not rolled back, later stages first and, inside each, dependents
     /// first. `rollback` runs it and `rollback --dry-run` prints it.
     pub fn rollback_order(&self, plan: &blackstart_model::Plan) -> Vec<String> {
-        let stoppable = |id: &&String| {
+        let stoppable = |id: &&str| {
             self.system(id)
                 .is_some_and(|s| s.started && s.phase != SystemPhase::RolledBack)
         };
         match &self.rollback {
-            Some(r) if self.phase == RunPhase::RollingBack => {
-                r.systems.iter().filter(stoppable).cloned().collect()
-            }
+            Some(r) if self.phase == RunPhase::RollingBack => r
+                .systems
+                .iter()
+                .map(String::as_str)
+                .filter(stoppable)
+                .map(str::to_owned)
+                .collect(),
             _ => plan
                 .stages
                 .iter()
                 .rev()
                 .flat_map(|st| st.rollback_order.iter())
+                .map(blackstart_model::playbook::SmolStr::as_str)
                 .filter(stoppable)
-                .cloned()
+                .map(str::to_owned)
                 .collect(),
         }
     }

@@ -23,7 +23,7 @@ fn cx() -> StepContext {
 
 fn exec(argv: &[&str]) -> Exec {
     Exec {
-        command: argv.iter().map(|s| s.to_string()).collect(),
+        command: argv.iter().map(|s| (*s).into()).collect(),
         ..Exec::default()
     }
 }
@@ -319,7 +319,8 @@ async fn http_actions_post_and_redact_secrets_in_urls() {
 #[tokio::test]
 async fn tcp_checks() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
+    let address: blackstart_model::playbook::SmolStr =
+        listener.local_addr().unwrap().to_string().into();
     assert!(run_check(&Check::Tcp(Tcp { address }), &cx()).await.ok);
     drop(listener);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -329,7 +330,7 @@ async fn tcp_checks() {
         .port();
     let out = run_check(
         &Check::Tcp(Tcp {
-            address: format!("127.0.0.1:{port}"),
+            address: format!("127.0.0.1:{port}").into(),
         }),
         &cx(),
     )

@@ -665,7 +665,7 @@ pub fn markdown(plan: &Plan) -> String {
     o
 }
 
-fn code_list(items: &[String], sep: &str) -> String {
+fn code_list(items: &[impl std::fmt::Display], sep: &str) -> String {
     items
         .iter()
         .map(|i| format!("`{i}`"))

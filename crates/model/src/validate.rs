@@ -472,7 +472,7 @@ fn assign_stages(
                             names.join(", ")
                         ),
                     )
-                    .with_ids(std::iter::once(sys.id.clone()).chain(names))
+                    .with_ids(std::iter::once(sys.id.to_string()).chain(names))
                     .with_help(
                         "every system is started by exactly one stage: narrow the selectors",
                     ),
@@ -526,7 +526,7 @@ fn check_stage_order(
                             sys.id, dep.id
                         ),
                     )
-                    .with_ids([sys.id.clone(), dep.id.clone(), mine.clone(), theirs.clone()])
+                    .with_ids([sys.id.to_string(), dep.id.to_string(), mine.clone(), theirs.clone()])
                     .with_help(format!("move `{}` to `{mine}` or an earlier stage, or `{}` later", dep.id, sys.id)),
                 );
             }
@@ -544,7 +544,7 @@ fn check_stage_order(
                         sys.id, stage.name
                     ),
                 )
-                .with_ids([sys.id.clone(), stage.name.clone()])
+                .with_ids([sys.id.to_string(), stage.name.clone()])
                 .with_help("add `stop:` (or `stop: { noop: {} }` to say so on purpose)"),
             );
         }

@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use blackstart_model::playbook::{Action, Check, Http, Method as HttpMethod};
+use blackstart_model::playbook::{Action, Check, Http, Method as HttpMethod, SmolStr};
 use blackstart_model::{Duration as PlanDuration, Plan};
 
 /// A fault to inject into one system.
@@ -79,7 +79,7 @@ pub struct Counts {
 
 #[derive(Debug, Default)]
 struct Shared {
-    systems: HashMap<String, Sim>,
+    systems: HashMap<SmolStr, Sim>,
     counts: Counts,
 }
 
@@ -172,7 +172,7 @@ impl Plant {
             .map(|(_, s)| {
                 let sim = Sim {
                     ready_after: scaled(s.expected_duration, speed, Duration::ZERO),
-                    fault: faults.get(&s.id).copied(),
+                    fault: faults.get(s.id.as_str()).copied(),
                     started: None,
                 };
                 (s.id.clone(), sim)

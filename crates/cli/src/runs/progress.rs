@@ -89,7 +89,7 @@ impl<'a> Printer<'a> {
                 .plan
                 .stages
                 .iter()
-                .find(|st| st.systems.iter().any(|s| &s.id == system))
+                .find(|st| st.systems.iter().any(|s| s.id == system))
                 .map_or("", |st| st.name.as_str());
             self.skipped.push((stage, system.clone()));
             return;

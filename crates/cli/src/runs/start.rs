@@ -389,7 +389,7 @@ pub fn rollback(
             for (k, id) in order.iter().enumerate() {
                 let how = plan
                     .systems()
-                    .find(|(_, s)| &s.id == id)
+                    .find(|(_, s)| s.id == id)
                     .map(|(_, s)| match &s.stop {
                         Some(a) => a.summary(),
                         None => "no stop action: left as it is".to_owned(),

@@ -372,7 +372,9 @@ pub fn build(records: &[Record], state: &RunState, plan: &Plan, interrupted: boo
                 stage: s.stage.clone(),
                 phase: s.phase,
                 layer: p.map_or(0, |p| p.layer),
-                depends_on: p.map(|p| p.depends_on.clone()).unwrap_or_default(),
+                depends_on: p.map_or_else(Vec::new, |p| {
+                    p.depends_on.iter().map(ToString::to_string).collect()
+                }),
                 reason: s.reason.clone(),
                 waiting: s.waiting_for.map(|w| step_needed(run, s, p, w)),
                 estimated_start: p.map_or(0.0, |p| p.estimated_start.as_secs_f64()),

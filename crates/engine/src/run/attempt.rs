@@ -226,7 +226,7 @@ impl<S: RunStore + 'static> Inner<S> {
             None if matches!(action, Some(Action::Exec(_))) => process::find_marked(&marker)
                 .inspect(|p| {
                     let _ = self.emit(Event::AttemptRunning {
-                        system: sys.id.clone(),
+                        system: sys.id.to_string(),
                         step: last.step,
                         attempt: last.attempt,
                         process: p.clone(),
@@ -235,7 +235,7 @@ impl<S: RunStore + 'static> Inner<S> {
             None => None,
         };
         let ended = |result, reason: String| Event::AttemptEnded {
-            system: sys.id.clone(),
+            system: sys.id.to_string(),
             step: last.step,
             attempt: last.attempt,
             result,

@@ -43,6 +43,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
+use blackstart_model::playbook::SmolStr;
 use blackstart_model::playbook::{Action, FailureDomain, OnFailure};
 use blackstart_model::{Plan, PlannedStage, PlannedSystem};
 
@@ -493,7 +494,7 @@ impl<S: RunStore + 'static> Inner<S> {
         &self,
         stage: &PlannedStage,
         site: Option<&str>,
-    ) -> Vec<(String, SystemPhase)> {
+    ) -> Vec<(SmolStr, SystemPhase)> {
         let state = self.lock();
         stage
             .systems
@@ -549,7 +550,7 @@ fn blocked_by(state: &RunState, dependency: &str) -> String {
 async fn start_task<S: RunStore + 'static>(
     engine: Engine<S>,
     sys: PlannedSystem,
-    mut deps: Vec<(String, watch::Receiver<Option<Done>>)>,
+    mut deps: Vec<(SmolStr, watch::Receiver<Option<Done>>)>,
     semaphore: Arc<Semaphore>,
 ) -> Result<Task, EngineError> {
     for (id, dep) in &mut deps {

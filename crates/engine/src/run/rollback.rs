@@ -6,14 +6,14 @@ use super::*;
 
 impl<S: RunStore + 'static> Inner<S> {
     /// Of the given systems, in their order, those whose start ever began.
-    pub(super) fn started_of<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+    pub(super) fn started_of<'a>(&self, ids: impl Iterator<Item = &'a SmolStr>) -> Vec<String> {
         let state = self.lock();
         ids.filter(|id| {
             state
                 .system(id)
                 .is_some_and(|s| s.started && s.phase != SystemPhase::RolledBack)
         })
-        .cloned()
+        .map(SmolStr::to_string)
         .collect()
     }
 

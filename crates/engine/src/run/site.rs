@@ -30,7 +30,7 @@ impl<S: RunStore + 'static> Engine<S> {
                                     ))
                         })
                     })
-                    .cloned()
+                    .map(SmolStr::to_string)
                     .collect()
             }
             OnFailure::Pause | OnFailure::Abort => Vec::new(),

@@ -14,20 +14,20 @@ impl<S: RunStore + 'static> Engine<S> {
             .max_parallel
             .map_or(stage.systems.len().max(1), |m| m as usize);
         let semaphore = Arc::new(Semaphore::new(slots));
-        let done: HashMap<String, watch::Sender<Option<Done>>> = stage
+        let done: HashMap<SmolStr, watch::Sender<Option<Done>>> = stage
             .systems
             .iter()
             .map(|s| (s.id.clone(), watch::channel(None).0))
             .collect();
         let mut tasks = JoinSet::new();
-        let mut site_of: HashMap<tokio::task::Id, String> = HashMap::new();
-        let mut of_site: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
+        let mut site_of: HashMap<tokio::task::Id, SmolStr> = HashMap::new();
+        let mut of_site: HashMap<SmolStr, Vec<tokio::task::AbortHandle>> = HashMap::new();
         for sys in &stage.systems {
             if let Some(settled) = self.already(sys)? {
                 done[&sys.id].send_replace(Some(settled));
                 continue;
             }
-            let deps: Vec<(String, watch::Receiver<Option<Done>>)> = sys
+            let deps: Vec<(SmolStr, watch::Receiver<Option<Done>>)> = sys
                 .depends_on
                 .iter()
                 .filter_map(|d| done.get(d).map(|tx| (d.clone(), tx.subscribe())))
@@ -58,7 +58,7 @@ impl<S: RunStore + 'static> Engine<S> {
         }
         let mut failure: Option<String> = None;
         let mut not_started = false;
-        let mut held: Vec<String> = Vec::new();
+        let mut held: Vec<SmolStr> = Vec::new();
         while let Some(joined) = tasks.join_next_with_id().await {
             match joined {
                 Ok((_, Ok(Task::Healthy | Task::Blocked))) => {}
@@ -111,7 +111,7 @@ impl<S: RunStore + 'static> Engine<S> {
                             .system(&s.id)
                             .is_some_and(|st| st.phase == SystemPhase::Pending)
                     })
-                    .map(|s| s.id.clone())
+                    .map(|s| s.id.to_string())
                     .collect()
             };
             for id in pending {
@@ -179,7 +179,7 @@ impl<S: RunStore + 'static> Engine<S> {
         stage: &PlannedStage,
         site: Option<&str>,
     ) -> Result<(), EngineError> {
-        let cancelled: Vec<(String, SystemPhase)> = self.inner.with_cancelled(stage, site);
+        let cancelled: Vec<(SmolStr, SystemPhase)> = self.inner.with_cancelled(stage, site);
         let what = site.map_or_else(
             || "the stage failed".to_owned(),
             |site| format!("its site {site} was held"),

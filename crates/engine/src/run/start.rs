@@ -92,7 +92,7 @@ impl<S: RunStore + 'static> Inner<S> {
                 "driven again: a crash cut its start short, and this start is idempotent".to_owned()
             });
             let starting = Event::System {
-                system: sys.id.clone(),
+                system: sys.id.to_string(),
                 phase: SystemPhase::Starting,
                 reason: why,
                 waiting_for: None,

@@ -22,7 +22,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt as _;
 
-use blackstart_model::playbook::Exec;
+use blackstart_model::playbook::{Exec, SmolStr};
 
 use super::{ALWAYS_INHERITED, MAX_OUTPUT, Outcome, Step, StepContext, Tail, shown};
 use crate::process::{MARKER, Process};
@@ -153,7 +153,7 @@ impl Step for Exec {
         };
         let shown_program = cx
             .secrets
-            .redact(self.command.first().map_or("", String::as_str));
+            .redact(self.command.first().map_or("", SmolStr::as_str));
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Outcome::failed(format!("cannot run `{shown_program}`: {e}")),

@@ -343,10 +343,10 @@ pub fn needs(plan: &blackstart_model::Plan) -> (bool, Vec<String>) {
         }
         match plan
             .connections
-            .get(&s.site)
+            .get(s.site.as_str())
             .and_then(|c| c.kubernetes.as_ref())
         {
-            Some(_) if !sites.contains(&s.site) => sites.push(s.site.clone()),
+            Some(_) if !sites.iter().any(|x| x == s.site) => sites.push(s.site.to_string()),
             Some(_) => {}
             None => default = true,
         }

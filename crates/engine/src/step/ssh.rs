@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use blackstart_model::playbook::{Connect, Exec, SshConnect};
+use blackstart_model::playbook::{Connect, Exec, SmolStr, SshConnect};
 
 use super::exec::GroupGuard;
 use super::{MAX_OUTPUT, Outcome, StepContext, Tail};
@@ -430,7 +430,7 @@ impl Drop for RemoteGuard {
 pub async fn run(exec: &Exec, cx: &StepContext, site: &Arc<Site>) -> Outcome {
     let shown_program = cx
         .secrets
-        .redact(exec.command.first().map_or("", String::as_str));
+        .redact(exec.command.first().map_or("", SmolStr::as_str));
     let at = format!(" at `{}` over ssh", site.id);
     let script = match Site::step_script(exec, cx) {
         Ok(s) => s,

@@ -239,19 +239,30 @@ fn wrong_type(node: &Node<'_>, expected: &str, cx: &mut Cx<'_>) {
 
 impl Decode for String {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
-        match &node.value {
-            Value::Str(s) if s.contains("${") => match crate::placeholder::pieces(s) {
-                Ok(_) => Some(s.to_string()),
-                Err(e) => {
-                    cx.error(node.pos, e.to_string());
-                    None
-                }
-            },
-            Value::Str(s) => Some(s.to_string()),
-            _ => {
-                wrong_type(node, "a string", cx);
+        text(node, cx).map(str::to_owned)
+    }
+}
+
+impl Decode for SmolStr {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        text(node, cx).map(SmolStr::new)
+    }
+}
+
+/// A string's text, its `${…}` placeholders checked.
+fn text<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<&'t str> {
+    match &node.value {
+        Value::Str(s) if s.contains("${") => match crate::placeholder::pieces(s) {
+            Ok(_) => Some(s),
+            Err(e) => {
+                cx.error(node.pos, e.to_string());
                 None
             }
+        },
+        Value::Str(s) => Some(s),
+        _ => {
+            wrong_type(node, "a string", cx);
+            None
         }
     }
 }

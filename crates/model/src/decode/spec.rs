@@ -241,12 +241,12 @@ impl Decode for Site {
 impl Decode for System {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let mut f = Fields::of(node, "a system", cx)?;
-        let id: Option<At<String>> = f.req("id", cx);
+        let id: Option<At<SmolStr>> = f.req("id", cx);
         let name = f.opt("name", cx);
-        let site: Option<At<String>> = f.req("site", cx);
+        let site: Option<At<SmolStr>> = f.req("site", cx);
         let tier = f.opt("tier", cx);
         let labels = f.or_default("labels", cx);
-        let depends_on: Option<Vec<At<String>>> = f.opt("dependsOn", cx);
+        let depends_on: Option<Vec<At<SmolStr>>> = f.opt("dependsOn", cx);
         let expected_duration = f.opt("expectedDuration", cx);
         let start_timeout = f.opt("startTimeout", cx);
         let probe = f.or_default("probe", cx);

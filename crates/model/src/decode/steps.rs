@@ -35,7 +35,7 @@ impl Decode for Check {
 impl Decode for Exec {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let mut f = Fields::of(node, "an exec", cx)?;
-        let command: Option<Vec<String>> = f.req("command", cx);
+        let command: Option<Vec<SmolStr>> = f.req("command", cx);
         let env = f.or_default("env", cx);
         let working_dir = f.opt("workingDir", cx);
         let timeout = f.opt("timeout", cx);
@@ -165,7 +165,7 @@ impl Decode for JsonMatch {
 impl Decode for Tcp {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let mut f = Fields::of(node, "a tcp check", cx)?;
-        let address: Option<At<String>> = f.req("address", cx);
+        let address: Option<At<SmolStr>> = f.req("address", cx);
         f.finish(cx);
         let At(address, pos) = address?;
         let has_port = address

@@ -105,7 +105,11 @@ impl ChangeGraph {
         // Every edge either plan has, marked.
         let edges_of = |plan: &Plan| -> BTreeSet<(String, String)> {
             plan.systems()
-                .flat_map(|(_, s)| s.depends_on.iter().map(|dep| (s.id.clone(), dep.clone())))
+                .flat_map(|(_, s)| {
+                    s.depends_on
+                        .iter()
+                        .map(|dep| (s.id.to_string(), dep.to_string()))
+                })
                 .collect()
         };
         let (before, after) = (edges_of(base), edges_of(new));
@@ -139,7 +143,7 @@ impl ChangeGraph {
                 .chain(base.systems())
                 .find(|(_, s)| s.id == id);
             found.map_or_else(Default::default, |(st, s)| {
-                (s.site.clone(), st.name.clone())
+                (s.site.to_string(), st.name.clone())
             })
         };
         let nodes = shown

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::duration::{self, Duration};
 use crate::plan::{Plan, PlannedStage, PlannedSystem};
+use crate::playbook::SmolStr;
 
 mod graph;
 
@@ -213,8 +214,8 @@ pub fn diff(base: &Plan, new: &Plan) -> PlanDiff {
                 after: now.layer,
             });
         }
-        let before: BTreeSet<&String> = old.depends_on.iter().collect();
-        let after: BTreeSet<&String> = now.depends_on.iter().collect();
+        let before: BTreeSet<&SmolStr> = old.depends_on.iter().collect();
+        let after: BTreeSet<&SmolStr> = now.depends_on.iter().collect();
         for dep in after.difference(&before) {
             d.dependencies_added.push(Edge {
                 system: id.to_string(),

@@ -35,10 +35,10 @@ pub fn playbook_hash(pb: &Playbook) -> String {
     use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
     use std::borrow::Cow;
 
-    fn normalized(v: &[String]) -> bool {
+    fn normalized<T: Ord>(v: &[T]) -> bool {
         v.windows(2).all(|w| w[0] < w[1])
     }
-    fn sorted(v: &mut Vec<String>) {
+    fn sorted<T: Ord>(v: &mut Vec<T>) {
         v.sort();
         v.dedup();
     }

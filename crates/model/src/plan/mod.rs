@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use crate::duration::{self, Duration};
 use crate::playbook::{
@@ -96,7 +97,7 @@ pub struct PlannedStage {
     /// In execution order: every system after all its dependencies.
     pub systems: Vec<PlannedSystem>,
     /// What a rollback of this stage stops, dependents first.
-    pub rollback_order: Vec<String>,
+    pub rollback_order: Vec<SmolStr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,16 +125,16 @@ pub struct PlannedGate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedSystem {
-    pub id: String,
+    pub id: SmolStr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    pub site: String,
+    pub site: SmolStr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier: Option<String>,
+    pub tier: Option<SmolStr>,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
     /// Every dependency, in this stage or an earlier one, sorted by id.
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<SmolStr>,
     /// 0 without a dependency inside the stage, else one more than the
     /// highest layer among such dependencies.
     pub layer: u32,
@@ -172,7 +173,7 @@ impl PlannedSystem {
     /// time in the estimate (`i` is its index in the playbook).
     fn new(
         sys: System,
-        depends_on: Vec<String>,
+        depends_on: Vec<SmolStr>,
         defaults: &Defaults,
         timing: &schedule::Timing,
         i: usize,
@@ -287,7 +288,7 @@ impl Plan {
     pub fn build(validated: Validated) -> Plan {
         let (pb, stage_of, deps) = validated.into_parts();
         let schedule = || {
-            let ids: Vec<String> = pb.spec.systems.iter().map(|s| s.id.clone()).collect();
+            let ids: Vec<SmolStr> = pb.spec.systems.iter().map(|s| s.id.clone()).collect();
             let timing = schedule::timing(&pb.spec, &stage_of, &deps, &ids);
             (env_names(&pb), ids, timing)
         };
@@ -333,7 +334,8 @@ impl Plan {
             .into_iter()
             .enumerate()
             .map(|(i, sys)| {
-                let mut depends_on: Vec<String> = deps[i].iter().map(|&j| ids[j].clone()).collect();
+                let mut depends_on: Vec<SmolStr> =
+                    deps[i].iter().map(|&j| ids[j].clone()).collect();
                 depends_on.sort();
                 PlannedSystem::new(sys, depends_on, &defaults, &timing, i)
             })

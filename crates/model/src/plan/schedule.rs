@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::duration::Duration;
-use crate::playbook::{Action, PlaybookSpec, Retry};
+use crate::playbook::{Action, PlaybookSpec, Retry, SmolStr};
 
 use super::PlannedSystem;
 
@@ -41,7 +41,7 @@ pub(super) fn timing(
     spec: &PlaybookSpec,
     stage_of: &[usize],
     deps: &[Vec<usize>],
-    ids: &[String],
+    ids: &[SmolStr],
 ) -> Timing {
     let n = spec.systems.len();
     // How long a system keeps its stage busy: its expected duration,
@@ -146,7 +146,7 @@ fn critical_path(
     deps: &[Vec<usize>],
     start: &[Duration],
     durations: &[Duration],
-    ids: &[String],
+    ids: &[SmolStr],
 ) -> (Vec<bool>, Vec<String>) {
     let n = ids.len();
     let finish = |i: usize| start[i] + durations[i];
@@ -174,7 +174,7 @@ fn critical_path(
         .max_by(|&a, &b| heavier(a, b));
     while let Some(i) = at {
         critical[i] = true;
-        path.push(ids[i].clone());
+        path.push(ids[i].to_string());
         at = deps[i].iter().copied().max_by(|&a, &b| heavier(a, b));
     }
     path.reverse();
