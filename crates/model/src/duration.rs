@@ -5,45 +5,63 @@
 //! hash alike in the playbook's canonical form.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// At most `u64::MAX - 1` milliseconds (584 million years); longer ones are
+/// cut to that.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration {
-    millis: u64,
+    // One more than the milliseconds, so that zero is free for `None`: an
+    // `Option<Duration>` is 8 bytes, not 16, and a system has eight of them
+    // (its timeouts, probe settings and backoff).
+    plus_one: NonZeroU64,
 }
 
 impl Duration {
-    pub const ZERO: Duration = Duration { millis: 0 };
+    pub const ZERO: Duration = Duration::from_millis(0);
 
     pub const fn from_millis(millis: u64) -> Self {
-        Duration { millis }
-    }
-
-    pub const fn from_secs(secs: u64) -> Self {
         Duration {
-            millis: secs.saturating_mul(1000),
+            plus_one: NonZeroU64::MIN.saturating_add(millis),
         }
     }
 
+    pub const fn from_secs(secs: u64) -> Self {
+        Duration::from_millis(secs.saturating_mul(1000))
+    }
+
     pub const fn as_millis(&self) -> u64 {
-        self.millis
+        self.plus_one.get() - 1
     }
 
     /// Seconds, the unit of every duration in JSON output.
     pub fn as_secs_f64(&self) -> f64 {
-        self.millis as f64 / 1000.0
+        self.as_millis() as f64 / 1000.0
     }
 
     pub fn saturating_add(self, other: Duration) -> Duration {
-        Duration {
-            millis: self.millis.saturating_add(other.millis),
-        }
+        Duration::from_millis(self.as_millis().saturating_add(other.as_millis()))
     }
 
     pub fn to_std(self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.millis)
+        std::time::Duration::from_millis(self.as_millis())
+    }
+}
+
+impl Default for Duration {
+    fn default() -> Self {
+        Duration::ZERO
+    }
+}
+
+impl fmt::Debug for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Duration")
+            .field("millis", &self.as_millis())
+            .finish()
     }
 }
 
@@ -58,9 +76,7 @@ impl std::ops::Sub for Duration {
     type Output = Duration;
     /// Saturates at zero: a duration is never negative.
     fn sub(self, rhs: Duration) -> Duration {
-        Duration {
-            millis: self.millis.saturating_sub(rhs.millis),
-        }
+        Duration::from_millis(self.as_millis().saturating_sub(rhs.as_millis()))
     }
 }
 
@@ -119,9 +135,10 @@ impl FromStr for Duration {
             millis = number
                 .checked_mul(scale)
                 .and_then(|m| millis.checked_add(m))
+                .filter(|&m| m < u64::MAX)
                 .ok_or_else(|| fail("it is too long"))?;
         }
-        Ok(Duration { millis })
+        Ok(Duration::from_millis(millis))
     }
 }
 
@@ -145,10 +162,10 @@ fn unit_at(s: &str) -> Option<(usize, &'static str, u64)> {
 impl fmt::Display for Duration {
     /// The canonical spelling: largest units first, zero parts left out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.millis == 0 {
+        if self.as_millis() == 0 {
             return f.write_str("0s");
         }
-        let mut rest = self.millis;
+        let mut rest = self.as_millis();
         let hours = rest / 3_600_000;
         rest %= 3_600_000;
         let minutes = rest / 60_000;
@@ -269,6 +286,30 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn an_optional_duration_takes_no_more_room_and_keeps_its_order() {
+        assert_eq!(size_of::<Option<Duration>>(), 8);
+        let longest = Duration::from_millis(u64::MAX - 1);
+        assert_eq!(Duration::from_millis(u64::MAX), longest);
+        assert_eq!(longest + Duration::from_secs(1), longest);
+        assert_eq!(longest.as_millis(), u64::MAX - 1);
+        assert_eq!(Duration::default(), Duration::ZERO);
+        assert_eq!(Duration::ZERO.as_millis(), 0);
+        assert!(Duration::ZERO < Duration::from_millis(1));
+        assert!(Duration::from_millis(1) < longest);
+        assert_eq!(
+            Duration::from_secs(3) - Duration::from_secs(5),
+            Duration::ZERO
+        );
+        assert_eq!(
+            format!("{:?}", Duration::from_secs(2)),
+            "Duration { millis: 2000 }"
+        );
+        // The longest a playbook may write is one millisecond short of u64.
+        assert!("18446744073709551615ms".parse::<Duration>().is_err());
+        assert_eq!("18446744073709551614ms".parse::<Duration>(), Ok(longest));
     }
 
     #[test]
