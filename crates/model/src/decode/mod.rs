@@ -419,8 +419,39 @@ impl<T: Decode> Decode for At<T> {
     }
 }
 
-fn split<T>(items: Vec<At<T>>) -> (Vec<T>, Vec<Pos>) {
-    items.into_iter().map(|At(v, p)| (v, p)).unzip()
+/// A list and where each item was written, as the model keeps them: two
+/// lists, read without a list of pairs in between.
+pub(crate) struct Placed<T>(pub Vec<T>, pub Vec<Pos>);
+
+impl<T> Default for Placed<T> {
+    fn default() -> Self {
+        Placed(Vec::new(), Vec::new())
+    }
+}
+
+impl<T: Decode> Decode for Placed<T> {
+    fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
+        let tree = cx.tree;
+        let Some(items) = tree.seq(node) else {
+            wrong_type(node, "a list", cx);
+            return None;
+        };
+        let mut out = Placed(
+            Vec::with_capacity(items.len()),
+            Vec::with_capacity(items.len()),
+        );
+        let mut ok = true;
+        for (k, item) in items.iter().enumerate() {
+            match cx.at(Seg::Index(k), |cx| T::decode(item, cx)) {
+                Some(v) => {
+                    out.0.push(v);
+                    out.1.push(item.pos);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
 }
 
 /// The fields of one mapping, read one by one; whatever is never asked for

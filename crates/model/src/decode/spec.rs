@@ -246,7 +246,7 @@ impl Decode for System {
         let site: Option<At<SmolStr>> = f.req("site", cx);
         let tier = f.opt("tier", cx);
         let labels = f.or_default("labels", cx);
-        let depends_on: Option<Vec<At<SmolStr>>> = f.opt("dependsOn", cx);
+        let depends_on: Option<Placed<SmolStr>> = f.opt("dependsOn", cx);
         let expected_duration = f.opt("expectedDuration", cx);
         let start_timeout = f.opt("startTimeout", cx);
         let probe = f.or_default("probe", cx);
@@ -285,7 +285,7 @@ impl Decode for System {
             return None;
         }
         let retry = retry.map(|At(r, _)| r);
-        let (depends_on, dep_pos) = split(depends_on.unwrap_or_default());
+        let Placed(depends_on, dep_pos) = depends_on.unwrap_or_default();
         Some(System {
             id,
             name,
@@ -386,14 +386,14 @@ impl Decode for Stage {
 
 fn decode_selector<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<(Selector, StageSrc)> {
     let mut f = Fields::of(node, "a stage selector", cx)?;
-    let sites: Option<Vec<At<String>>> = f.opt("sites", cx);
-    let tiers: Option<Vec<At<String>>> = f.opt("tiers", cx);
-    let systems: Option<Vec<At<String>>> = f.opt("systems", cx);
+    let sites: Option<Placed<String>> = f.opt("sites", cx);
+    let tiers: Option<Placed<String>> = f.opt("tiers", cx);
+    let systems: Option<Placed<String>> = f.opt("systems", cx);
     let labels = f.or_default("labels", cx);
     f.finish(cx);
-    let (sites, site_pos) = split(sites.unwrap_or_default());
-    let (tiers, tier_pos) = split(tiers.unwrap_or_default());
-    let (systems, system_pos) = split(systems.unwrap_or_default());
+    let Placed(sites, site_pos) = sites.unwrap_or_default();
+    let Placed(tiers, tier_pos) = tiers.unwrap_or_default();
+    let Placed(systems, system_pos) = systems.unwrap_or_default();
     Some((
         Selector {
             sites,
@@ -422,7 +422,7 @@ impl Decode for GateWithSrc {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
         let mut f = Fields::of(node, "a gate", cx)?;
         let soak = f.opt("soak", cx);
-        let approvals: Option<Vec<At<String>>> = f.opt("approvals", cx);
+        let approvals: Option<Placed<String>> = f.opt("approvals", cx);
         let on_failure = f
             .get("onFailure")
             .and_then(|n| named(n, "onFailure", &OnFailure::NAMES, OnFailure::from_name, cx));
@@ -437,7 +437,7 @@ impl Decode for GateWithSrc {
                 "onTimeout needs approvalTimeout: without a timeout nothing times out",
             );
         }
-        let (approvals, approval_pos) = split(approvals.unwrap_or_default());
+        let Placed(approvals, approval_pos) = approvals.unwrap_or_default();
         Some(GateWithSrc {
             gate: Gate {
                 soak,
