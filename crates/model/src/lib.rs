@@ -20,6 +20,7 @@ pub mod schema;
 pub mod synth;
 pub mod validate;
 
+mod adjacency;
 mod decode;
 mod yaml;
 

@@ -10,6 +10,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::adjacency::Adjacency;
 use crate::decode::{Broken, nearest};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::playbook::{Action, OnFailure, Playbook, System};
@@ -25,7 +26,7 @@ pub struct Validated {
     /// For each system (by index in `spec.systems`), the index of its stage.
     stage_of: Vec<usize>,
     /// For each system, the indices of the systems it depends on, deduplicated.
-    deps: Vec<Vec<usize>>,
+    deps: Adjacency,
     warnings: Diagnostics,
 }
 
@@ -66,7 +67,7 @@ impl Validated {
     }
 
     /// The playbook, each system's stage index and its dependencies' indices.
-    pub(crate) fn into_parts(self) -> (Playbook, Vec<usize>, Vec<Vec<usize>>) {
+    pub(crate) fn into_parts(self) -> (Playbook, Vec<usize>, Adjacency) {
         (self.playbook, self.stage_of, self.deps)
     }
 }
@@ -115,7 +116,7 @@ impl Suggester {
     }
 }
 
-type Analysis = (Vec<usize>, Vec<Vec<usize>>);
+type Analysis = (Vec<usize>, Adjacency);
 
 fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<Analysis> {
     let spec = &pb.spec;
@@ -172,9 +173,9 @@ fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<An
     }
 
     // Dependencies: known, not self, deduplicated.
-    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(spec.systems.len());
+    let edges = spec.systems.iter().map(|s| s.depends_on.len()).sum();
+    let mut deps = Adjacency::with_capacity(spec.systems.len(), edges);
     for sys in &spec.systems {
-        let mut mine: Vec<usize> = Vec::with_capacity(sys.depends_on.len());
         for (k, dep) in sys.depends_on.iter().enumerate() {
             let pos = sys.src.dependency(k);
             match system_index.get(dep.as_str()) {
@@ -185,7 +186,7 @@ fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<An
                     );
                 }
                 Some(&j) => {
-                    if mine.contains(&j) {
+                    if deps.open().contains(&j) {
                         diags.push(
                             Diagnostic::warning(
                                 pos,
@@ -194,7 +195,7 @@ fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<An
                             .with_ids([sys.id.clone(), dep.clone()]),
                         );
                     } else {
-                        mine.push(j);
+                        deps.push(j);
                     }
                 }
                 None if broken.system(dep) => {}
@@ -211,7 +212,7 @@ fn analyze(pb: &Playbook, broken: &Broken, diags: &mut Diagnostics) -> Option<An
                 }
             }
         }
-        deps.push(mine);
+        deps.close();
     }
 
     check_cycles(pb, &deps, diags);
@@ -233,8 +234,11 @@ fn first_seen(pos: Pos) -> String {
 }
 
 /// Every cycle, named in the order its members depend on each other.
-fn check_cycles(pb: &Playbook, deps: &[Vec<usize>], diags: &mut Diagnostics) {
+fn check_cycles(pb: &Playbook, deps: &Adjacency, diags: &mut Diagnostics) {
     let systems = &pb.spec.systems;
+    if is_acyclic(deps) {
+        return;
+    }
     let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(systems.len(), deps.len());
     let nodes: Vec<NodeIndex> = (0..systems.len()).map(|_| graph.add_node(())).collect();
     for (i, ds) in deps.iter().enumerate() {
@@ -265,9 +269,36 @@ fn check_cycles(pb: &Playbook, deps: &[Vec<usize>], diags: &mut Diagnostics) {
     }
 }
 
+/// Whether every system can be ordered after its dependencies (Kahn's
+/// algorithm): one walk over the edges, where a graph for Tarjan's
+/// algorithm costs a node and an edge list each. Only a playbook with a
+/// cycle needs the components, to name the cycles.
+fn is_acyclic(deps: &Adjacency) -> bool {
+    let n = deps.len();
+    let edges = || {
+        deps.iter()
+            .enumerate()
+            .flat_map(|(i, ds)| ds.iter().map(move |&j| (j, i)))
+    };
+    let dependents = Adjacency::from_pairs(n, edges);
+    let mut waiting: Vec<usize> = deps.iter().map(<[usize]>::len).collect();
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut ordered = 0;
+    while let Some(i) = ready.pop() {
+        ordered += 1;
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    ordered == n
+}
+
 /// One cycle inside a strongly connected component, as system indices in
 /// dependency order, starting from the member that comes first in the file.
-fn cycle_through(members: &HashSet<usize>, deps: &[Vec<usize>], systems: &[System]) -> Vec<usize> {
+fn cycle_through(members: &HashSet<usize>, deps: &Adjacency, systems: &[System]) -> Vec<usize> {
     let start = members
         .iter()
         .copied()
@@ -422,28 +453,32 @@ fn assign_stages(
     let mut counts = vec![0usize; spec.stages.len()];
     let mut overlap = false;
     for sys in &spec.systems {
-        let mut chosen: Vec<usize> = Vec::new();
-        for (s, (stage, sel)) in spec.stages.iter().zip(&sels).enumerate() {
-            if stage.select.is_empty() {
-                continue;
-            }
-            let hit = (sel.sites.is_empty() || sel.sites.contains(sys.site.as_str()))
-                && (sel.tiers.is_empty()
-                    || sys.tier.as_deref().is_some_and(|t| sel.tiers.contains(t)))
-                && (sel.systems.is_empty() || sel.systems.contains(sys.id.as_str()))
-                && (stage.select.labels.is_empty()
-                    || stage.select.matches(sys, site_labels(&sys.site)));
-            if hit {
-                chosen.push(s);
-            }
-        }
-        for &s in &chosen {
+        let mut chosen = spec
+            .stages
+            .iter()
+            .zip(&sels)
+            .enumerate()
+            .filter(|(_, (stage, sel))| {
+                !stage.select.is_empty()
+                    && (sel.sites.is_empty() || sel.sites.contains(sys.site.as_str()))
+                    && (sel.tiers.is_empty()
+                        || sys.tier.as_deref().is_some_and(|t| sel.tiers.contains(t)))
+                    && (sel.systems.is_empty() || sel.systems.contains(sys.id.as_str()))
+                    && (stage.select.labels.is_empty()
+                        || stage.select.matches(sys, site_labels(&sys.site)))
+            })
+            .map(|(s, _)| s);
+        // Almost every system has one stage: a list only for the others
+        // (an empty `Vec` allocates nothing).
+        let first = chosen.next();
+        let others: Vec<usize> = chosen.collect();
+        for s in first.into_iter().chain(others.iter().copied()) {
             counts[s] += 1;
         }
-        match chosen.as_slice() {
-            [s] => stage_of.push(Some(*s)),
-            [] if broken.any_stage() => stage_of.push(None),
-            [] => {
+        match (first, others.as_slice()) {
+            (Some(s), []) => stage_of.push(Some(s)),
+            (None, _) if broken.any_stage() => stage_of.push(None),
+            (None, _) => {
                 stage_of.push(None);
                 diags.push(
                     Diagnostic::error(
@@ -456,7 +491,10 @@ fn assign_stages(
                     ),
                 );
             }
-            many => {
+            (Some(first), others) => {
+                let many: Vec<usize> = std::iter::once(first)
+                    .chain(others.iter().copied())
+                    .collect();
                 // Checked for order as part of the first stage that took it.
                 stage_of.push(Some(many[0]));
                 overlap = true;
@@ -502,7 +540,7 @@ fn assign_stages(
 fn check_stage_order(
     pb: &Playbook,
     stage_of: &[Option<usize>],
-    deps: &[Vec<usize>],
+    deps: &Adjacency,
     diags: &mut Diagnostics,
 ) {
     let spec = &pb.spec;

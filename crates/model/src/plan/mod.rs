@@ -290,13 +290,13 @@ impl Plan {
         let schedule = || {
             let ids: Vec<SmolStr> = pb.spec.systems.iter().map(|s| s.id.clone()).collect();
             let timing = schedule::timing(&pb.spec, &stage_of, &deps, &ids);
-            (env_names(&pb), ids, timing)
+            (env_names(&pb), timing)
         };
         let hash = || playbook_hash(&pb);
         // The hash reads the whole playbook as JSON (0.1 s at 100,000
         // systems) and the schedule does not need it: on a second core
         // they take the time of one. Small playbooks are not worth a thread.
-        let (playbook_hash, (env, ids, timing)) = if pb.spec.systems.len() < 2_000 {
+        let (playbook_hash, (env, timing)) = if pb.spec.systems.len() < 2_000 {
             (hash(), schedule())
         } else {
             std::thread::scope(|scope| {
@@ -333,10 +333,14 @@ impl Plan {
         let mut planned: Vec<PlannedSystem> = systems
             .into_iter()
             .enumerate()
-            .map(|(i, sys)| {
-                let mut depends_on: Vec<SmolStr> =
-                    deps[i].iter().map(|&j| ids[j].clone()).collect();
-                depends_on.sort();
+            .map(|(i, mut sys)| {
+                // Validated: every dependency is a known system, so the
+                // playbook's list, sorted and deduplicated, is the plan's
+                // (in its own memory).
+                let mut depends_on = std::mem::take(&mut sys.depends_on);
+                depends_on.sort_unstable();
+                depends_on.dedup();
+                debug_assert_eq!(depends_on.len(), deps[i].len());
                 PlannedSystem::new(sys, depends_on, &defaults, &timing, i)
             })
             .collect();

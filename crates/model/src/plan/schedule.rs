@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::adjacency::Adjacency;
 use crate::duration::Duration;
 use crate::playbook::{Action, PlaybookSpec, Retry, SmolStr};
 
@@ -40,7 +41,7 @@ pub(super) struct Timing {
 pub(super) fn timing(
     spec: &PlaybookSpec,
     stage_of: &[usize],
-    deps: &[Vec<usize>],
+    deps: &Adjacency,
     ids: &[SmolStr],
 ) -> Timing {
     let n = spec.systems.len();
@@ -69,7 +70,13 @@ pub(super) fn timing(
             _ => sys.retry.or(spec.defaults.retry).filter(|r| r.attempts > 1),
         }
     };
-    let worst_of = |i: usize| PlannedSystem::worst_duration(duration_of(i), retry_of(i));
+    // Read once, in the playbook's order: scheduling visits systems in an
+    // order of its own, and at 100,000 systems each visit to a system's
+    // fields was a trip to memory.
+    let durations: Vec<Duration> = (0..n).map(duration_of).collect();
+    let retries: Vec<Option<Retry>> = (0..n).map(retry_of).collect();
+    let duration_of = |i: usize| durations[i];
+    let worst_of = |i: usize| PlannedSystem::worst_duration(durations[i], retries[i]);
 
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); spec.stages.len()];
     for (i, &s) in stage_of.iter().enumerate() {
@@ -81,7 +88,6 @@ pub(super) fn timing(
     let mut stage_times = Vec::with_capacity(spec.stages.len());
     let mut clock = Duration::ZERO;
     // The worst case is scheduled only when something is retried.
-    let retries: Vec<Option<Retry>> = (0..n).map(retry_of).collect();
     let any_retry = retries.iter().any(Option::is_some);
     let (mut worst_start, mut worst_clock) = (
         vec![Duration::ZERO; if any_retry { n } else { 0 }],
@@ -120,7 +126,6 @@ pub(super) fn timing(
         order_in_stage.push(order);
     }
 
-    let durations: Vec<Duration> = (0..n).map(duration_of).collect();
     let (critical, critical_path) = critical_path(&order_in_stage, deps, &start, &durations, ids);
     Timing {
         layer,
@@ -143,7 +148,7 @@ pub(super) fn timing(
 /// that finishes later in the estimate, then by id.
 fn critical_path(
     order_in_stage: &[Vec<usize>],
-    deps: &[Vec<usize>],
+    deps: &Adjacency,
     start: &[Duration],
     durations: &[Duration],
     ids: &[SmolStr],
@@ -184,33 +189,38 @@ fn critical_path(
 /// Layers and a topological order for one stage's systems: by layer, then id.
 fn topo_layers<'a>(
     mine: &[usize],
-    deps: &[Vec<usize>],
+    deps: &Adjacency,
     stage_of: &[usize],
     stage: usize,
     layer: &mut [u32],
     id: impl Fn(usize) -> &'a str,
 ) -> Vec<usize> {
-    // Kahn's algorithm over the stage's own edges; dependencies in earlier
-    // stages are done before the stage begins and add no constraint here.
-    let mut order: Vec<usize> = Vec::with_capacity(mine.len());
+    // Kahn's algorithm over the stage's own edges gives the layers;
+    // dependencies in earlier stages are done before the stage begins and
+    // add no constraint here.
     let mut local = vec![usize::MAX; layer.len()];
     for (k, &i) in mine.iter().enumerate() {
         local[i] = k;
     }
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); mine.len()];
+    let local = &local;
+    let edges = || {
+        mine.iter().enumerate().flat_map(|(k, &i)| {
+            deps[i]
+                .iter()
+                .filter(|&&j| stage_of[j] == stage)
+                .map(move |&j| (local[j], k))
+        })
+    };
+    let dependents = Adjacency::from_pairs(mine.len(), edges);
     let mut indegree = vec![0u32; mine.len()];
-    for (k, &i) in mine.iter().enumerate() {
-        for &j in &deps[i] {
-            if stage_of[j] == stage {
-                dependents[local[j]].push(k);
-                indegree[k] += 1;
-            }
-        }
+    for (_, k) in edges() {
+        indegree[k] += 1;
     }
     let mut ready: Vec<usize> = (0..mine.len()).filter(|&k| indegree[k] == 0).collect();
+    let mut layers = 0;
     while let Some(k) = ready.pop() {
         let i = mine[k];
-        order.push(i);
+        layers = layers.max(layer[i] as usize + 1);
         for &d in &dependents[k] {
             let di = mine[d];
             layer[di] = layer[di].max(layer[i] + 1);
@@ -220,7 +230,18 @@ fn topo_layers<'a>(
             }
         }
     }
-    order.sort_by(|&a, &b| layer[a].cmp(&layer[b]).then_with(|| id(a).cmp(id(b))));
+    // By layer, then id: the systems go into their layers in the
+    // playbook's order, then each layer is sorted by id. A playbook written
+    // in id order (as generated ones are) is sorted already, and a stable
+    // sort sees that in one pass, where one sort of the whole stage by
+    // (layer, id) compared ids all over memory.
+    let by_layer = Adjacency::from_pairs(layers, || mine.iter().map(|&i| (layer[i] as usize, i)));
+    let mut order: Vec<usize> = Vec::with_capacity(mine.len());
+    for members in by_layer.iter() {
+        let from = order.len();
+        order.extend_from_slice(members);
+        order[from..].sort_by(|&a, &b| id(a).cmp(id(b)));
+    }
     order
 }
 
@@ -230,7 +251,7 @@ fn topo_layers<'a>(
 #[allow(clippy::too_many_arguments)]
 fn schedule(
     order: &[usize],
-    deps: &[Vec<usize>],
+    deps: &Adjacency,
     stage_of: &[usize],
     stage: usize,
     max_parallel: Option<u32>,
@@ -243,15 +264,19 @@ fn schedule(
     for (p, &i) in order.iter().enumerate() {
         position[i] = p;
     }
+    let position = &position;
+    let edges = || {
+        order.iter().enumerate().flat_map(|(p, &i)| {
+            deps[i]
+                .iter()
+                .filter(|&&j| stage_of[j] == stage)
+                .map(move |&j| (position[j], p))
+        })
+    };
+    let dependents = Adjacency::from_pairs(order.len(), edges);
     let mut waiting = vec![0usize; order.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
-    for (p, &i) in order.iter().enumerate() {
-        for &j in &deps[i] {
-            if stage_of[j] == stage {
-                waiting[p] += 1;
-                dependents[position[j]].push(p);
-            }
-        }
+    for (_, p) in edges() {
+        waiting[p] += 1;
     }
     // Ready systems by plan position; running ones by finish time.
     let mut ready: BinaryHeap<Reverse<usize>> = (0..order.len())
