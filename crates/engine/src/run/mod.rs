@@ -505,7 +505,6 @@ impl<S: RunStore + 'static> Inner<S> {
             .collect()
     }
 
-    /// Whether every system of the stage is Healthy in the state.
     /// Whether every system the stage's gate waits for is Healthy.
     fn all_healthy(&self, stage: &PlannedStage) -> bool {
         let state = self.lock();

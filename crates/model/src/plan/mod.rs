@@ -167,8 +167,6 @@ impl PlannedSystem {
         self.retry.map_or(1, |r| r.attempts.max(1))
     }
 
-    /// Its longest time: every attempt at its expected duration, and every
-    /// backoff between them.
     /// A system as the plan runs it: its defaults resolved, its place and
     /// time in the estimate (`i` is its index in the playbook).
     fn new(
@@ -203,6 +201,8 @@ impl PlannedSystem {
         }
     }
 
+    /// Its longest time: every attempt at its expected duration, and every
+    /// backoff between them.
     fn worst_duration(expected: Duration, retry: Option<Retry>) -> Duration {
         let Some(r) = retry else { return expected };
         let n = r.attempts.max(1);
