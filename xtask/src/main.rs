@@ -642,53 +642,78 @@ fn bench_operator() -> Result<(), String> {
     )
 }
 
-/// The whole CLI on 100,000 generated systems: `plan FILE -o plan.json`
-/// seven times and `validate FILE` five, each under /usr/bin/time: wall
-/// time (fastest, median, slowest) and the largest peak RSS.
+/// The whole CLI on generated playbooks: `plan FILE -o plan.json` on
+/// 10,000 and 100,000 systems, nine times each, one size after the other
+/// so that both see the machine alike, and `validate FILE` five times on
+/// the larger. Wall time (fastest, median, slowest) measured around each
+/// process, the largest peak RSS from /usr/bin/time, and the larger size's
+/// times against the smaller's.
 fn bench_cli_plan() -> Result<(), String> {
     build_examples(&["blackstart", "blackstart-model"])?;
     let dir = fresh_dir("target/bench-cli-plan")?;
-    let playbook = synth(100000, 50, &dir)?;
+    let sizes = [10_000u32, 100_000];
+    let playbooks = [synth(sizes[0], 50, &dir)?, synth(sizes[1], 50, &dir)?];
     let json = dir.join("plan.json");
     let timed = |args: &[&std::ffi::OsStr]| -> Result<(f64, f64), String> {
+        let began = std::time::Instant::now();
         match under_time(args)? {
-            (secs, mib, true) => secs
-                .parse()
-                .map(|s| (s, mib))
-                .map_err(|e| format!("{secs}: {e}")),
+            (_, mib, true) => Ok((began.elapsed().as_secs_f64(), mib)),
             _ => Err(format!("blackstart {args:?} failed")),
         }
     };
-    let plan_args = [
-        std::ffi::OsStr::new("plan"),
-        playbook.as_os_str(),
-        std::ffi::OsStr::new("-o"),
-        json.as_os_str(),
-    ];
-    let validate_args = [std::ffi::OsStr::new("validate"), playbook.as_os_str()];
-    println!();
-    println!("The CLI on 100,000 generated systems (50 sites):");
-    println!("| command | fastest | median | slowest | peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
-    for (what, args, runs) in [
-        ("plan FILE -o plan.json", &plan_args[..], 7),
-        ("validate FILE", &validate_args[..], 5),
-    ] {
-        let mut secs = Vec::new();
-        let mut rss: f64 = 0.0;
-        for _ in 0..runs {
-            let (s, r) = timed(args)?;
-            secs.push(s);
-            rss = rss.max(r);
+    let mut plan_secs = [Vec::new(), Vec::new()];
+    let mut plan_rss = [0f64; 2];
+    for _ in 0..9 {
+        for (k, playbook) in playbooks.iter().enumerate() {
+            let args = [
+                "plan".as_ref(),
+                playbook.as_os_str(),
+                "-o".as_ref(),
+                json.as_os_str(),
+            ];
+            let (s, r) = timed(&args)?;
+            plan_secs[k].push(s);
+            plan_rss[k] = plan_rss[k].max(r);
         }
-        secs.sort_by(f64::total_cmp);
-        println!(
-            "| `blackstart {what}` | {:.2} s | {:.2} s | {:.2} s | {rss:.0} MiB |",
-            secs[0],
-            secs[secs.len() / 2],
-            secs[secs.len() - 1]
-        );
     }
+    let larger = &playbooks[1];
+    let mut validate_secs = Vec::new();
+    let mut validate_rss: f64 = 0.0;
+    for _ in 0..5 {
+        let (s, r) = timed(&["validate".as_ref(), larger.as_os_str()])?;
+        validate_secs.push(s);
+        validate_rss = validate_rss.max(r);
+    }
+    println!();
+    println!("The CLI on generated playbooks (50 sites):");
+    println!("| command | systems | fastest | median | slowest | peak RSS |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |what: &str, n: u32, secs: &mut Vec<f64>, rss: f64| {
+        secs.sort_by(f64::total_cmp);
+        let (fastest, median, slowest) = (secs[0], secs[secs.len() / 2], secs[secs.len() - 1]);
+        println!(
+            "| `blackstart {what}` | {n} | {fastest:.3} s | {median:.3} s | {slowest:.3} s | {rss:.0} MiB |"
+        );
+        (fastest, median)
+    };
+    let small = row(
+        "plan FILE -o plan.json",
+        sizes[0],
+        &mut plan_secs[0],
+        plan_rss[0],
+    );
+    let large = row(
+        "plan FILE -o plan.json",
+        sizes[1],
+        &mut plan_secs[1],
+        plan_rss[1],
+    );
+    row("validate FILE", sizes[1], &mut validate_secs, validate_rss);
+    println!(
+        "100,000 systems against 10,000: {:.1}x (medians), {:.1}x (fastest)",
+        large.1 / small.1,
+        large.0 / small.0
+    );
     Ok(())
 }
 
