@@ -186,6 +186,39 @@ fn critical_path(
     (critical, path)
 }
 
+/// The edges among one stage's `members`, each numbered by its place in
+/// `members`: every member's dependents, and how many of its dependencies
+/// each waits for. Dependencies in earlier stages are done before the
+/// stage begins and add no constraint. `systems` is how many the playbook
+/// has.
+fn stage_edges(
+    members: &[usize],
+    deps: &Adjacency,
+    stage_of: &[usize],
+    stage: usize,
+    systems: usize,
+) -> (Adjacency, Vec<u32>) {
+    let mut place = vec![usize::MAX; systems];
+    for (k, &i) in members.iter().enumerate() {
+        place[i] = k;
+    }
+    let place = &place;
+    let edges = || {
+        members.iter().enumerate().flat_map(|(k, &i)| {
+            deps[i]
+                .iter()
+                .filter(|&&j| stage_of[j] == stage)
+                .map(move |&j| (place[j], k))
+        })
+    };
+    let dependents = Adjacency::from_pairs(members.len(), edges);
+    let mut waiting = vec![0u32; members.len()];
+    for (_, k) in edges() {
+        waiting[k] += 1;
+    }
+    (dependents, waiting)
+}
+
 /// Layers and a topological order for one stage's systems: by layer, then id.
 fn topo_layers<'a>(
     mine: &[usize],
@@ -195,27 +228,8 @@ fn topo_layers<'a>(
     layer: &mut [u32],
     id: impl Fn(usize) -> &'a str,
 ) -> Vec<usize> {
-    // Kahn's algorithm over the stage's own edges gives the layers;
-    // dependencies in earlier stages are done before the stage begins and
-    // add no constraint here.
-    let mut local = vec![usize::MAX; layer.len()];
-    for (k, &i) in mine.iter().enumerate() {
-        local[i] = k;
-    }
-    let local = &local;
-    let edges = || {
-        mine.iter().enumerate().flat_map(|(k, &i)| {
-            deps[i]
-                .iter()
-                .filter(|&&j| stage_of[j] == stage)
-                .map(move |&j| (local[j], k))
-        })
-    };
-    let dependents = Adjacency::from_pairs(mine.len(), edges);
-    let mut indegree = vec![0u32; mine.len()];
-    for (_, k) in edges() {
-        indegree[k] += 1;
-    }
+    // Kahn's algorithm over the stage's own edges gives the layers.
+    let (dependents, mut indegree) = stage_edges(mine, deps, stage_of, stage, layer.len());
     let mut ready: Vec<usize> = (0..mine.len()).filter(|&k| indegree[k] == 0).collect();
     let mut layers = 0;
     while let Some(k) = ready.pop() {
@@ -260,24 +274,7 @@ fn schedule(
     start: &mut [Duration],
 ) -> Duration {
     let slots = max_parallel.map_or(usize::MAX, |m| m as usize);
-    let mut position = vec![usize::MAX; start.len()];
-    for (p, &i) in order.iter().enumerate() {
-        position[i] = p;
-    }
-    let position = &position;
-    let edges = || {
-        order.iter().enumerate().flat_map(|(p, &i)| {
-            deps[i]
-                .iter()
-                .filter(|&&j| stage_of[j] == stage)
-                .map(move |&j| (position[j], p))
-        })
-    };
-    let dependents = Adjacency::from_pairs(order.len(), edges);
-    let mut waiting = vec![0usize; order.len()];
-    for (_, p) in edges() {
-        waiting[p] += 1;
-    }
+    let (dependents, mut waiting) = stage_edges(order, deps, stage_of, stage, start.len());
     // Ready systems by plan position; running ones by finish time.
     let mut ready: BinaryHeap<Reverse<usize>> = (0..order.len())
         .filter(|&p| waiting[p] == 0)
