@@ -239,7 +239,8 @@ fn check_cycles(pb: &Playbook, deps: &Adjacency, diags: &mut Diagnostics) {
     if is_acyclic(deps) {
         return;
     }
-    let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(systems.len(), deps.len());
+    let edges = deps.iter().map(<[usize]>::len).sum();
+    let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(systems.len(), edges);
     let nodes: Vec<NodeIndex> = (0..systems.len()).map(|_| graph.add_node(())).collect();
     for (i, ds) in deps.iter().enumerate() {
         for &j in ds {
