@@ -351,21 +351,34 @@ impl Decode for Duration {
 
 impl<T: Decode> Decode for Vec<T> {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
-        let tree = cx.tree;
-        let Some(items) = tree.seq(node) else {
-            wrong_type(node, "a list", cx);
-            return None;
-        };
-        let mut out = Vec::with_capacity(items.len());
-        let mut ok = true;
-        for (k, item) in items.iter().enumerate() {
-            match cx.at(Seg::Index(k), |cx| T::decode(item, cx)) {
-                Some(v) => out.push(v),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        list(node, cx, Vec::with_capacity, |out, v, _| out.push(v))
     }
+}
+
+/// The items of a list, each decoded in turn and handed to `keep` with
+/// where it was written, into what `new` makes for that many. `None` when
+/// the node is not a list or an item is broken; every item is still read,
+/// so each broken one is reported.
+fn list<'t, T: Decode, C>(
+    node: &'t Node<'t>,
+    cx: &mut Cx<'t>,
+    new: impl FnOnce(usize) -> C,
+    mut keep: impl FnMut(&mut C, T, Pos),
+) -> Option<C> {
+    let tree = cx.tree;
+    let Some(items) = tree.seq(node) else {
+        wrong_type(node, "a list", cx);
+        return None;
+    };
+    let mut out = new(items.len());
+    let mut ok = true;
+    for (k, item) in items.iter().enumerate() {
+        match cx.at(Seg::Index(k), |cx| T::decode(item, cx)) {
+            Some(v) => keep(&mut out, v, item.pos),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// String maps (labels, env, headers). Values must be text, as in Kubernetes.
@@ -431,26 +444,11 @@ impl<T> Default for Placed<T> {
 
 impl<T: Decode> Decode for Placed<T> {
     fn decode<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<Self> {
-        let tree = cx.tree;
-        let Some(items) = tree.seq(node) else {
-            wrong_type(node, "a list", cx);
-            return None;
-        };
-        let mut out = Placed(
-            Vec::with_capacity(items.len()),
-            Vec::with_capacity(items.len()),
-        );
-        let mut ok = true;
-        for (k, item) in items.iter().enumerate() {
-            match cx.at(Seg::Index(k), |cx| T::decode(item, cx)) {
-                Some(v) => {
-                    out.0.push(v);
-                    out.1.push(item.pos);
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        let new = |n| Placed(Vec::with_capacity(n), Vec::with_capacity(n));
+        list(node, cx, new, |out: &mut Placed<T>, v, pos| {
+            out.0.push(v);
+            out.1.push(pos);
+        })
     }
 }
 
