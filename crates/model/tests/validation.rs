@@ -650,6 +650,20 @@ fn a_tab_in_indentation_is_reported_on_its_own_line() {
     );
 }
 
+/// A stage whose selector has an unreadable item is reported once, for
+/// that item: not also as an empty selector, nor its systems as selected
+/// by no stage.
+#[test]
+fn a_broken_selector_is_not_echoed_as_empty_or_unselected() {
+    let yaml = pb(
+        "  sites: [ { id: a } ]\n  systems:\n    - { id: s1, site: a, start: { noop: {} } }\n  stages:\n    - { name: one, select: { sites: [a, 7] } }\n",
+    );
+    assert_eq!(
+        report(&yaml),
+        "pb.yaml:9:41: error: `spec.stages[0].sites[1]`: expected a string, found an integer\n  help: quote it to make it text: \"7\"\n"
+    );
+}
+
 /// A system with one broken field is reported once, for that field: stage
 /// selection does not echo it as an unknown system.
 #[test]

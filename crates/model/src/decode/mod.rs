@@ -522,6 +522,21 @@ impl<'a> Fields<'a> {
         cx.at(Seg::Field(name), |cx| T::decode(node, cx))
     }
 
+    /// A field that may be left out: `Ok(None)` when absent, `Err(())` when
+    /// written but unreadable (and so already reported).
+    fn opt_or_broken<T: Decode>(
+        &mut self,
+        name: &'static str,
+        cx: &mut Cx<'a>,
+    ) -> Result<Option<T>, ()> {
+        let Some(node) = self.get(name) else {
+            return Ok(None);
+        };
+        cx.at(Seg::Field(name), |cx| T::decode(node, cx))
+            .map(Some)
+            .ok_or(())
+    }
+
     fn or_default<T: Decode + Default>(&mut self, name: &'static str, cx: &mut Cx<'a>) -> T {
         self.opt(name, cx).unwrap_or_default()
     }

@@ -386,11 +386,18 @@ impl Decode for Stage {
 
 fn decode_selector<'t>(node: &'t Node<'t>, cx: &mut Cx<'t>) -> Option<(Selector, StageSrc)> {
     let mut f = Fields::of(node, "a stage selector", cx)?;
-    let sites: Option<Placed<String>> = f.opt("sites", cx);
-    let tiers: Option<Placed<String>> = f.opt("tiers", cx);
-    let systems: Option<Placed<String>> = f.opt("systems", cx);
+    let sites: Result<Option<Placed<String>>, ()> = f.opt_or_broken("sites", cx);
+    let tiers: Result<Option<Placed<String>>, ()> = f.opt_or_broken("tiers", cx);
+    let systems: Result<Option<Placed<String>>, ()> = f.opt_or_broken("systems", cx);
     let labels = f.or_default("labels", cx);
     f.finish(cx);
+    // A list that could not be read would leave the selector selecting
+    // less than was written (or nothing, "an empty selector"), and its
+    // systems "selected by no stage": the stage is broken instead, and the
+    // checks keep quiet about what it would have selected.
+    let (Ok(sites), Ok(tiers), Ok(systems)) = (sites, tiers, systems) else {
+        return None;
+    };
     let Placed(sites, site_pos) = sites.unwrap_or_default();
     let Placed(tiers, tier_pos) = tiers.unwrap_or_default();
     let Placed(systems, system_pos) = systems.unwrap_or_default();
