@@ -1,6 +1,10 @@
 //! The file journal's cost per event, fsync included: one appender (each
-//! event its own fsync, the worst case) and 8 appenders at once (a stage
-//! starting many systems together, where group commit shares fsyncs).
+//! event its own fsync, the worst case) and 8 or 64 appenders at once (a
+//! stage starting many systems together, where group commit shares
+//! fsyncs); appenders as threads that block (`append`, as `create` and a
+//! blocking record use), and as async tasks on two workers that write and
+//! then wait without a thread (`write_all` and `durable`, as the engine
+//! does), where the journal's committer thread runs the fsyncs.
 //!
 //! Writes under `target/bench-journal/` on purpose: `/tmp` is often tmpfs,
 //! where an fsync costs nothing and the figure would mean nothing.
@@ -25,6 +29,17 @@ fn started(run: &str) -> Event {
         phase: blackstart_engine::RunPhase::Running,
         reason: Some(run.to_owned()),
     }
+}
+
+fn report(who: &str, events: usize, begin: Instant, journal: &FileJournal, syncs_before: u64) {
+    let elapsed = begin.elapsed();
+    let (_, syncs) = journal.stats();
+    let syncs = syncs - syncs_before;
+    println!(
+        "{who:>10}  {events:>8}  {:>14.1}  {syncs:>12}  {:>16.1}",
+        elapsed.as_secs_f64() * 1e6 / events as f64,
+        events as f64 / syncs.max(1) as f64
+    );
 }
 
 fn main() {
@@ -55,14 +70,49 @@ fn main() {
         for t in threads {
             t.join().expect("appender finished");
         }
-        let elapsed = begin.elapsed();
-        let (_, syncs) = journal.stats();
-        let events = appenders * per;
-        let syncs = syncs - syncs_before;
-        println!(
-            "{appenders:>10}  {events:>8}  {:>14.1}  {syncs:>12}  {:>16.1}",
-            elapsed.as_secs_f64() * 1e6 / events as f64,
-            events as f64 / syncs.max(1) as f64
+        report(
+            &format!("{appenders} threads"),
+            appenders * per,
+            begin,
+            &journal,
+            syncs_before,
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    for (appenders, per) in [(1usize, 2000usize), (8, 500), (64, 50)] {
+        let run = format!("bench-async-{appenders}");
+        let dir = RunDir::new(&base, &run).expect("a valid run id");
+        let journal = Arc::new(
+            FileJournal::create(&dir, &started(&run)).expect("the bench directory is writable"),
+        );
+        let (_, syncs_before) = journal.stats();
+        let begin = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..appenders)
+                .map(|_| {
+                    let j = Arc::clone(&journal);
+                    tokio::spawn(async move {
+                        for i in 0..per {
+                            let written = j.write_all(&[event(i)]).expect("write succeeds");
+                            j.durable(written[0].seq).await.expect("durable");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("appender finished");
+            }
+        });
+        report(
+            &format!("{appenders} tasks"),
+            appenders * per,
+            begin,
+            &journal,
+            syncs_before,
         );
     }
     let _ = std::fs::remove_dir_all(&base);

@@ -13,10 +13,14 @@
 //! rewrites the whole tail: whoever kept the head (`audit --verify --head`)
 //! finds that, and `resume` compares the plan with the playbook file.
 //!
-//! Durability: `append` returns only after the record is on disk. Appenders
-//! that arrive while an fsync is under way are written behind it and made
-//! durable together by the next one (group commit), so a stage starting
-//! sixty systems at once pays for a few fsyncs, not sixty. After a failed
+//! Durability: `append` returns only after the record is on disk. Writing
+//! and waiting for the disk are apart: a record is written (in order,
+//! under the lock) at once, and one thread of the journal's own fsyncs
+//! whatever has been written since its last fsync, over and over while
+//! there is any (group commit). A stage starting sixty systems at once
+//! pays for a few fsyncs, not sixty; and the engine, which waits for its
+//! records without holding a thread ([`FileJournal::durable`]), puts
+//! everything its tasks wrote meanwhile into one. After a failed write or
 //! fsync the journal refuses further appends: the kernel may have dropped
 //! the dirty pages, and retrying would claim durability it cannot know.
 //!
@@ -38,7 +42,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -418,20 +422,130 @@ struct Inner {
     last_hash: String,
     /// Highest sequence number known to be on disk.
     durable: u64,
+    /// An fsync is under way.
     syncing: bool,
+    /// The highest sequence number an async waiter waits for: the
+    /// committer syncs until it is durable.
+    wanted: u64,
     poisoned: Option<String>,
     syncs: u64,
+    /// The journal was dropped: its committer syncs what is left and ends.
+    closed: bool,
+}
+
+/// What a journal's writers share with its committer thread.
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Told when `durable`, `syncing`, `wanted` or `closed` change, or the
+    /// journal is poisoned.
+    changed: Condvar,
+    /// `durable`, and whether the journal is poisoned, for async waiters.
+    durable: tokio::sync::watch::Sender<(u64, bool)>,
+    /// The journal file, for fsync without its lock.
+    sync_handle: File,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent counters (every
+        // update is a single assignment), so a poisoned mutex is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells every waiter where the disk stands.
+    fn tell(&self, g: &Inner) {
+        self.changed.notify_all();
+        self.durable.send_replace((g.durable, g.poisoned.is_some()));
+    }
+
+    /// One fsync of everything written so far, by whoever calls it: a
+    /// blocking appender (which leads it, as in a classic group commit) or
+    /// the committer. Only one runs at a time (`syncing`). Returns the
+    /// lock and the sequence number the fsync covered.
+    fn sync<'a>(&'a self, mut g: MutexGuard<'a, Inner>) -> (MutexGuard<'a, Inner>, u64) {
+        g.syncing = true;
+        let target = g.seq;
+        drop(g);
+        let result = self.sync_handle.sync_data();
+        let mut g = self.lock();
+        g.syncing = false;
+        g.syncs += 1;
+        match result {
+            Ok(()) => g.durable = g.durable.max(target),
+            Err(e) => g.poisoned = Some(format!("an fsync failed: {e}")),
+        }
+        self.tell(&g);
+        (g, target)
+    }
+}
+
+/// How long the committer lets writes gather before an fsync while the
+/// journal is busy (records came in during its last fsync), in steps: it
+/// syncs as soon as a step passes with nothing new. In a 10,000-system
+/// drill: 29,000 fsyncs and 2.7 to 2.8 s without gathering; 9,000 to
+/// 10,000 fsyncs and 2.0 to 2.3 s with 500 µs at once; 2.0 s in steps. A
+/// journal written now and then (a gate's approval, a small run) is never
+/// busy, and its records wait for one fsync only.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The committer: fsyncs until what async waiters want is durable, over
+/// and over while they want more, until the journal closes (after a last
+/// fsync of what is written) or is poisoned. Blocking appenders lead their
+/// own fsyncs; the committer never runs one beside theirs.
+fn commit(shared: &Shared) {
+    let mut busy = false;
+    let mut g = shared.lock();
+    loop {
+        let behind = g.wanted > g.durable || (g.closed && g.seq > g.durable);
+        if g.poisoned.is_some() || (g.closed && !behind) {
+            return;
+        }
+        if behind && !g.syncing {
+            // While records keep coming, let them gather, up to GATHER.
+            let mut gathered = std::time::Duration::ZERO;
+            while busy && gathered < GATHER {
+                let seen = g.seq;
+                drop(g);
+                std::thread::sleep(GATHER_STEP);
+                gathered += GATHER_STEP;
+                g = shared.lock();
+                if g.seq == seen {
+                    break;
+                }
+            }
+            let target;
+            (g, target) = shared.sync(g);
+            busy = g.seq > target;
+            continue;
+        }
+        if !behind {
+            // Idle: the next record is synced at once.
+            busy = false;
+        }
+        g = shared.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
 }
 
 /// A run's journal, open for writing; the lock is held until it is dropped.
 #[derive(Debug)]
 pub struct FileJournal {
     path: PathBuf,
-    inner: Mutex<Inner>,
-    synced: Condvar,
-    sync_handle: File,
+    shared: Arc<Shared>,
+    committer: Option<std::thread::JoinHandle<()>>,
     /// The journal's device and inode, as locked.
     identity: (u64, u64),
+}
+
+impl Drop for FileJournal {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.changed.notify_all();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -622,8 +736,7 @@ impl FileJournal {
     ) -> Result<FileJournal, JournalError> {
         let sync_handle = file.try_clone().map_err(io_err(&path))?;
         let identity = identity(&file.metadata().map_err(io_err(&path))?);
-        Ok(FileJournal {
-            path,
+        let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 file,
                 len,
@@ -631,11 +744,26 @@ impl FileJournal {
                 last_hash,
                 durable: seq,
                 syncing: false,
+                wanted: seq,
                 poisoned: None,
                 syncs: 0,
+                closed: false,
             }),
-            synced: Condvar::new(),
+            changed: Condvar::new(),
+            durable: tokio::sync::watch::Sender::new((seq, false)),
             sync_handle,
+        });
+        let committer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("journal-commit".to_owned())
+                .spawn(move || commit(&shared))
+                .map_err(io_err(&path))?
+        };
+        Ok(FileJournal {
+            path,
+            shared,
+            committer: Some(committer),
             identity,
         })
     }
@@ -660,9 +788,7 @@ impl FileJournal {
     }
 
     fn lock_inner(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves consistent counters (every
-        // update is a single assignment), so a poisoned mutex is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     fn poisoned(&self, g: &Inner) -> Option<JournalError> {
@@ -685,12 +811,25 @@ impl FileJournal {
     /// crash keeps a prefix of them, as it would of appends one by one,
     /// for one fsync instead of several.
     pub fn append_all(&self, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        let records = self.write_all(events)?;
+        if let Some(last) = records.last() {
+            self.wait_durable(last.seq)?;
+        }
+        Ok(records)
+    }
+
+    /// Writes events in order, in one write, and returns their records
+    /// without waiting for the disk: they are durable once
+    /// [`FileJournal::wait_durable`] or [`FileJournal::durable`] says so,
+    /// and nobody may act on them before.
+    pub fn write_all(&self, events: &[Event]) -> Result<Vec<Record>, JournalError> {
         let mut g = self.lock_inner();
         if let Some(e) = self.poisoned(&g) {
             return Err(e);
         }
         if let Err(reason) = self.still_ours(&g) {
             g.poisoned = Some(reason);
+            self.shared.tell(&g);
             return Err(self.poisoned(&g).expect("just poisoned"));
         }
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -713,6 +852,7 @@ impl FileJournal {
         if let Err(e) = g.file.write_all(lines.as_bytes()) {
             // Part of the lines may be on disk: nothing may follow them.
             g.poisoned = Some(format!("a write failed: {e}"));
+            self.shared.tell(&g);
             return Err(JournalError::Io {
                 path: self.path.clone(),
                 source: e,
@@ -721,32 +861,58 @@ impl FileJournal {
         g.len += lines.len() as u64;
         g.last_hash = prev;
         g.seq = seq;
+        Ok(records)
+    }
+
+    /// Returns once every record up to `seq` is on disk, blocking the
+    /// thread; an error if the journal was poisoned first. Leads an fsync
+    /// when none is under way (it covers whatever others wrote meanwhile),
+    /// else waits for the one under way and, if need be, the next.
+    pub fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        let mut g = self.lock_inner();
         loop {
             if g.durable >= seq {
-                return Ok(records);
+                return Ok(());
             }
             if let Some(e) = self.poisoned(&g) {
                 return Err(e);
             }
-            if g.syncing {
-                // Someone else's fsync is under way; ours goes in the next one.
-                g = self.synced.wait(g).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // Lead a group commit of everything written so far.
-            g.syncing = true;
-            let target = g.seq;
-            drop(g);
-            let result = self.sync_handle.sync_data();
-            g = self.lock_inner();
-            g.syncing = false;
-            g.syncs += 1;
-            match result {
-                Ok(()) => g.durable = g.durable.max(target),
-                Err(e) => g.poisoned = Some(format!("an fsync failed: {e}")),
-            }
-            self.synced.notify_all();
+            g = if g.syncing {
+                self.shared
+                    .changed
+                    .wait(g)
+                    .unwrap_or_else(|p| p.into_inner())
+            } else {
+                self.shared.sync(g).0
+            };
         }
+    }
+
+    /// [`FileJournal::wait_durable`] for async code: no thread waits; the
+    /// journal's committer thread runs the fsyncs.
+    pub async fn durable(&self, seq: u64) -> Result<(), JournalError> {
+        {
+            let mut g = self.lock_inner();
+            if g.durable < seq && g.wanted < seq {
+                g.wanted = seq;
+                self.shared.changed.notify_all();
+            }
+        }
+        let mut told = self.shared.durable.subscribe();
+        // The sender lives as long as `self`: the wait ends by its answer.
+        let _ = told
+            .wait_for(|&(durable, poisoned)| durable >= seq || poisoned)
+            .await;
+        let g = self.lock_inner();
+        match self.poisoned(&g) {
+            Some(e) if g.durable < seq => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The highest sequence number known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable.borrow().0
     }
 
     /// Every record so far, read back from disk and checked.

@@ -42,6 +42,39 @@ pub trait RunStore: Send + Sync {
     }
 
     fn load(&self) -> Result<Vec<Record>, Self::Error>;
+
+    /// Puts events down in order and returns their records, which may not
+    /// be durable yet: nobody acts on them before [`RunStore::durable`] or
+    /// [`RunStore::wait_durable`] says they are. The default is
+    /// [`RunStore::append_all`], durable when it returns.
+    fn write_all(&self, events: &[Event]) -> Result<Vec<Record>, Self::Error> {
+        self.append_all(events)
+    }
+
+    /// Whether `write_all` returns without waiting on the disk or the
+    /// network, so an async worker may call it. The default waits.
+    fn writes_without_waiting(&self) -> bool {
+        false
+    }
+
+    /// The highest sequence number known durable; by default everything
+    /// written is.
+    fn durable_seq(&self) -> u64 {
+        u64::MAX
+    }
+
+    /// Returns once every record up to `seq` is durable, blocking the thread.
+    fn wait_durable(&self, _seq: u64) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// [`RunStore::wait_durable`] without holding a thread.
+    fn durable(
+        &self,
+        _seq: u64,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl RunStore for FileJournal {
@@ -57,5 +90,29 @@ impl RunStore for FileJournal {
 
     fn load(&self) -> Result<Vec<Record>, JournalError> {
         FileJournal::load(self)
+    }
+
+    fn write_all(&self, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        FileJournal::write_all(self, events)
+    }
+
+    /// One write(2) into the page cache, under the journal's lock.
+    fn writes_without_waiting(&self) -> bool {
+        true
+    }
+
+    fn durable_seq(&self) -> u64 {
+        FileJournal::durable_seq(self)
+    }
+
+    fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        FileJournal::wait_durable(self, seq)
+    }
+
+    fn durable(
+        &self,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<(), JournalError>> + Send {
+        FileJournal::durable(self, seq)
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use blackstart_engine::journal::{self, GENESIS};
 use blackstart_engine::{
@@ -461,6 +462,44 @@ fn concurrent_appends_share_fsyncs_and_keep_the_chain() {
             .enumerate()
             .all(|(i, r)| r.seq == i as u64 + 1)
     );
+}
+
+#[tokio::test]
+async fn a_write_is_durable_when_the_committer_says_so_and_a_poisoned_journal_ends_every_wait() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(tmp.path(), "r1").unwrap();
+    let j = FileJournal::create(&dir, &started("r1")).unwrap();
+    let written = j
+        .write_all(&[
+            system("db", SystemPhase::Starting),
+            system("db", SystemPhase::Healthy),
+        ])
+        .unwrap();
+    let last = written.last().unwrap().seq;
+    assert_eq!(last, 3);
+    j.durable(last).await.unwrap();
+    assert!(j.durable_seq() >= last);
+    assert_eq!(journal::read(&dir).unwrap().len(), 3);
+    // Someone else writes to the file: the next write is refused, and a
+    // wait for a record that never reached the disk ends with that
+    // refusal, for async and blocking waiters alike, instead of hanging.
+    let mut text = std::fs::read_to_string(dir.journal()).unwrap();
+    text.push_str("{}\n");
+    std::fs::write(dir.journal(), &text).unwrap();
+    let err = j
+        .write_all(&[system("app", SystemPhase::Starting)])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("someone else wrote to it"),
+        "{err}"
+    );
+    let waited = tokio::time::timeout(Duration::from_secs(10), j.durable(last + 1))
+        .await
+        .expect("the wait ends");
+    assert!(waited.is_err());
+    assert!(j.wait_durable(last + 1).is_err());
+    // What was on disk before stays so.
+    j.durable(last).await.unwrap();
 }
 
 #[test]

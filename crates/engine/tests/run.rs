@@ -245,6 +245,51 @@ async fn a_start_journals_its_phase_with_its_attempt_and_its_output_with_its_end
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_every_record_once_in_the_journal_s_order() {
+    // A hundred and fifty starts that end together: their tasks write,
+    // wait for the disk at once, and apply their records in turn. A task
+    // that applied its own as soon as its wait ended would tell watchers
+    // records out of order.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let systems: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                "    - {{ id: s{i:03}, site: dc, tier: app, start: {{ noop: {{}} }}, health: [ {{ tcp: {{ address: \"{addr}\" }} }} ] }}\n"
+            )
+        })
+        .collect();
+    let yaml = playbook(&systems, "    - { name: all, select: { tiers: [app] } }\n");
+    let (lab, engine) = lab(&yaml);
+    let mut told = engine.subscribe();
+    assert_eq!(engine.run().await.unwrap(), RunPhase::Succeeded);
+    let mut seqs = Vec::new();
+    while let Ok(record) = told.try_recv() {
+        seqs.push(record.seq);
+    }
+    let on_disk: Vec<u64> = journal::read(&lab.dir)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .skip(1)
+        .collect();
+    assert!(on_disk.len() > 600, "{} records", on_disk.len());
+    assert_eq!(seqs, on_disk);
+    let state = engine.state();
+    assert!(
+        state
+            .systems
+            .iter()
+            .all(|s| s.phase == SystemPhase::Healthy)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_max_parallel_at_once() {
     let slow = |id: &str| {
         format!(

@@ -58,11 +58,13 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        // The journal's fsyncs leave the workers (`block_in_place`), each
-        // handing its worker to a blocking thread. A few such threads cover
-        // them; with tokio's default of 512, a 10,000-system drill peaked at
-        // 260 to 340 MiB RSS (threads and their malloc arenas), with 4 at
-        // 230 to 270 MiB, in six runs each.
+        // The engine's records that must wait for the disk where nothing
+        // may `.await` (a decision, a stage's end, an interrupt) leave the
+        // workers (`block_in_place`), each handing its worker to a blocking
+        // thread; a few cover them. With tokio's default of 512, when every
+        // record waited so, a 10,000-system drill peaked at 260 to 340 MiB
+        // RSS (threads and their malloc arenas), with 4 at 230 to 270 MiB,
+        // in six runs each.
         .max_blocking_threads(4)
         .enable_all()
         .build()

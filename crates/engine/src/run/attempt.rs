@@ -72,7 +72,7 @@ impl<S: RunStore + 'static> Inner<S> {
             step,
             attempt,
         });
-        if let Err(e) = self.emit_all(begun) {
+        if let Err(e) = self.emit_all(begun).await {
             self.running_lock().remove(id);
             return Err(e);
         }
@@ -105,7 +105,7 @@ impl<S: RunStore + 'static> Inner<S> {
             // A success says nothing more, unless it took retries.
             reason: (!outcome.ok || outcome.retries > 0).then(|| outcome.detail.clone()),
         });
-        self.emit_all(events)?;
+        self.emit_all(events).await?;
         Ok(outcome)
     }
 
@@ -128,7 +128,7 @@ impl<S: RunStore + 'static> Inner<S> {
                     }
                 }
                 inner
-                    .emit(Event::AttemptRunning {
+                    .emit_blocking(Event::AttemptRunning {
                         system: system.clone(),
                         step,
                         attempt,
@@ -144,7 +144,7 @@ impl<S: RunStore + 'static> Inner<S> {
     pub(super) fn abandon_attempt(&self, id: &str, reason: &str) -> Result<(), EngineError> {
         let taken = self.running_lock().remove(id);
         if let Some(r) = taken {
-            self.emit(Event::AttemptEnded {
+            self.emit_blocking(Event::AttemptEnded {
                 system: id.to_owned(),
                 step: r.step,
                 attempt: r.attempt,
@@ -225,7 +225,7 @@ impl<S: RunStore + 'static> Inner<S> {
             // Spawned in the instant before its pid was journaled?
             None if matches!(action, Some(Action::Exec(_))) => process::find_marked(&marker)
                 .inspect(|p| {
-                    let _ = self.emit(Event::AttemptRunning {
+                    let _ = self.emit_blocking(Event::AttemptRunning {
                         system: sys.id.to_string(),
                         step: last.step,
                         attempt: last.attempt,
@@ -257,26 +257,29 @@ impl<S: RunStore + 'static> Inner<S> {
                     p.pid,
                     humantime::format_duration(timeout)
                 )),
-            )?;
+            ).await?;
             let until = tokio::time::Instant::now() + timeout;
             while p.alive() && tokio::time::Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if p.alive() {
                 p.kill_group();
-                return self.emit(ended(
-                    AttemptResult::Failed,
-                    format!(
-                        "still running {} after the run resumed; its process group was killed",
-                        humantime::format_duration(timeout)
-                    ),
-                ));
+                return self
+                    .emit(ended(
+                        AttemptResult::Failed,
+                        format!(
+                            "still running {} after the run resumed; its process group was killed",
+                            humantime::format_duration(timeout)
+                        ),
+                    ))
+                    .await;
             }
         }
         self.emit(ended(
             AttemptResult::Unknown,
             "it ended while no blackstart watched it: how is not known".to_owned(),
         ))
+        .await
     }
 
     /// Whether health says the system is up: `successThreshold` passing
@@ -365,7 +368,8 @@ impl<S: RunStore + 'static> Inner<S> {
                         "confirmed {what} by {by} after a crash cut its {} short",
                         step.as_str()
                     )),
-                )?;
+                )
+                .await?;
                 Ok(Some(true))
             }
             (None, Some(by)) => {
@@ -373,7 +377,8 @@ impl<S: RunStore + 'static> Inner<S> {
                     id,
                     SystemPhase::Starting,
                     Some(format!("started again as {by} asked")),
-                )?;
+                )
+                .await?;
                 Ok(Some(false))
             }
             (None, None) => Ok(Some(false)),

@@ -19,7 +19,7 @@ impl<S: RunStore + 'static> Inner<S> {
     }
 
     pub(super) fn pause_run(&self, reason: &str) -> Result<RunPhase, EngineError> {
-        self.emit(Event::Run {
+        self.emit_blocking(Event::Run {
             phase: RunPhase::Paused,
             reason: Some(reason.to_owned()),
         })?;
@@ -52,15 +52,18 @@ impl<S: RunStore + 'static> Inner<S> {
                     systems,
                     reason,
                     by: None,
-                })?;
+                })
+                .await?;
                 self.finish_rollback().await
             }
             OnFailure::Pause => {
-                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
+                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))
+                    .await?;
                 self.pause_run(&reason)
             }
             OnFailure::Abort => {
-                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))?;
+                self.stage_event(&stage.name, StagePhase::Failed, Some(reason.clone()))
+                    .await?;
                 self.end(RunPhase::Failed, &reason)
             }
         }
@@ -93,14 +96,14 @@ impl<S: RunStore + 'static> Inner<S> {
                 )
             };
             for id in systems {
-                self.system_event(&id, SystemPhase::Skipped, None)?;
+                self.emit_blocking(system(&id, SystemPhase::Skipped, None))?;
             }
             for name in stages {
-                self.stage_event(&name, StagePhase::Skipped, None)?;
+                self.emit_blocking(stage(&name, StagePhase::Skipped, None))?;
             }
         }
         let reason = (!reason.is_empty()).then(|| reason.to_owned());
-        self.emit(Event::Run { phase, reason })?;
+        self.emit_blocking(Event::Run { phase, reason })?;
         Ok(phase)
     }
 }

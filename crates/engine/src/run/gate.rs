@@ -39,7 +39,7 @@ impl<S: RunStore + 'static> Inner<S> {
                 Ok(r) => r,
                 Err(why) => {
                     // Unreadable: reported, put aside, and the rest go on.
-                    self.emit(Event::Refused {
+                    self.emit_blocking(Event::Refused {
                         decision: "unreadable request".to_owned(),
                         subject: token.clone(),
                         by: String::new(),
@@ -62,9 +62,9 @@ impl<S: RunStore + 'static> Inner<S> {
     pub(super) fn decide(&self, d: &Decision) -> Result<Result<(), String>, EngineError> {
         let taken = crate::decision::take(&self.plan, &self.lock(), d);
         match taken {
-            Ok(event) => self.emit(event).map(|()| Ok(())),
+            Ok(event) => self.emit_blocking(event).map(|()| Ok(())),
             Err(reason) => self
-                .emit(Event::Refused {
+                .emit_blocking(Event::Refused {
                     decision: d.kind.as_str().to_owned(),
                     subject: d.subject.clone(),
                     by: d.by.clone(),
@@ -147,7 +147,7 @@ impl<S: RunStore + 'static> Inner<S> {
                     Some(Ok(Err((id, reason)))) => {
                         watches.abort_all();
                         let reason = format!("unhealthy during the soak: {reason}");
-                        self.system_event(&id, SystemPhase::Failed, Some(reason.clone()))?;
+                        self.system_event(&id, SystemPhase::Failed, Some(reason.clone())).await?;
                         return Ok(Starts::Failed(format!("{id}: {reason}")));
                     }
                 },

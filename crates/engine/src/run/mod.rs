@@ -35,7 +35,7 @@
 //! before state moves; `end` pauses, fails and ends a run; `log` turns
 //! records into `tracing` events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -71,6 +71,7 @@ mod start;
 
 use attempt::{Running, Settled};
 use log::log;
+use record::{stage, system};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -180,6 +181,10 @@ struct Inner<S> {
     format_1: bool,
     /// The journal's last record (seq, hash): what a notification names.
     head: Mutex<(u64, String)>,
+    /// Held while writing to the store: records are queued in its order.
+    writing: Mutex<()>,
+    /// Records written and not yet applied (`record.rs`).
+    pending: Mutex<record::Pending>,
 }
 
 impl<S: RunStore + 'static> std::fmt::Debug for Engine<S> {
@@ -233,6 +238,8 @@ impl<S: RunStore + 'static> Engine<S> {
                         .map(|r| (r.seq, r.hash.clone()))
                         .unwrap_or_default(),
                 ),
+                writing: Mutex::new(()),
+                pending: Mutex::default(),
             }),
         })
     }
@@ -357,12 +364,14 @@ impl<S: RunStore + 'static> Engine<S> {
             RunPhase::RollingBack => {}
             _ => {
                 let systems = self.inner.lock().rollback_order(&self.inner.plan);
-                self.inner.emit(Event::RollbackBegun {
-                    stage: None,
-                    systems,
-                    reason: reason.to_owned(),
-                    by: by.map(str::to_owned),
-                })?;
+                self.inner
+                    .emit(Event::RollbackBegun {
+                        stage: None,
+                        systems,
+                        reason: reason.to_owned(),
+                        by: by.map(str::to_owned),
+                    })
+                    .await?;
             }
         }
         let mut pump = Pump(Some(self.spawn_request_pump()));
@@ -384,10 +393,12 @@ impl<S: RunStore + 'static> Engine<S> {
             return Ok(inner.lock().phase);
         }
         let by = inner.by.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        inner.emit(Event::Run {
-            phase: RunPhase::Running,
-            reason: by.map(|b| format!("driven by {b}")),
-        })?;
+        inner
+            .emit(Event::Run {
+                phase: RunPhase::Running,
+                reason: by.map(|b| format!("driven by {b}")),
+            })
+            .await?;
         for stage in &inner.plan.stages {
             let phase = inner.lock().stage(&stage.name).map(|s| s.phase);
             if phase == Some(StagePhase::Succeeded) {
@@ -397,7 +408,9 @@ impl<S: RunStore + 'static> Engine<S> {
             // the wait, and the decisions signed for it, stay the same.
             let at_gate = phase == Some(StagePhase::Gate) && inner.all_healthy(stage);
             if !at_gate {
-                inner.stage_event(&stage.name, StagePhase::Running, None)?;
+                inner
+                    .stage_event(&stage.name, StagePhase::Running, None)
+                    .await?;
                 match self.start_stage(stage).await? {
                     Starts::AllHealthy => {}
                     Starts::Paused => return inner.commander_pause("paused by the commander"),
@@ -405,7 +418,9 @@ impl<S: RunStore + 'static> Engine<S> {
                         return inner.stage_failed(stage, &reason).await;
                     }
                 }
-                inner.stage_event(&stage.name, StagePhase::Gate, None)?;
+                inner
+                    .stage_event(&stage.name, StagePhase::Gate, None)
+                    .await?;
             }
             match inner.hold_gate(stage).await? {
                 Starts::AllHealthy => {}
@@ -418,7 +433,9 @@ impl<S: RunStore + 'static> Engine<S> {
                     return inner.stage_failed_as(stage, &reason, policy).await;
                 }
             }
-            inner.stage_event(&stage.name, StagePhase::Succeeded, None)?;
+            inner
+                .stage_event(&stage.name, StagePhase::Succeeded, None)
+                .await?;
         }
         let degraded = inner.lock().degraded();
         match degraded {
@@ -441,7 +458,11 @@ impl<S: RunStore + 'static> Engine<S> {
 }
 
 impl<S: RunStore + 'static> Inner<S> {
+    /// The state, with every durable record applied first: a task dropped
+    /// while it waited for the disk left its records for whoever looks.
     fn lock(&self) -> MutexGuard<'_, RunState> {
+        // A record that does not fold fails the next emit; a look goes on.
+        let _ = self.catch_up();
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -481,7 +502,7 @@ impl<S: RunStore + 'static> Inner<S> {
         waiting_for: WaitingFor,
         ask: String,
     ) -> Result<(), EngineError> {
-        self.emit(Event::System {
+        self.emit_blocking(Event::System {
             system: id.to_owned(),
             phase,
             reason: Some(ask),
@@ -559,7 +580,8 @@ async fn start_task<S: RunStore + 'static>(
                 let why = blocked_by(&engine.inner.lock(), id);
                 engine
                     .inner
-                    .system_event(&sys.id, SystemPhase::Blocked, Some(why))?;
+                    .system_event(&sys.id, SystemPhase::Blocked, Some(why))
+                    .await?;
                 return Ok(Task::Blocked);
             }
             _ => return Ok(Task::NotStarted),

@@ -402,7 +402,7 @@ fn deliver_to<S: RunStore + 'static>(
         let mut label = format!("webhook {}", receiver + 1);
         let record =
             |attempt, delivered, status: Option<u16>, error: Option<String>, last, label: &str| {
-                let _ = inner.emit(Event::Notified {
+                let _ = inner.emit_blocking(Event::Notified {
                     notification: on,
                     stage: stage.clone(),
                     receiver: label.to_owned(),

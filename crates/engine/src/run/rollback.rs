@@ -28,7 +28,8 @@ impl<S: RunStore + 'static> Inner<S> {
         self.stop_systems(&rollback.systems).await?;
         match &rollback.stage {
             Some(stage) => {
-                self.stage_event(stage, StagePhase::RolledBack, Some(rollback.reason.clone()))?;
+                self.stage_event(stage, StagePhase::RolledBack, Some(rollback.reason.clone()))
+                    .await?;
             }
             None => {
                 for stage in &self.plan.stages {
@@ -38,7 +39,7 @@ impl<S: RunStore + 'static> Inner<S> {
                     } else {
                         StagePhase::Skipped
                     };
-                    self.stage_event(&stage.name, phase, None)?;
+                    self.stage_event(&stage.name, phase, None).await?;
                 }
             }
         }
@@ -78,7 +79,7 @@ impl<S: RunStore + 'static> Inner<S> {
         match self.settle(sys, StepKind::Stop).await? {
             Settled::Nothing => {}
             Settled::Succeeded => {
-                return self.system_event(id, SystemPhase::RolledBack, None);
+                return self.system_event(id, SystemPhase::RolledBack, None).await;
             }
             Settled::Failed(_) => {
                 if phase != Some(SystemPhase::Failed) {
@@ -86,7 +87,8 @@ impl<S: RunStore + 'static> Inner<S> {
                         id,
                         SystemPhase::Failed,
                         Some("its stop failed before the run was interrupted".into()),
-                    )?;
+                    )
+                    .await?;
                 }
                 return Ok(());
             }
@@ -96,13 +98,14 @@ impl<S: RunStore + 'static> Inner<S> {
                         id,
                         SystemPhase::Failed,
                         Some("still healthy after a crash cut its stop short; the stop was not run twice: stop it by hand".into()),
-                    )
+                    ).await
                 } else {
                     self.system_event(
                         id,
                         SystemPhase::RolledBack,
                         Some("down after a crash cut its stop short".into()),
                     )
+                    .await
                 };
             }
             Settled::Unknown => {
@@ -113,14 +116,16 @@ impl<S: RunStore + 'static> Inner<S> {
         let resumed_wait = matches!(sys.stop, Some(Action::Manual(_)))
             && self.manual_wait_open(id, SystemPhase::Stopping);
         if !resumed_wait {
-            self.system_event(id, SystemPhase::Stopping, None)?;
+            self.system_event(id, SystemPhase::Stopping, None).await?;
         }
         let Some(stop) = &sys.stop else {
-            return self.system_event(
-                id,
-                SystemPhase::RolledBack,
-                Some("no stop action: left as it was".into()),
-            );
+            return self
+                .system_event(
+                    id,
+                    SystemPhase::RolledBack,
+                    Some("no stop action: left as it was".into()),
+                )
+                .await;
         };
         if let Action::Manual(m) = stop {
             if !resumed_wait {
@@ -134,17 +139,18 @@ impl<S: RunStore + 'static> Inner<S> {
             let system = id.clone();
             self.wait_until(move |s| s.system(&system).is_some_and(|s| s.confirmed_by.is_some()))
                 .await;
-            return self.system_event(id, SystemPhase::RolledBack, None);
+            return self.system_event(id, SystemPhase::RolledBack, None).await;
         }
         let outcome = self.run_attempt(id, StepKind::Stop, stop, None).await?;
         if outcome.ok {
-            self.system_event(id, SystemPhase::RolledBack, None)
+            self.system_event(id, SystemPhase::RolledBack, None).await
         } else {
             self.system_event(
                 id,
                 SystemPhase::Failed,
                 Some(format!("stop failed: {}", outcome.detail)),
             )
+            .await
         }
     }
 }

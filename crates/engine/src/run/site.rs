@@ -35,7 +35,7 @@ impl<S: RunStore + 'static> Engine<S> {
             }
             OnFailure::Pause | OnFailure::Abort => Vec::new(),
         };
-        self.inner.emit(Event::SiteHeld {
+        self.inner.emit_blocking(Event::SiteHeld {
             site: site.to_owned(),
             stage: stage.name.clone(),
             reason: reason.to_owned(),
@@ -90,10 +90,10 @@ impl<S: RunStore + 'static> Inner<S> {
 
     /// A system not started because its site is held in its stage.
     pub(super) fn blocked_by_its_site(&self, id: &str, site: &str) -> Result<(), EngineError> {
-        self.system_event(
+        self.emit_blocking(system(
             id,
             SystemPhase::Blocked,
             Some(format!("its site {site} is held in this stage")),
-        )
+        ))
     }
 }

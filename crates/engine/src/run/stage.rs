@@ -166,7 +166,7 @@ impl<S: RunStore + 'static> Engine<S> {
         let why = blocked_by(&state, &blocker);
         drop(state);
         self.inner
-            .system_event(&sys.id, SystemPhase::Blocked, Some(why))?;
+            .emit_blocking(system(&sys.id, SystemPhase::Blocked, Some(why)))?;
         Ok(Some(Done::Blocked))
     }
 
@@ -196,7 +196,7 @@ impl<S: RunStore + 'static> Engine<S> {
                 ),
                 _ => (SystemPhase::Failed, format!("start cancelled: {what}")),
             };
-            self.inner.system_event(&id, phase, Some(reason))?;
+            self.inner.emit_blocking(system(&id, phase, Some(reason)))?;
         }
         Ok(())
     }

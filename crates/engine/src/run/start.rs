@@ -31,7 +31,8 @@ impl<S: RunStore + 'static> Inner<S> {
                         &sys.id,
                         SystemPhase::Healthy,
                         Some("healthy when the run resumed; its start was not run again".into()),
-                    )?;
+                    )
+                    .await?;
                     return Ok(Task::Healthy);
                 }
                 None
@@ -98,7 +99,7 @@ impl<S: RunStore + 'static> Inner<S> {
                 waiting_for: None,
             };
             if let Action::Manual(_) = &sys.start {
-                self.emit(starting)?;
+                self.emit(starting).await?;
                 return Ok(None);
             }
             // Starting and its attempt begun, journaled together.
@@ -178,7 +179,8 @@ impl<S: RunStore + 'static> Inner<S> {
                 },
                 used + 1
             )),
-        )?;
+        )
+        .await?;
         let mut pause = self.pause.clone();
         tokio::select! {
             () = tokio::time::sleep(backoff.to_std()) => Ok(true),
@@ -187,17 +189,19 @@ impl<S: RunStore + 'static> Inner<S> {
     }
 
     pub(super) fn system_failed(&self, id: &str, reason: String) -> Result<Task, EngineError> {
-        self.system_event(id, SystemPhase::Failed, Some(reason.clone()))?;
+        self.emit_blocking(system(id, SystemPhase::Failed, Some(reason.clone())))?;
         Ok(Task::Failed(format!("{id}: {reason}")))
     }
 
     /// Runs the verify checks; `Some(reason)` when one failed.
     pub(super) async fn verify(&self, sys: &PlannedSystem) -> Result<Option<String>, EngineError> {
         if !sys.verify.is_empty() {
-            self.system_event(&sys.id, SystemPhase::Verifying, None)?;
+            self.system_event(&sys.id, SystemPhase::Verifying, None)
+                .await?;
             for (k, check) in sys.verify.iter().enumerate() {
                 let outcome = run_check(check, &self.site_cx(&sys.site)).await;
-                self.output(&sys.id, &format!("verify[{k}]"), &outcome)?;
+                self.output(&sys.id, &format!("verify[{k}]"), &outcome)
+                    .await?;
                 if !outcome.ok {
                     return Ok(Some(format!("integrity check failed: {}", outcome.detail)));
                 }
@@ -242,7 +246,8 @@ impl<S: RunStore + 'static> Inner<S> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match probe::until_healthy(&sys.health, &sys.probe, left, &self.health_cx(sys)).await {
             Ok(_) => {
-                self.system_event(&sys.id, SystemPhase::Healthy, None)?;
+                self.system_event(&sys.id, SystemPhase::Healthy, None)
+                    .await?;
                 Ok(Tried::Healthy)
             }
             Err(never) => Ok(Tried::Failed {
