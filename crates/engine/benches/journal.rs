@@ -31,6 +31,12 @@ fn started(run: &str) -> Event {
     }
 }
 
+/// A new run's journal under `base`.
+fn fresh(base: &std::path::Path, run: &str) -> Arc<FileJournal> {
+    let dir = RunDir::new(base, run).expect("a valid run id");
+    Arc::new(FileJournal::create(&dir, &started(run)).expect("the bench directory is writable"))
+}
+
 fn report(who: &str, events: usize, begin: Instant, journal: &FileJournal, syncs_before: u64) {
     let elapsed = begin.elapsed();
     let (_, syncs) = journal.stats();
@@ -50,11 +56,7 @@ fn main() {
         "appenders", "events", "µs per event", "fsyncs", "events per fsync"
     );
     for (appenders, per) in [(1usize, 2000usize), (8, 500), (64, 50)] {
-        let run = format!("bench-{appenders}");
-        let dir = RunDir::new(&base, &run).expect("a valid run id");
-        let journal = Arc::new(
-            FileJournal::create(&dir, &started(&run)).expect("the bench directory is writable"),
-        );
+        let journal = fresh(&base, &format!("bench-{appenders}"));
         let (_, syncs_before) = journal.stats();
         let begin = Instant::now();
         let threads: Vec<_> = (0..appenders)
@@ -84,11 +86,7 @@ fn main() {
         .build()
         .expect("a runtime");
     for (appenders, per) in [(1usize, 2000usize), (8, 500), (64, 50)] {
-        let run = format!("bench-async-{appenders}");
-        let dir = RunDir::new(&base, &run).expect("a valid run id");
-        let journal = Arc::new(
-            FileJournal::create(&dir, &started(&run)).expect("the bench directory is writable"),
-        );
+        let journal = fresh(&base, &format!("bench-async-{appenders}"));
         let (_, syncs_before) = journal.stats();
         let begin = Instant::now();
         rt.block_on(async {
