@@ -30,6 +30,11 @@ fn off_the_workers<T>(append: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A store's error, as the engine reports it.
+fn stored(e: impl std::error::Error) -> EngineError {
+    EngineError::Store(e.to_string())
+}
+
 /// Records the store holds that the state does not fold yet.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
@@ -52,10 +57,7 @@ impl<S: RunStore + 'static> Inner<S> {
             return Err(EngineError::Interrupted);
         }
         let last = self.put_down(&events)?;
-        self.store
-            .durable(last)
-            .await
-            .map_err(|e| EngineError::Store(e.to_string()))?;
+        self.store.durable(last).await.map_err(stored)?;
         self.catch_up()
     }
 
@@ -72,19 +74,17 @@ impl<S: RunStore + 'static> Inner<S> {
     /// interrupt's own records.
     pub(super) fn record(&self, event: Event) -> Result<(), EngineError> {
         let last = self.put_down(std::slice::from_ref(&event))?;
-        off_the_workers(|| self.store.wait_durable(last))
-            .map_err(|e| EngineError::Store(e.to_string()))?;
+        off_the_workers(|| self.store.wait_durable(last)).map_err(stored)?;
         self.catch_up()
     }
 
     /// Writes events to the store and queues their records to be applied;
     /// returns the last one's sequence number.
     fn put_down(&self, events: &[Event]) -> Result<u64, EngineError> {
-        let store_err = |e: S::Error| EngineError::Store(e.to_string());
         if self.store.writes_without_waiting() {
             // Written and queued under one lock: queued in the store's order.
             let _order = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-            let records = self.store.write_all(events).map_err(store_err)?;
+            let records = self.store.write_all(events).map_err(stored)?;
             let last = records.last().map_or(0, |r| r.seq);
             self.pending_lock().records.extend(records);
             return Ok(last);
@@ -94,7 +94,7 @@ impl<S: RunStore + 'static> Inner<S> {
         // time. Its records are durable when it returns; one that returns
         // late is queued in its place if the records after it are still
         // queued, and applied after them if not.
-        let records = off_the_workers(|| self.store.append_all(events)).map_err(store_err)?;
+        let records = off_the_workers(|| self.store.append_all(events)).map_err(stored)?;
         let last = records.last().map_or(0, |r| r.seq);
         let mut pending = self.pending_lock();
         for record in records {
